@@ -1,0 +1,307 @@
+//! One client connection of the broker: WebSocket upgrade and CONNECT under a deadline, then a
+//! reader that parses MQTT packets and a writer that drains the connection's outbox.
+
+use super::router::{Inbox, Router};
+use crate::protocol::{MAX_MQTT_PAYLOAD, MAX_TOPIC_BYTES};
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use rumqttc::{ConnAck, ConnectReturnCode, Packet, PubAck, QoS, UnsubAck};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// The largest MQTT packet read: a maximal payload, a maximal topic and the packet's own
+/// header. A PUBLISH within this but with a payload above the limit is refused by name.
+const MAX_PACKET: usize = MAX_MQTT_PAYLOAD + MAX_TOPIC_BYTES + 16;
+
+/// The largest WebSocket message read; MQTT packets may span messages, so this only bounds
+/// memory.
+const MAX_WS_MESSAGE: usize = 2 * MAX_PACKET;
+
+/// Packets are coalesced into one WebSocket message up to this many bytes.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// IoT Core's longest keep-alive (also used when a client asks for none).
+const MAX_KEEP_ALIVE: u16 = 1200;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Why a connection ended: a clean DISCONNECT suppresses the will.
+enum End {
+    Clean,
+    Dropped(String),
+}
+
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::warn!(%peer, "could not set TCP_NODELAY: {e}");
+    }
+    let deadline = router.config().handshake_timeout;
+    let opened = tokio::select! {
+        opened = tokio::time::timeout(deadline, open(stream, &router)) => opened,
+        _ = stop.changed() => return,
+    };
+    let (ws, buf, connect) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "connection refused: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no WebSocket upgrade and CONNECT within {deadline:?}: closed");
+            return;
+        }
+    };
+    let client_id = connect.client_id.clone();
+    let keep_alive = match connect.keep_alive {
+        0 => MAX_KEEP_ALIVE,
+        k => k.min(MAX_KEEP_ALIVE),
+    };
+    let idle_limit = Duration::from_millis(u64::from(keep_alive) * 1500);
+    let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
+    let registration = router.register(&client_id, connect.last_will.clone(), connack);
+    let conn = registration.conn;
+    tracing::debug!(%peer, client_id, conn, "client connected");
+
+    let (sink, stream) = ws.split();
+    let mut writer = tokio::spawn(write_loop(sink, registration.inbox));
+    let reader = read_loop(stream, buf, &router, &client_id, conn, idle_limit);
+    let end = tokio::select! {
+        end = reader => end,
+        written = &mut writer => End::Dropped(match written {
+            Ok(Err(e)) => format!("write failed: {e}"),
+            _ => "writer stopped".into(),
+        }),
+        _ = registration.kick.notified() => End::Dropped("taken over or too slow".into()),
+        _ = stop.changed() => {
+            writer.abort();
+            return;
+        }
+    };
+    writer.abort();
+    match &end {
+        End::Clean => tracing::debug!(client_id, conn, "client disconnected"),
+        End::Dropped(why) => tracing::debug!(client_id, conn, "connection dropped: {why}"),
+    }
+    router.disconnect(&client_id, conn, matches!(end, End::Clean));
+}
+
+/// Upgrade to WebSocket (answering the `mqtt` subprotocol) and read the CONNECT packet.
+async fn open(
+    stream: TcpStream,
+    router: &Router,
+) -> Result<(Ws, BytesMut, rumqttc::Connect), String> {
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(MAX_WS_MESSAGE);
+    config.max_frame_size = Some(MAX_WS_MESSAGE);
+    let mut ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, answer_subprotocol, Some(config))
+            .await
+            .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
+    let mut buf = BytesMut::new();
+    let packet = loop {
+        match Packet::read(&mut buf, MAX_PACKET) {
+            Ok(packet) => break packet,
+            Err(rumqttc::Error::InsufficientBytes(_)) => {}
+            Err(e) => return Err(format!("bad first packet: {e}")),
+        }
+        match ws.next().await {
+            Some(Ok(Message::Binary(data))) => buf.extend_from_slice(&data),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => return Err(format!("unexpected WebSocket message {other:?}")),
+            Some(Err(e)) => return Err(format!("read failed: {e}")),
+            None => return Err("closed before CONNECT".into()),
+        }
+    };
+    let Packet::Connect(connect) = packet else {
+        return Err("first packet is not CONNECT".into());
+    };
+    if connect.client_id.len() > 128 || connect.client_id.starts_with('$') {
+        refuse(&mut ws, ConnectReturnCode::BadClientId).await;
+        return Err(format!("bad client id {:?}", connect.client_id));
+    }
+    if let Some(will) = &connect.last_will {
+        if crate::topics::check_topic(&will.topic).is_err() || will.qos == QoS::ExactlyOnce {
+            refuse(&mut ws, ConnectReturnCode::BadClientId).await;
+            return Err(format!("bad last will on topic {:?}", will.topic));
+        }
+    }
+    if let Some((user, pass)) = &router.config().credentials {
+        let ok = connect
+            .login
+            .as_ref()
+            .is_some_and(|l| l.username == *user && l.password == *pass);
+        if !ok {
+            refuse(&mut ws, ConnectReturnCode::BadUserNamePassword).await;
+            return Err("bad user name or password".into());
+        }
+    }
+    let mut connect = connect;
+    if connect.client_id.is_empty() {
+        static ANONYMOUS: AtomicU64 = AtomicU64::new(0);
+        connect.client_id = format!("$anonymous-{}", ANONYMOUS.fetch_add(1, Ordering::Relaxed));
+    }
+    Ok((ws, buf, connect))
+}
+
+/// Answer CONNECT with a refusal before closing.
+async fn refuse(ws: &mut Ws, code: ConnectReturnCode) {
+    let mut out = BytesMut::new();
+    let _ = Packet::ConnAck(ConnAck::new(code, false)).write(&mut out, MAX_PACKET);
+    let _ = ws.send(Message::Binary(out.freeze())).await;
+}
+
+#[allow(clippy::result_large_err)]
+fn answer_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    if let Some(chosen) = ["mqtt", "mqttv3.1"]
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p))
+    {
+        resp.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            chosen.parse().expect("static header value"),
+        );
+    }
+    Ok(resp)
+}
+
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<Ws>,
+    mut buf: BytesMut,
+    router: &Router,
+    client_id: &str,
+    conn: u64,
+    idle_limit: Duration,
+) -> End {
+    loop {
+        loop {
+            let packet = match Packet::read(&mut buf, MAX_PACKET) {
+                Ok(packet) => packet,
+                Err(rumqttc::Error::InsufficientBytes(_)) => break,
+                Err(e) => {
+                    tracing::warn!(client_id, "closing connection: malformed MQTT packet: {e}");
+                    return End::Dropped(format!("malformed packet: {e}"));
+                }
+            };
+            if let Some(end) = handle(packet, router, client_id, conn) {
+                return end;
+            }
+        }
+        let next = match tokio::time::timeout(idle_limit, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => return End::Dropped(format!("silent for {idle_limit:?} (keep-alive)")),
+        };
+        match next {
+            Some(Ok(Message::Binary(data))) => buf.extend_from_slice(&data),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Text(_))) => {
+                tracing::warn!(client_id, "closing connection: text frame where MQTT is binary");
+                return End::Dropped("text frame".into());
+            }
+            Some(Ok(Message::Close(_))) | None => return End::Dropped("closed".into()),
+            Some(Err(e)) => return End::Dropped(format!("read failed: {e}")),
+        }
+    }
+}
+
+/// Act on one packet; `Some` ends the connection.
+fn handle(packet: Packet, router: &Router, client_id: &str, conn: u64) -> Option<End> {
+    match packet {
+        Packet::Publish(publish) => {
+            if publish.payload.len() > MAX_MQTT_PAYLOAD {
+                tracing::warn!(
+                    client_id,
+                    topic = %publish.topic,
+                    "refused PUBLISH: payload of {} bytes exceeds the limit of {MAX_MQTT_PAYLOAD}; closing connection",
+                    publish.payload.len()
+                );
+                return Some(End::Dropped("payload too large".into()));
+            }
+            if let Err(e) = crate::topics::check_topic(&publish.topic) {
+                tracing::warn!(client_id, "refused PUBLISH: {e}; closing connection");
+                return Some(End::Dropped(e.to_string()));
+            }
+            if publish.qos == QoS::ExactlyOnce {
+                tracing::warn!(client_id, "refused PUBLISH: QoS 2 is not supported; closing connection");
+                return Some(End::Dropped("QoS 2".into()));
+            }
+            let ack = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
+            router.publish(publish);
+            if let Some(pkid) = ack {
+                router.reply(client_id, conn, Packet::PubAck(PubAck::new(pkid)));
+            }
+        }
+        Packet::Subscribe(subscribe) => {
+            router.subscribe(client_id, conn, subscribe.pkid, subscribe.filters)
+        }
+        Packet::Unsubscribe(unsubscribe) => {
+            router.unsubscribe(client_id, conn, &unsubscribe.topics);
+            router.reply(
+                client_id,
+                conn,
+                Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)),
+            );
+        }
+        Packet::PingReq => router.reply(client_id, conn, Packet::PingResp),
+        Packet::Disconnect => return Some(End::Clean),
+        // Acknowledgements of our QoS 1 deliveries: sessions are clean, nothing to release.
+        Packet::PubAck(_) => {}
+        other => {
+            tracing::warn!(client_id, "closing connection: unexpected packet {other:?}");
+            return Some(End::Dropped("unexpected packet".into()));
+        }
+    }
+    None
+}
+
+/// Drain the outbox into the socket, coalescing queued packets into one flushed message.
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut inbox: Inbox,
+) -> Result<(), String> {
+    let mut next_pkid: u16 = 0;
+    let mut out = BytesMut::with_capacity(WRITE_BATCH);
+    while let Some(first) = inbox.rx.recv().await {
+        let mut item = Some(first);
+        while let Some(mut outgoing) = item.take() {
+            inbox.taken(&outgoing);
+            if let Packet::Publish(publish) = &mut outgoing.packet {
+                if publish.qos == QoS::AtLeastOnce {
+                    next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                    publish.pkid = next_pkid;
+                }
+            }
+            outgoing
+                .packet
+                .write(&mut out, usize::MAX)
+                .map_err(|e| format!("encode failed: {e}"))?;
+            if out.len() < WRITE_BATCH {
+                item = inbox.rx.try_recv().ok();
+            }
+        }
+        sink.send(Message::Binary(out.split().freeze()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let _ = sink.close().await;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The embedded MQTT 3.1.1-over-WebSocket broker: what IoT Core implements, with IoT Core's
+//! size and topic limits, so that it doubles as a local stand-in for it.
+//!
+//! QoS 0 and 1, retained messages, last wills, `+` and `#`, client-id takeover; TCP_NODELAY
+//! and flushed writes; handshake and keep-alive timeouts; a bounded outbox per subscriber
+//! whose overflow disconnects that subscriber with a log line; graceful shutdown that
+//! releases the port. Sessions are always clean (CONNACK says no session is present): the
+//! bridge protocol acknowledges at its own level instead.
+
+mod conn;
+mod router;
+
+use router::Router;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+/// The broker's settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// How long a new TCP connection may take to finish the WebSocket upgrade and send CONNECT.
+    pub handshake_timeout: Duration,
+    /// The most packets queued for one subscriber before it is disconnected as too slow.
+    pub max_queued_messages: usize,
+    /// The most payload bytes queued for one subscriber before it is disconnected as too slow.
+    pub max_queued_bytes: usize,
+    /// When set, every CONNECT must carry this user name and password.
+    pub credentials: Option<(String, String)>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            handshake_timeout: Duration::from_secs(10),
+            max_queued_messages: 4096,
+            max_queued_bytes: 64 * 1024 * 1024,
+            credentials: None,
+        }
+    }
+}
+
+/// How long shutdown waits for connections to close before it aborts them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serve MQTT over WebSocket on `listener` until `shutdown` completes, then close every
+/// connection and return, releasing the port.
+pub async fn run(
+    listener: TcpListener,
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let router = Arc::new(Router::new(config));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(conn::serve(stream, peer, router.clone(), stop_rx.clone()));
+                }
+                // Running out of descriptors must not end the broker: log, back off, go on.
+                Err(e) => {
+                    tracing::warn!("broker accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.shutdown().await;
+    }
+    tracing::info!("broker stopped");
+    Ok(())
+}
+
+/// A broker running in the background of this process.
+pub struct Broker {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl Broker {
+    /// Bind `addr` (port 0 for an ephemeral port) and start serving.
+    pub async fn start(addr: SocketAddr, config: BrokerConfig) -> io::Result<Broker> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Ok(Broker {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The address the broker listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL clients connect to: `ws://HOST:PORT/mqtt`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/mqtt", self.addr)
+    }
+
+    /// Stop accepting, close every connection and wait until the port is released.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.map_err(io::Error::other)?
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

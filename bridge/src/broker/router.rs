@@ -1,0 +1,306 @@
+//! The broker's shared state: connected sessions, their subscriptions and bounded outboxes,
+//! retained messages and last wills. Every change happens under one short lock, so that a
+//! SUBACK and the retained messages it replays stay ordered before later publishes.
+
+use super::BrokerConfig;
+use crate::topics::matches;
+use rumqttc::{LastWill, Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify};
+
+/// A packet queued for one connection, with the bytes it holds in the queue.
+pub(crate) struct Outgoing {
+    pub packet: Packet,
+    pub size: usize,
+}
+
+/// The sending half of a connection's outbox, bounded in messages and bytes.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    queued: Arc<Queued>,
+}
+
+/// What a connection's outbox holds now; the writer decrements as it sends.
+#[derive(Default)]
+pub(crate) struct Queued {
+    pub messages: AtomicUsize,
+    pub bytes: AtomicUsize,
+}
+
+/// The receiving half, owned by the connection's writer.
+pub(crate) struct Inbox {
+    pub rx: mpsc::UnboundedReceiver<Outgoing>,
+    pub queued: Arc<Queued>,
+}
+
+impl Inbox {
+    /// Account for one packet taken off the queue.
+    pub fn taken(&self, item: &Outgoing) {
+        self.queued.messages.fetch_sub(1, Ordering::Relaxed);
+        self.queued.bytes.fetch_sub(item.size, Ordering::Relaxed);
+    }
+}
+
+struct Session {
+    conn: u64,
+    outbox: Outbox,
+    subscriptions: Vec<(String, QoS)>,
+    will: Option<LastWill>,
+    kick: Arc<Notify>,
+}
+
+/// A newly registered connection: its id, its inbox and the signal that it was taken over or
+/// overflowed.
+pub(crate) struct Registration {
+    pub conn: u64,
+    pub inbox: Inbox,
+    pub kick: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Session>,
+    retained: BTreeMap<String, Publish>,
+    next_conn: u64,
+}
+
+pub(crate) struct Router {
+    state: Mutex<State>,
+    config: BrokerConfig,
+}
+
+impl Router {
+    pub fn new(config: BrokerConfig) -> Self {
+        Router {
+            state: Mutex::new(State::default()),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Register `client_id`, queue `connack` first in its outbox, and take over any earlier
+    /// connection with the same id (whose will is then published, before this one's CONNACK
+    /// reaches its client).
+    pub fn register(&self, client_id: &str, will: Option<LastWill>, connack: Packet) -> Registration {
+        let mut state = self.state.lock().expect("router lock");
+        state.next_conn += 1;
+        let conn = state.next_conn;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(Queued::default());
+        let outbox = Outbox {
+            tx,
+            queued: queued.clone(),
+        };
+        let kick = Arc::new(Notify::new());
+        let mut wills = VecDeque::new();
+        if let Some(old) = state.sessions.remove(client_id) {
+            tracing::info!(client_id, "client id taken over by a new connection");
+            old.kick.notify_one();
+            wills.extend(old.will);
+        }
+        // The CONNACK is the one packet that never counts against the queue bounds.
+        let _ = outbox.tx.send(Outgoing {
+            packet: connack,
+            size: 0,
+        });
+        state.sessions.insert(
+            client_id.to_string(),
+            Session {
+                conn,
+                outbox,
+                subscriptions: Vec::new(),
+                will,
+                kick: kick.clone(),
+            },
+        );
+        self.route(&mut state, wills.into_iter().map(will_publish).collect());
+        Registration {
+            conn,
+            inbox: Inbox { rx, queued },
+            kick,
+        }
+    }
+
+    /// Remove connection `conn` of `client_id`, publishing its will unless it disconnected
+    /// cleanly. A connection already taken over or dropped changes nothing.
+    pub fn disconnect(&self, client_id: &str, conn: u64, clean: bool) {
+        let mut state = self.state.lock().expect("router lock");
+        if state.sessions.get(client_id).map(|s| s.conn) != Some(conn) {
+            return;
+        }
+        let session = state.sessions.remove(client_id).expect("checked above");
+        if !clean {
+            if let Some(will) = session.will {
+                tracing::debug!(client_id, topic = %will.topic, "publishing last will");
+                self.route(&mut state, VecDeque::from([will_publish(will)]));
+            }
+        }
+    }
+
+    /// Route a client's PUBLISH: store or clear it if retained, deliver it to every matching
+    /// subscription.
+    pub fn publish(&self, publish: Publish) {
+        let mut state = self.state.lock().expect("router lock");
+        self.route(&mut state, VecDeque::from([publish]));
+    }
+
+    /// Add subscriptions for `conn`, queue the SUBACK, then the retained messages they match.
+    pub fn subscribe(&self, client_id: &str, conn: u64, pkid: u16, filters: Vec<SubscribeFilter>) {
+        let mut state = self.state.lock().expect("router lock");
+        let State {
+            sessions, retained, ..
+        } = &mut *state;
+        let Some(session) = sessions.get_mut(client_id).filter(|s| s.conn == conn) else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(filters.len());
+        let mut replay = Vec::new();
+        for filter in filters {
+            if let Err(e) = crate::topics::check_filter(&filter.path) {
+                tracing::warn!(client_id, "refused subscription: {e}");
+                codes.push(SubscribeReasonCode::Failure);
+                continue;
+            }
+            // QoS 2 is not supported, as in IoT Core: grant QoS 1.
+            let qos = min_qos(filter.qos, QoS::AtLeastOnce);
+            codes.push(SubscribeReasonCode::Success(qos));
+            for (topic, message) in retained.iter() {
+                if matches(topic, &filter.path) {
+                    let mut message = message.clone();
+                    message.qos = min_qos(message.qos, qos);
+                    message.retain = true;
+                    replay.push(message);
+                }
+            }
+            session.subscriptions.retain(|(f, _)| *f != filter.path);
+            session.subscriptions.push((filter.path, qos));
+        }
+        let outbox = session.outbox.clone();
+        let _ = outbox.tx.send(Outgoing {
+            packet: Packet::SubAck(SubAck::new(pkid, codes)),
+            size: 0,
+        });
+        let mut overflowed = Vec::new();
+        for message in replay {
+            if !self.enqueue(&outbox, message) {
+                overflowed.push(client_id.to_string());
+                break;
+            }
+        }
+        self.drop_overflowed(&mut state, overflowed, VecDeque::new());
+    }
+
+    /// Remove subscriptions of `conn`.
+    pub fn unsubscribe(&self, client_id: &str, conn: u64, topics: &[String]) {
+        let mut state = self.state.lock().expect("router lock");
+        if let Some(session) = state.sessions.get_mut(client_id).filter(|s| s.conn == conn) {
+            session.subscriptions.retain(|(f, _)| !topics.contains(f));
+        }
+    }
+
+    /// Queue a packet for `conn` itself (PUBACK, UNSUBACK, PINGRESP).
+    pub fn reply(&self, client_id: &str, conn: u64, packet: Packet) {
+        let state = self.state.lock().expect("router lock");
+        if let Some(session) = state.sessions.get(client_id).filter(|s| s.conn == conn) {
+            let _ = session.outbox.tx.send(Outgoing { packet, size: 0 });
+        }
+    }
+
+    fn route(&self, state: &mut State, mut pending: VecDeque<Publish>) {
+        while let Some(publish) = pending.pop_front() {
+            if publish.retain {
+                if publish.payload.is_empty() {
+                    state.retained.remove(&publish.topic);
+                } else {
+                    let mut stored = publish.clone();
+                    stored.dup = false;
+                    state.retained.insert(publish.topic.clone(), stored);
+                }
+            }
+            let mut overflowed = Vec::new();
+            for (client_id, session) in &state.sessions {
+                let granted = session
+                    .subscriptions
+                    .iter()
+                    .filter(|(filter, _)| matches(&publish.topic, filter))
+                    .map(|(_, qos)| *qos)
+                    .max_by_key(|q| *q as u8);
+                let Some(granted) = granted else { continue };
+                let mut message = publish.clone();
+                message.qos = min_qos(publish.qos, granted);
+                // A message delivered to an established subscription is never marked retained.
+                message.retain = false;
+                message.dup = false;
+                if !self.enqueue(&session.outbox, message) {
+                    overflowed.push(client_id.clone());
+                }
+            }
+            pending = self.drop_overflowed(state, overflowed, pending);
+        }
+    }
+
+    /// Disconnect sessions whose outbox overflowed, loudly, and queue their wills.
+    fn drop_overflowed(
+        &self,
+        state: &mut State,
+        overflowed: Vec<String>,
+        mut pending: VecDeque<Publish>,
+    ) -> VecDeque<Publish> {
+        for client_id in overflowed {
+            if let Some(session) = state.sessions.remove(&client_id) {
+                tracing::warn!(
+                    client_id,
+                    queued_messages = session.outbox.queued.messages.load(Ordering::Relaxed),
+                    queued_bytes = session.outbox.queued.bytes.load(Ordering::Relaxed),
+                    max_messages = self.config.max_queued_messages,
+                    max_bytes = self.config.max_queued_bytes,
+                    "disconnecting a subscriber that stopped reading: its queue is full"
+                );
+                session.kick.notify_one();
+                pending.extend(session.will.map(will_publish));
+            }
+        }
+        // Routing these wills may overflow others in turn; the caller's loop handles that.
+        pending
+    }
+
+    /// Queue `message` unless the outbox is over its bounds; false when it overflowed.
+    fn enqueue(&self, outbox: &Outbox, message: Publish) -> bool {
+        let size = message.payload.len() + message.topic.len();
+        let messages = outbox.queued.messages.load(Ordering::Relaxed);
+        let bytes = outbox.queued.bytes.load(Ordering::Relaxed);
+        if messages >= self.config.max_queued_messages
+            || bytes + size > self.config.max_queued_bytes
+        {
+            return false;
+        }
+        outbox.queued.messages.fetch_add(1, Ordering::Relaxed);
+        outbox.queued.bytes.fetch_add(size, Ordering::Relaxed);
+        // A send fails only when the connection is already gone, which loses nothing new.
+        let _ = outbox.tx.send(Outgoing {
+            packet: Packet::Publish(message),
+            size,
+        });
+        true
+    }
+}
+
+fn will_publish(will: LastWill) -> Publish {
+    let mut publish = Publish::from_bytes(will.topic, will.qos, will.message);
+    publish.retain = will.retain;
+    publish
+}
+
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) {
+        a
+    } else {
+        b
+    }
+}

@@ -1,0 +1,19 @@
+//! The bridge between a Lambda stub and `live dev`: everything both sides must agree on.
+//!
+//! - [`protocol`]: the messages, as data, and the limits beside them;
+//! - [`wire`]: framing, chunking to IoT Core's payload limit, and bounded reassembly;
+//! - [`topics`]: the topic scheme under `live/{app}/{stage}/` and IoT Core's topic limits;
+//! - [`transport`]: the MQTT-over-WebSocket client connection (on `rumqttc`);
+//! - [`broker`] (feature `broker`): the embedded MQTT-over-WebSocket broker.
+
+pub mod protocol;
+pub mod topics;
+pub mod transport;
+pub mod wire;
+
+#[cfg(feature = "broker")]
+pub mod broker;
+
+pub use protocol::{DevMessage, Invocation, Presence, StubMessage, PROTOCOL_VERSION};
+pub use topics::Topics;
+pub use wire::{Frame, ProtocolError, Reassembler};

@@ -1,0 +1,124 @@
+//! Wire protocol v1: the messages the stub and `live dev` exchange, as data.
+//!
+//! One serde enum per direction, named after its sender: [`StubMessage`] travels from a stub
+//! execution environment to a developer session, [`DevMessage`] the other way, and
+//! [`Presence`] is retained per developer session. Every message travels with a raw body
+//! (the event, the handler's response or error JSON) that is never re-encoded: see
+//! [`crate::wire`] for the framing and chunking.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The bridge protocol version. It travels in every frame, so the first message of every
+/// session carries it; a mismatch is a [`crate::ProtocolError::VersionMismatch`].
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The largest MQTT PUBLISH payload any broker on the path accepts (IoT Core's 128 KB),
+/// our frame header included. Larger messages are split into chunks.
+pub const MAX_MQTT_PAYLOAD: usize = 131_072;
+
+/// The largest topic IoT Core accepts, in bytes of UTF-8.
+pub const MAX_TOPIC_BYTES: usize = 256;
+
+/// The most forward slashes IoT Core accepts in a topic.
+pub const MAX_TOPIC_SLASHES: usize = 7;
+
+/// The largest whole message (header and body): Lambda's largest synchronous response
+/// (6 MiB + 100 bytes) with room for the headers that travel beside it.
+pub const MAX_MESSAGE_BYTES: usize = 6_291_556 + 64 * 1024;
+
+/// How long a partly received chunked message is kept before it is dropped.
+pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most bytes held across all partly received messages of one receiver.
+pub const REASSEMBLY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// A header name and value, in the order and spelling received.
+pub type Header = (String, String);
+
+/// Messages a stub execution environment sends to a developer session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StubMessage {
+    /// An invocation taken from the real Runtime API's `/next`; the frame's body is the raw
+    /// event, byte for byte.
+    Invoke(Invocation),
+    /// The stub received the result of `request_id`: the developer side stops re-sending it.
+    ResultAck {
+        /// The invocation whose result arrived.
+        request_id: String,
+    },
+}
+
+/// One invocation as the stub received it from Lambda.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// Lambda's request id (`Lambda-Runtime-Aws-Request-Id`); the key of acknowledgements,
+    /// deduplication and results.
+    pub request_id: String,
+    /// The function this stub stands in for, as named in `live.toml`.
+    pub function: String,
+    /// The stub's execution environment; results go to its topic and it maps 1:1 to a local
+    /// worker process.
+    pub env_id: String,
+    /// Every `Lambda-Runtime-*` header of `/next`, names and values unchanged.
+    pub headers: Vec<Header>,
+    /// Milliseconds left before Lambda's deadline when the stub sent this; relative, so that
+    /// clock skew between the cloud and the laptop does not matter.
+    pub remaining_ms: u64,
+    /// How often this invocation was sent before (0 on the first send).
+    pub attempt: u32,
+}
+
+/// Messages a developer session sends to a stub execution environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DevMessage {
+    /// The invocation arrived: the stub stops retransmitting it.
+    Ack {
+        /// The invocation received.
+        request_id: String,
+    },
+    /// The handler posted `/response`; the frame's body is its raw response.
+    Response {
+        /// The invocation answered.
+        request_id: String,
+        /// The headers of the handler's `/response` request, unchanged.
+        headers: Vec<Header>,
+    },
+    /// The handler posted `/error`, or the chain failed on the developer's side (build failed,
+    /// worker crashed); the frame's body is the raw error JSON.
+    Error {
+        /// The invocation answered.
+        request_id: String,
+        /// `Lambda-Runtime-Function-Error-Type`, when the handler sent one.
+        error_type: Option<String>,
+        /// The headers of the handler's `/error` request, unchanged.
+        headers: Vec<Header>,
+    },
+}
+
+/// Retained on a developer session's presence topic; its last will is the same record with
+/// `online: false`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The developer session this record describes.
+    pub session: String,
+    /// Whether the session is connected and serving.
+    pub online: bool,
+    /// When this connection of the session started (ms since the epoch): of two records for
+    /// one session the newer wins, so a late "offline" cannot erase a newer "online".
+    pub epoch: u64,
+    /// The protocol version the session speaks, so a stub can name the side to update.
+    pub version: u8,
+    /// The functions the session serves.
+    pub functions: Vec<String>,
+}
+
+impl Presence {
+    /// Whether this record should replace `other` for the same session: the newer connection
+    /// wins, and within one connection "offline" (its last will) comes after "online".
+    pub fn supersedes(&self, other: &Presence) -> bool {
+        (self.epoch, !self.online) >= (other.epoch, !other.online)
+    }
+}

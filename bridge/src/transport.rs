@@ -1,0 +1,422 @@
+//! The bridge's client connection: MQTT 3.1.1 over WebSocket on `rumqttc`, with TCP_NODELAY,
+//! packet limits raised above IoT Core's payload limit, reconnection with backoff and jitter,
+//! resubscription after every CONNACK, a retained presence record with a matching last will,
+//! and a hook that rewrites each connection attempt's HTTP request (for SigV4 presigning).
+//!
+//! Callers `send` messages and `recv` reassembled frames; chunking, keep-alive and size
+//! limits stay inside.
+
+use crate::protocol::MAX_MQTT_PAYLOAD;
+use crate::wire::{encode, Frame, ProtocolError, Reassembler};
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Packet, QoS, SubscribeFilter, Transport,
+};
+use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Rewrites the WebSocket upgrade request of every connection attempt (path, query, headers),
+/// for example to presign it afresh with SigV4.
+pub type RequestSigner = Arc<
+    dyn Fn(http::Request<()>) -> Pin<Box<dyn Future<Output = http::Request<()>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Builds a connection's presence records for its epoch: `(topic, online, offline)`. The
+/// online record is published retained after every CONNACK; the offline one is the will.
+pub type PresenceFn = Arc<dyn Fn(u64) -> (String, Bytes, Bytes) + Send + Sync>;
+
+/// The packet size limit set on the client: a maximal payload plus a maximal topic, rounded up.
+const CLIENT_MAX_PACKET: usize = 2 * MAX_MQTT_PAYLOAD;
+
+/// Frames received but not yet taken by `recv`.
+const INCOMING_QUEUE: usize = 1024;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// `ws://host:port/path` or `wss://host/path`.
+    pub url: String,
+    /// The MQTT client id; a second connection with the same id takes over this one.
+    pub client_id: String,
+    /// MQTT keep-alive: how soon a dead connection is noticed by either side.
+    pub keep_alive: Duration,
+    /// Topic filters subscribed (QoS 1) after every CONNACK.
+    pub subscriptions: Vec<String>,
+    /// Presence records for each connection, if this side announces itself.
+    pub presence: Option<PresenceFn>,
+    /// Rewrites each connection attempt's request.
+    pub signer: Option<RequestSigner>,
+    /// User name and password for brokers that require them.
+    pub credentials: Option<(String, String)>,
+    /// The first delay before reconnecting; it doubles up to `max_backoff`, with jitter.
+    pub min_backoff: Duration,
+    /// The longest delay between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl ConnectOptions {
+    /// Options with the defaults: 30 s keep-alive, backoff 50 ms to 2 s.
+    pub fn new(url: impl Into<String>, client_id: impl Into<String>) -> Self {
+        ConnectOptions {
+            url: url.into(),
+            client_id: client_id.into(),
+            keep_alive: Duration::from_secs(30),
+            subscriptions: Vec::new(),
+            presence: None,
+            signer: None,
+            credentials: None,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The state of the link to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Not connected yet, or reconnecting.
+    Down,
+    /// Connected and subscribed; `generation` counts connections since `open`.
+    Up {
+        /// 1 for the first connection, then one more per reconnection.
+        generation: u64,
+    },
+    /// Closed for good: the connection was dropped or closed.
+    Closed,
+}
+
+/// What went wrong on the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The message cannot be framed (too large, for instance).
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The URL is not a `ws://` or `wss://` URL.
+    #[error("broker URL {0:?} is not a ws:// or wss:// URL")]
+    BadUrl(String),
+    /// The connection is closed for good.
+    #[error("the bridge connection is closed")]
+    Closed,
+    /// The link did not come up in time.
+    #[error("could not reach the broker at {url} within {waited:?}: {last_error}")]
+    Unreachable {
+        /// The broker URL.
+        url: String,
+        /// How long it tried.
+        waited: Duration,
+        /// The last error seen.
+        last_error: String,
+    },
+}
+
+/// One frame received, with the topic it arrived on.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The topic the frame arrived on.
+    pub topic: String,
+    /// The reassembled frame.
+    pub frame: Frame,
+}
+
+/// A live connection to the broker, reconnecting in the background until closed.
+pub struct Connection {
+    client: AsyncClient,
+    incoming: mpsc::Receiver<Received>,
+    link: watch::Receiver<Link>,
+    last_error: watch::Receiver<String>,
+    rejected: Arc<AtomicU64>,
+    presence_topic: Option<(String, PresenceFn)>,
+    epoch: Arc<AtomicU64>,
+    url: String,
+    task: JoinHandle<()>,
+}
+
+impl Connection {
+    /// Start connecting in the background; [`Connection::ready`] waits for the link.
+    pub fn open(options: ConnectOptions) -> Result<Connection, TransportError> {
+        let transport = match options.url.split("://").next() {
+            Some("ws") => Transport::Ws,
+            Some("wss") => Transport::wss_with_default_config(),
+            _ => return Err(TransportError::BadUrl(options.url)),
+        };
+        let mut mqtt = MqttOptions::new(options.client_id.clone(), options.url.clone(), 0);
+        mqtt.set_transport(transport)
+            .set_keep_alive(options.keep_alive)
+            .set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET)
+            .set_clean_session(true);
+        if let Some((user, pass)) = &options.credentials {
+            mqtt.set_credentials(user, pass);
+        }
+        if let Some(signer) = options.signer.clone() {
+            mqtt.set_request_modifier(move |req| signer(req));
+        }
+        let (client, mut eventloop) = AsyncClient::new(mqtt, INCOMING_QUEUE);
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+        let (link_tx, link) = watch::channel(Link::Down);
+        let (error_tx, last_error) = watch::channel(String::from("not tried yet"));
+        let rejected = Arc::new(AtomicU64::new(0));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let presence_topic = options
+            .presence
+            .clone()
+            .map(|p| (p(0).0, p.clone()));
+        let driver = Driver {
+            client: client.clone(),
+            options: options.clone(),
+            incoming: incoming_tx,
+            link: link_tx,
+            last_error: error_tx,
+            rejected: rejected.clone(),
+            epoch: epoch.clone(),
+        };
+        let task = tokio::spawn(driver.run(eventloop));
+        Ok(Connection {
+            client,
+            incoming,
+            link,
+            last_error,
+            rejected,
+            presence_topic,
+            epoch,
+            url: options.url,
+            task,
+        })
+    }
+
+    /// Wait until the link is up (connected and subscribed), at most `timeout`.
+    pub async fn ready(&mut self, timeout: Duration) -> Result<u64, TransportError> {
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                match *self.link.borrow_and_update() {
+                    Link::Up { generation } => return Ok(generation),
+                    Link::Closed => return Err(TransportError::Closed),
+                    Link::Down => {}
+                }
+                if self.link.changed().await.is_err() {
+                    return Err(TransportError::Closed);
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            Err(TransportError::Unreachable {
+                url: self.url.clone(),
+                waited: timeout,
+                last_error: self.last_error.borrow().clone(),
+            })
+        })
+    }
+
+    /// The link's state, to watch.
+    pub fn link(&self) -> watch::Receiver<Link> {
+        self.link.clone()
+    }
+
+    /// Payloads dropped because they were not valid bridge frames (garbage, wrong version,
+    /// bad chunks, timeouts).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Frame `message` and `body` and publish it, in chunks when large, at QoS 1.
+    pub async fn send<M: Serialize>(
+        &self,
+        topic: &str,
+        message: &M,
+        body: &[u8],
+    ) -> Result<(), TransportError> {
+        for payload in encode(message, body)? {
+            self.publish(topic, payload, QoS::AtLeastOnce, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Publish one raw MQTT payload.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), TransportError> {
+        self.client
+            .publish_bytes(topic, qos, retain, payload)
+            .await
+            .map_err(|_| TransportError::Closed)
+    }
+
+    /// The next frame received, or `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.incoming.recv().await
+    }
+
+    /// Close cleanly: mark this side offline (no will is sent on a clean disconnect), then
+    /// disconnect and stop reconnecting.
+    pub async fn close(mut self) {
+        if let Some((topic, presence)) = &self.presence_topic {
+            let (_, _, offline) = presence(self.epoch.load(Ordering::Relaxed));
+            let _ = self
+                .client
+                .publish_bytes(topic, QoS::AtLeastOnce, true, offline)
+                .await;
+        }
+        let _ = self.client.disconnect().await;
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The background task that polls the event loop and reconnects.
+struct Driver {
+    client: AsyncClient,
+    options: ConnectOptions,
+    incoming: mpsc::Sender<Received>,
+    link: watch::Sender<Link>,
+    last_error: watch::Sender<String>,
+    rejected: Arc<AtomicU64>,
+    epoch: Arc<AtomicU64>,
+}
+
+impl Driver {
+    async fn run(self, mut eventloop: EventLoop) {
+        let mut reassembler = Reassembler::default();
+        let mut backoff = self.options.min_backoff;
+        let mut generation = 0;
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        self.arm_will(&mut eventloop);
+        loop {
+            let event = tokio::select! {
+                event = eventloop.poll() => event,
+                _ = sweep.tick() => {
+                    for e in reassembler.expire(Instant::now()) {
+                        self.reject(&e);
+                    }
+                    continue;
+                }
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    if ack.code != ConnectReturnCode::Success {
+                        let _ = self.last_error.send(format!("broker refused: {:?}", ack.code));
+                        tracing::warn!(url = %self.options.url, "broker refused the connection: {:?}", ack.code);
+                        backoff = self.pause(backoff, &mut eventloop).await;
+                        continue;
+                    }
+                    generation += 1;
+                    backoff = self.options.min_backoff;
+                    self.on_connack(generation);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = self.link.send(Link::Up { generation });
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    match reassembler.push(publish.payload, Instant::now()) {
+                        Ok(Some(frame)) => {
+                            let received = Received {
+                                topic: publish.topic,
+                                frame,
+                            };
+                            if self.incoming.send(received).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => self.reject(&e),
+                    }
+                }
+                Ok(_) => {}
+                Err(ConnectionError::RequestsDone) => break,
+                Err(e) => {
+                    let _ = self.link.send(Link::Down);
+                    let _ = self.last_error.send(e.to_string());
+                    tracing::debug!(url = %self.options.url, "bridge connection lost: {e}");
+                    backoff = self.pause(backoff, &mut eventloop).await;
+                }
+            }
+        }
+        let _ = self.link.send(Link::Closed);
+    }
+
+    /// After a CONNACK: resubscribe (clean sessions forget subscriptions) and announce.
+    fn on_connack(&self, generation: u64) {
+        if let Some(presence) = &self.options.presence {
+            let (topic, online, _) = presence(self.epoch.load(Ordering::Relaxed));
+            let _ = self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, online.to_vec());
+        }
+        if self.options.subscriptions.is_empty() {
+            let _ = self.link.send(Link::Up { generation });
+        } else {
+            let filters = self
+                .options
+                .subscriptions
+                .iter()
+                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+            let _ = self.client.try_subscribe_many(filters);
+        }
+    }
+
+    fn reject(&self, e: &ProtocolError) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("dropped a bridge message: {e}");
+    }
+
+    /// Wait out a jittered backoff, re-arm the will for the next connection, return the next
+    /// backoff.
+    async fn pause(&self, backoff: Duration, eventloop: &mut EventLoop) -> Duration {
+        tokio::time::sleep(jitter(backoff)).await;
+        self.arm_will(eventloop);
+        (backoff * 2).min(self.options.max_backoff)
+    }
+
+    /// Give the next connection a fresh epoch and the matching offline will.
+    fn arm_will(&self, eventloop: &mut EventLoop) {
+        let Some(presence) = &self.options.presence else {
+            return;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let previous = self.epoch.load(Ordering::Relaxed);
+        let epoch = now.max(previous + 1);
+        self.epoch.store(epoch, Ordering::Relaxed);
+        let (topic, _, offline) = presence(epoch);
+        eventloop
+            .mqtt_options
+            .set_last_will(LastWill::new(topic, offline, QoS::AtLeastOnce, true));
+    }
+}
+
+/// Between half and all of `d`, so that many clients do not reconnect in step.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let fraction = (h.finish() % 1000) as u32;
+    d / 2 + d / 2 * fraction / 1000
+}

@@ -1,0 +1,74 @@
+//! `live`: run AWS Lambda handlers on your machine while the cloud (or its local stand-in)
+//! invokes them. This library holds every command; `main.rs` only parses and calls [`run`].
+//!
+//! - [`broker`]: `live broker`, the embedded MQTT-over-WebSocket broker on its own.
+
+pub mod broker;
+
+use clap::{Parser, Subcommand};
+
+/// Live AWS Lambda development: the real cloud invokes, your machine runs the handler.
+#[derive(Debug, Parser)]
+#[command(name = "live", version, about, long_about = None)]
+pub struct Cli {
+    /// Log more (-v: debug, -vv: trace). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of `live`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the embedded MQTT-over-WebSocket broker on its own (the bridge's local stand-in for
+    /// AWS IoT Core). Prints one ready line with its URL; Ctrl+C stops it.
+    Broker(broker::BrokerArgs),
+}
+
+/// Install the log subscriber: warnings by default, more with `-v`, `RUST_LOG` wins.
+pub fn logging(cli: &Cli) {
+    let default = match cli.verbose {
+        0 => "warn,live=info,cli=info,bridge=info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Run the parsed command to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Broker(args) => broker::run(args, shutdown_signal()).await,
+    }
+}
+
+/// Completes on Ctrl+C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,1 @@
+//! The harness shared by the end-to-end tests and the benchmarks.
