@@ -159,7 +159,10 @@ mod tests {
 
     #[test]
     fn topic_limits() {
-        assert_eq!(check_topic("a/b/c/d/e/f/g/h/i"), Err(TopicError::TooDeep(8)));
+        assert_eq!(
+            check_topic("a/b/c/d/e/f/g/h/i"),
+            Err(TopicError::TooDeep(8))
+        );
         check_topic("a/b/c/d/e/f/g/h").unwrap();
         assert_eq!(check_topic(&"x".repeat(257)), Err(TopicError::TooLong(257)));
         check_topic(&"x".repeat(256)).unwrap();

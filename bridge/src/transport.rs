@@ -169,10 +169,7 @@ impl Connection {
         let (error_tx, last_error) = watch::channel(String::from("not tried yet"));
         let rejected = Arc::new(AtomicU64::new(0));
         let epoch = Arc::new(AtomicU64::new(0));
-        let presence_topic = options
-            .presence
-            .clone()
-            .map(|p| (p(0).0, p.clone()));
+        let presence_topic = options.presence.clone().map(|p| (p(0).0, p.clone()));
         let driver = Driver {
             client: client.clone(),
             options: options.clone(),
@@ -321,7 +318,9 @@ impl Driver {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     if ack.code != ConnectReturnCode::Success {
-                        let _ = self.last_error.send(format!("broker refused: {:?}", ack.code));
+                        let _ = self
+                            .last_error
+                            .send(format!("broker refused: {:?}", ack.code));
                         tracing::warn!(url = %self.options.url, "broker refused the connection: {:?}", ack.code);
                         backoff = self.pause(backoff, &mut eventloop).await;
                         continue;

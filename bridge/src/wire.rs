@@ -134,7 +134,9 @@ impl Frame {
 
     fn from_content(content: Bytes) -> Result<Frame, ProtocolError> {
         if content.len() < 4 {
-            return Err(ProtocolError::Garbage("frame shorter than its header length"));
+            return Err(ProtocolError::Garbage(
+                "frame shorter than its header length",
+            ));
         }
         let header_len = u32::from_be_bytes(content[..4].try_into().expect("4 bytes")) as usize;
         if header_len > content.len() - 4 {
@@ -149,7 +151,8 @@ impl Frame {
 
 /// Encode `message` with `body` into MQTT payloads, each at most [`MAX_MQTT_PAYLOAD`] bytes.
 pub fn encode<M: Serialize>(message: &M, body: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
-    let header = serde_json::to_vec(message).map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
+    let header =
+        serde_json::to_vec(message).map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
     let content_len = 4 + header.len() + body.len();
     if content_len > MAX_MESSAGE_BYTES {
         return Err(ProtocolError::TooLarge {

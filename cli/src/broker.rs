@@ -9,7 +9,9 @@ use std::time::Duration;
 
 /// Options of `live broker`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  live broker                 # ephemeral port, printed on the ready line\n  live broker --port 1884     # a fixed port, to restart on the same URL\n  live cloud --broker ws://127.0.0.1:1884/mqtt")]
+#[command(
+    after_help = "Examples:\n  live broker                 # ephemeral port, printed on the ready line\n  live broker --port 1884     # a fixed port, to restart on the same URL\n  live cloud --broker ws://127.0.0.1:1884/mqtt"
+)]
 pub struct BrokerArgs {
     /// TCP port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
@@ -21,7 +23,12 @@ pub struct BrokerArgs {
     #[arg(long, env = "LIVE_BROKER_USERNAME", requires = "password")]
     pub username: Option<String>,
     /// Password every client must present (with --username). Never logged.
-    #[arg(long, env = "LIVE_BROKER_PASSWORD", requires = "username", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LIVE_BROKER_PASSWORD",
+        requires = "username",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Seconds a new connection may take to upgrade to WebSocket and send CONNECT.
     #[arg(long, default_value_t = 10)]
@@ -42,14 +49,18 @@ pub async fn run(args: BrokerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("could not listen on {addr}; pick another --port, or 0 for a free one")
     })?;
-    let local = listener.local_addr().context("could not read the bound address")?;
+    let local = listener
+        .local_addr()
+        .context("could not read the bound address")?;
     let config = BrokerConfig {
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         credentials: args.username.zip(args.password),
         ..BrokerConfig::default()
     };
     println!("live broker ready: ws://{local}/mqtt");
-    serve(listener, config, shutdown).await.context("broker failed")?;
+    serve(listener, config, shutdown)
+        .await
+        .context("broker failed")?;
     println!("live broker stopped");
     Ok(())
 }

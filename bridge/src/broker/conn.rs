@@ -90,12 +90,14 @@ pub(crate) async fn serve(
             return;
         }
     };
-    writer.abort();
     match &end {
         End::Clean => tracing::debug!(client_id, conn, "client disconnected"),
         End::Dropped(why) => tracing::debug!(client_id, conn, "connection dropped: {why}"),
     }
+    // The will is routed before the socket closes, so a client that sees the close knows the
+    // broker has finished with this connection.
     router.disconnect(&client_id, conn, matches!(end, End::Clean));
+    writer.abort();
 }
 
 /// Upgrade to WebSocket (answering the `mqtt` subprotocol) and read the CONNECT packet.
@@ -214,7 +216,10 @@ async fn read_loop(
             Some(Ok(Message::Binary(data))) => buf.extend_from_slice(&data),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Text(_))) => {
-                tracing::warn!(client_id, "closing connection: text frame where MQTT is binary");
+                tracing::warn!(
+                    client_id,
+                    "closing connection: text frame where MQTT is binary"
+                );
                 return End::Dropped("text frame".into());
             }
             Some(Ok(Message::Close(_))) | None => return End::Dropped("closed".into()),
@@ -241,7 +246,10 @@ fn handle(packet: Packet, router: &Router, client_id: &str, conn: u64) -> Option
                 return Some(End::Dropped(e.to_string()));
             }
             if publish.qos == QoS::ExactlyOnce {
-                tracing::warn!(client_id, "refused PUBLISH: QoS 2 is not supported; closing connection");
+                tracing::warn!(
+                    client_id,
+                    "refused PUBLISH: QoS 2 is not supported; closing connection"
+                );
                 return Some(End::Dropped("QoS 2".into()));
             }
             let ack = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);

@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
-/// A packet queued for one connection, with the bytes it holds in the queue.
+/// A packet queued for one connection. Deliveries count against the queue's bounds by their
+/// size; the connection's own replies (CONNACK, SUBACK, PUBACK...) are `None` and do not.
 pub(crate) struct Outgoing {
     pub packet: Packet,
-    pub size: usize,
+    pub size: Option<usize>,
 }
 
 /// The sending half of a connection's outbox, bounded in messages and bytes.
@@ -39,8 +40,10 @@ pub(crate) struct Inbox {
 impl Inbox {
     /// Account for one packet taken off the queue.
     pub fn taken(&self, item: &Outgoing) {
-        self.queued.messages.fetch_sub(1, Ordering::Relaxed);
-        self.queued.bytes.fetch_sub(item.size, Ordering::Relaxed);
+        if let Some(size) = item.size {
+            self.queued.messages.fetch_sub(1, Ordering::Relaxed);
+            self.queued.bytes.fetch_sub(size, Ordering::Relaxed);
+        }
     }
 }
 
@@ -87,7 +90,12 @@ impl Router {
     /// Register `client_id`, queue `connack` first in its outbox, and take over any earlier
     /// connection with the same id (whose will is then published, before this one's CONNACK
     /// reaches its client).
-    pub fn register(&self, client_id: &str, will: Option<LastWill>, connack: Packet) -> Registration {
+    pub fn register(
+        &self,
+        client_id: &str,
+        will: Option<LastWill>,
+        connack: Packet,
+    ) -> Registration {
         let mut state = self.state.lock().expect("router lock");
         state.next_conn += 1;
         let conn = state.next_conn;
@@ -104,10 +112,9 @@ impl Router {
             old.kick.notify_one();
             wills.extend(old.will);
         }
-        // The CONNACK is the one packet that never counts against the queue bounds.
         let _ = outbox.tx.send(Outgoing {
             packet: connack,
-            size: 0,
+            size: None,
         });
         state.sessions.insert(
             client_id.to_string(),
@@ -184,7 +191,7 @@ impl Router {
         let outbox = session.outbox.clone();
         let _ = outbox.tx.send(Outgoing {
             packet: Packet::SubAck(SubAck::new(pkid, codes)),
-            size: 0,
+            size: None,
         });
         let mut overflowed = Vec::new();
         for message in replay {
@@ -208,7 +215,7 @@ impl Router {
     pub fn reply(&self, client_id: &str, conn: u64, packet: Packet) {
         let state = self.state.lock().expect("router lock");
         if let Some(session) = state.sessions.get(client_id).filter(|s| s.conn == conn) {
-            let _ = session.outbox.tx.send(Outgoing { packet, size: 0 });
+            let _ = session.outbox.tx.send(Outgoing { packet, size: None });
         }
     }
 
@@ -285,7 +292,7 @@ impl Router {
         // A send fails only when the connection is already gone, which loses nothing new.
         let _ = outbox.tx.send(Outgoing {
             packet: Packet::Publish(message),
-            size,
+            size: Some(size),
         });
         true
     }

@@ -1,0 +1,7 @@
+//! The bridge's own tests, in one binary: protocol, broker conformance with `rumqttc`, and the
+//! transport.
+
+mod broker;
+mod mqtt;
+mod protocol;
+mod transport;

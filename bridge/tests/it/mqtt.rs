@@ -1,0 +1,140 @@
+//! A plain `rumqttc` test client whose event loop runs in a task and reports what it sees,
+//! so that tests can wait for packets with a deadline instead of sleeping.
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, Publish, QoS, Transport};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long any single expectation may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the client's event loop reported.
+#[derive(Debug)]
+pub enum Seen {
+    Packet(Packet),
+    /// The connection ended; the loop stops.
+    Closed(String),
+}
+
+pub struct TestClient {
+    pub client: AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Seen>,
+    /// Release the event loop (a `paused` client does not read until this is sent).
+    pub resume: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+pub struct Options {
+    pub will: Option<LastWill>,
+    /// Stop polling the event loop after the first SUBACK until `resume` fires.
+    pub pause_after_suback: bool,
+}
+
+pub async fn connect(url: &str, id: &str) -> TestClient {
+    connect_with(url, id, Options::default()).await
+}
+
+/// Log to the test's captured output; `RUST_LOG` selects what.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn connect_with(url: &str, id: &str, opts: Options) -> TestClient {
+    init_logging();
+    let mut mqtt = MqttOptions::new(id, url, 0);
+    mqtt.set_transport(Transport::Ws)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(512 * 1024, 512 * 1024);
+    if let Some(will) = opts.will {
+        mqtt.set_last_will(will);
+    }
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 4096);
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    let (tx, events) = mpsc::unbounded_channel();
+    let (resume_tx, resume_rx) = tokio::sync::oneshot::channel();
+    let pause = opts.pause_after_suback;
+    let task = tokio::spawn(async move {
+        let mut resume = Some(resume_rx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(packet)) => {
+                    let suback = matches!(packet, Packet::SubAck(_));
+                    if tx.send(Seen::Packet(packet)).is_err() {
+                        return;
+                    }
+                    if suback && pause {
+                        if let Some(resume) = resume.take() {
+                            let _ = resume.await;
+                        }
+                    }
+                }
+                Ok(Event::Outgoing(_)) => {}
+                Err(e) => {
+                    let _ = tx.send(Seen::Closed(e.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+    let mut c = TestClient {
+        client,
+        events,
+        resume: Some(resume_tx),
+        task,
+    };
+    c.expect(|p| matches!(p, Packet::ConnAck(_))).await;
+    c
+}
+
+impl TestClient {
+    /// Wait for the next packet matching `want`, skipping others; panics on close or deadline.
+    pub async fn expect(&mut self, want: impl Fn(&Packet) -> bool) -> Packet {
+        let found = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match self.events.recv().await {
+                    Some(Seen::Packet(p)) if want(&p) => return p,
+                    Some(Seen::Packet(_)) => {}
+                    Some(Seen::Closed(e)) => panic!("connection closed while waiting: {e}"),
+                    None => panic!("event loop gone while waiting"),
+                }
+            }
+        })
+        .await;
+        found.expect("expected packet within the deadline")
+    }
+
+    /// The next PUBLISH received.
+    pub async fn next_publish(&mut self) -> Publish {
+        match self.expect(|p| matches!(p, Packet::Publish(_))).await {
+            Packet::Publish(p) => p,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Subscribe and wait for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Packet {
+        self.client.subscribe(filter, qos).await.unwrap();
+        self.expect(|p| matches!(p, Packet::SubAck(_))).await
+    }
+
+    /// Wait until the connection closes; returns the reason. Panics on the deadline.
+    pub async fn closed(&mut self) -> String {
+        let found = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match self.events.recv().await {
+                    Some(Seen::Closed(e)) => return e,
+                    Some(Seen::Packet(_)) => {}
+                    None => return "event loop gone".to_string(),
+                }
+            }
+        })
+        .await;
+        found.expect("connection closed within the deadline")
+    }
+}

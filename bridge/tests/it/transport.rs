@@ -1,0 +1,154 @@
+//! The bridge connection over the embedded broker: chunked messages end to end, presence with
+//! its will, and reconnection with resubscription after the broker restarts.
+
+use bridge::broker::{Broker, BrokerConfig};
+use bridge::transport::{ConnectOptions, Connection, Link};
+use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn broker_on(addr: SocketAddr) -> Broker {
+    Broker::start(addr, BrokerConfig::default()).await.unwrap()
+}
+
+fn presence_for(topics: Topics, session: &'static str) -> bridge::transport::PresenceFn {
+    Arc::new(move |epoch| {
+        let record = |online| {
+            let p = Presence {
+                session: session.into(),
+                online,
+                epoch,
+                version: PROTOCOL_VERSION,
+                functions: vec!["hello".into()],
+            };
+            bridge::wire::encode(&p, b"").unwrap().remove(0)
+        };
+        (
+            topics.presence(session).unwrap(),
+            record(true),
+            record(false),
+        )
+    })
+}
+
+async fn open(url: &str, id: &str, subs: Vec<String>) -> Connection {
+    let mut options = ConnectOptions::new(url, id);
+    options.subscriptions = subs;
+    let mut c = Connection::open(options).unwrap();
+    c.ready(WAIT).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn a_six_megabyte_message_crosses_the_broker_intact() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let topics = Topics::new("app", "dev").unwrap();
+    let inv = topics.invocations("s1").unwrap();
+    let mut dev = open(&b.url(), "dev", vec![inv.clone()]).await;
+    let stub = open(&b.url(), "stub", vec![]).await;
+    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    let msg = StubMessage::ResultAck {
+        request_id: "r".into(),
+    };
+    stub.send(&inv, &msg, &body).await.unwrap();
+    let got = tokio::time::timeout(WAIT, dev.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.topic, inv);
+    assert_eq!(got.frame.parse::<StubMessage>().unwrap(), msg);
+    assert!(got.frame.body == body);
+    assert_eq!(dev.rejected(), 0);
+}
+
+#[tokio::test]
+async fn presence_is_retained_and_its_will_marks_a_dropped_session_offline() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let topics = Topics::new("app", "dev").unwrap();
+    let mut options = ConnectOptions::new(b.url(), "dev-s1");
+    options.presence = Some(presence_for(topics.clone(), "s1"));
+    let mut dev = Connection::open(options).unwrap();
+    dev.ready(WAIT).await.unwrap();
+
+    let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
+    let online = tokio::time::timeout(WAIT, watcher.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let online: Presence = online.frame.parse().unwrap();
+    assert!(online.online && online.session == "s1");
+
+    drop(dev); // the task is aborted: the socket closes without DISCONNECT
+    let offline = tokio::time::timeout(WAIT, watcher.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let offline: Presence = offline.frame.parse().unwrap();
+    assert!(!offline.online);
+    assert!(
+        offline.supersedes(&online),
+        "the will must win over its own online record"
+    );
+}
+
+#[tokio::test]
+async fn the_connection_comes_back_and_resubscribes_after_the_broker_restarts() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let addr = b.local_addr();
+    let topics = Topics::new("app", "dev").unwrap();
+    let res = topics.results("env1").unwrap();
+    let mut stub = open(&b.url(), "stub", vec![res.clone()]).await;
+    let mut link = stub.link();
+    b.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, link.wait_for(|l| *l == Link::Down))
+        .await
+        .unwrap()
+        .unwrap();
+    let b = broker_on(addr).await;
+    let generation = stub.ready(WAIT).await.unwrap();
+    assert_eq!(generation, 2);
+    let dev = open(&b.url(), "dev", vec![]).await;
+    let msg = DevMessage::Ack {
+        request_id: "r".into(),
+    };
+    dev.send(&res, &msg, b"").await.unwrap();
+    let got = tokio::time::timeout(WAIT, stub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.frame.parse::<DevMessage>().unwrap(), msg);
+}
+
+#[tokio::test]
+async fn garbage_on_a_bridge_topic_is_dropped_and_counted() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let mut dev = open(&b.url(), "dev", vec!["live/app/dev/#".into()]).await;
+    let other = open(&b.url(), "other", vec![]).await;
+    other
+        .publish(
+            "live/app/dev/x",
+            Bytes::from_static(b"garbage"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+        )
+        .await
+        .unwrap();
+    let msg = DevMessage::Ack {
+        request_id: "after".into(),
+    };
+    other.send("live/app/dev/x", &msg, b"").await.unwrap();
+    let got = tokio::time::timeout(WAIT, dev.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.frame.parse::<DevMessage>().unwrap(), msg);
+    assert_eq!(dev.rejected(), 1);
+}
