@@ -1,1 +1,4 @@
-//! End-to-end tests in one binary.
+//! End-to-end tests in one binary, driving the real `live` binary and real clients.
+
+mod broker_cli;
+mod layout;

@@ -1,1 +1,51 @@
-//! The harness shared by the end-to-end tests and the benchmarks.
+//! The harness shared by the end-to-end tests and `cargo xtask`: where the built binaries are,
+//! real child processes with their output captured and polled with deadlines, and the Python
+//! environment the tests use.
+
+pub mod bench;
+mod process;
+mod python;
+
+pub use process::{Child, DEADLINE};
+pub use python::python;
+
+use std::path::PathBuf;
+
+/// The cargo target directory these binaries were built into.
+pub fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        let dir = PathBuf::from(dir);
+        return if dir.is_absolute() {
+            dir
+        } else {
+            workspace_root().join(dir)
+        };
+    }
+    workspace_root().join("target")
+}
+
+/// The repository's root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A binary of the workspace, built by the test command (`cargo build --bins`) into the same
+/// profile directory as the running test or task.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    // target/<profile>/deps/it-HASH or target/<profile>/xtask
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo xtask test` does, or `cargo build --bins`)",
+        path.display()
+    );
+    path
+}
