@@ -25,7 +25,10 @@ fn live_broker(args: &[&str]) -> (Child, String) {
 async fn subscriber(
     url: &str,
     filter: &str,
-) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>) {
+) -> (
+    AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+) {
     let mut options = MqttOptions::new("watcher", url, 0);
     options.set_transport(Transport::Ws);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
@@ -63,12 +66,19 @@ async fn live_broker_prints_its_url_serves_and_stops_cleanly_on_ctrl_c() {
         .publish("hello/world", QoS::AtLeastOnce, false, "hi")
         .await
         .unwrap();
-    let got = tokio::time::timeout(DEADLINE, rx.recv()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&got.payload[..], b"hi");
 
     broker.signal(2); // SIGINT, as Ctrl+C sends
     let status = broker.wait_exit();
-    assert!(status.success(), "exit status {status}: {}", broker.output());
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        broker.output()
+    );
     broker.wait_for_line(|l| l == "live broker stopped");
     let addr = url.trim_start_matches("ws://").trim_end_matches("/mqtt");
     std::net::TcpListener::bind(addr).expect("the port is released after Ctrl+C");
@@ -77,7 +87,9 @@ async fn live_broker_prints_its_url_serves_and_stops_cleanly_on_ctrl_c() {
 #[tokio::test]
 async fn live_broker_refuses_a_busy_port_and_an_open_address_without_credentials() {
     let (_broker, url) = live_broker(&[]);
-    let port = url.trim_start_matches("ws://127.0.0.1:").trim_end_matches("/mqtt");
+    let port = url
+        .trim_start_matches("ws://127.0.0.1:")
+        .trim_end_matches("/mqtt");
     let mut busy = Child::spawn({
         let mut cmd = Command::new(bin("live"));
         cmd.args(["broker", "--port", port]);
@@ -131,5 +143,8 @@ async fn last_will_fires_when_the_client_process_is_killed() {
         .await
         .expect("the will arrives within 10 s")
         .unwrap();
-    assert_eq!((will.topic.as_str(), &will.payload[..]), ("will/paho", &b"killed"[..]));
+    assert_eq!(
+        (will.topic.as_str(), &will.payload[..]),
+        ("will/paho", &b"killed"[..])
+    );
 }

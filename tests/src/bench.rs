@@ -64,7 +64,10 @@ pub fn start_broker() -> anyhow::Result<(Child, String)> {
     cmd.arg("broker");
     let child = Child::spawn(cmd);
     let line = child.wait_for_line(|l| l.starts_with("live broker ready: "));
-    Ok((child, line.trim_start_matches("live broker ready: ").to_string()))
+    Ok((
+        child,
+        line.trim_start_matches("live broker ready: ").to_string(),
+    ))
 }
 
 async fn client(
@@ -108,7 +111,11 @@ async fn client(
 }
 
 /// QoS 1 publish, echo, back between two `rumqttc` clients through `live broker`.
-pub async fn broker_round_trip(warmup: usize, samples: usize, size: usize) -> anyhow::Result<Stats> {
+pub async fn broker_round_trip(
+    warmup: usize,
+    samples: usize,
+    size: usize,
+) -> anyhow::Result<Stats> {
     let (_broker, url) = start_broker()?;
     let (echo, mut pings) = client(&url, "bench-echo", "bench/ping").await?;
     tokio::spawn(async move {
@@ -142,13 +149,21 @@ pub async fn broker_round_trip(warmup: usize, samples: usize, size: usize) -> an
 }
 
 /// One WebSocket message echoed by a loopback server: the transport's floor.
-pub async fn ws_echo_round_trip(warmup: usize, samples: usize, size: usize) -> anyhow::Result<Stats> {
+pub async fn ws_echo_round_trip(
+    warmup: usize,
+    samples: usize,
+    size: usize,
+) -> anyhow::Result<Stats> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let Ok((stream, _)) = listener.accept().await else { return };
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
         let _ = stream.set_nodelay(true);
-        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_binary() && ws.send(msg).await.is_err() {
                 return;

@@ -79,7 +79,11 @@ impl Child {
                 panic!(
                     "{}: expected line not printed ({}). Output:\n{}",
                     self.name,
-                    if out.closed == 2 { "process closed its output" } else { "deadline" },
+                    if out.closed == 2 {
+                        "process closed its output"
+                    } else {
+                        "deadline"
+                    },
                     out.lines.join("\n")
                 );
             }

@@ -17,15 +17,21 @@ pub fn python() -> PathBuf {
     std::fs::create_dir_all(crate::target_dir()).expect("target dir");
     let lock = File::create(crate::target_dir().join("live-test-venv.lock")).expect("lock file");
     lock.lock().expect("lock the venv");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists()
-    {
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
         return python;
     }
     if !python.exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
     }
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements));
     std::fs::write(&stamp, wanted).expect("write stamp");
     python

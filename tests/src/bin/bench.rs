@@ -16,8 +16,16 @@ async fn main() -> anyhow::Result<()> {
     let mut table = String::new();
     writeln!(table, "| path | n | p50 | p90 | p99 | max |")?;
     writeln!(table, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
-    row(&mut table, "bare broker: QoS 1 publish, echo, back (2 rumqttc clients, `live broker`)", &broker)?;
-    row(&mut table, "floor: one WebSocket echo on loopback (no MQTT, no broker)", &floor)?;
+    row(
+        &mut table,
+        "bare broker: QoS 1 publish, echo, back (2 rumqttc clients, `live broker`)",
+        &broker,
+    )?;
+    row(
+        &mut table,
+        "floor: one WebSocket echo on loopback (no MQTT, no broker)",
+        &floor,
+    )?;
     let ratio = broker.p(50.0).as_secs_f64() / floor.p(50.0).as_secs_f64();
     let report = format!(
         "# Benchmarks\n\n\

@@ -51,7 +51,14 @@ fn test(args: &[String]) -> Result<(), String> {
         fmt.args(["fmt", "--all", "--check"]);
         run("cargo fmt --all --check", fmt)?;
         let mut clippy = cargo();
-        clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
         run("cargo clippy", clippy)?;
     }
     let mut build = cargo();
