@@ -96,9 +96,7 @@ async fn client(
                     }
                 }
                 Event::Incoming(Packet::Publish(p)) => {
-                    if tx.send(p).is_err() {
-                        return;
-                    }
+                    let _ = tx.send(p);
                 }
                 _ => {}
             }
