@@ -4,9 +4,12 @@
 //! - [`wire`]: framing, chunking to IoT Core's payload limit, and bounded reassembly;
 //! - [`topics`]: the topic scheme under `live/{app}/{stage}/` and IoT Core's topic limits;
 //! - [`transport`]: the MQTT-over-WebSocket client connection (on `rumqttc`);
+//! - [`runtime_api`]: the Lambda Runtime API's paths and headers, and (feature
+//!   `runtime-server`) the local Runtime API server every local host uses;
 //! - [`broker`] (feature `broker`): the embedded MQTT-over-WebSocket broker.
 
 pub mod protocol;
+pub mod runtime_api;
 pub mod topics;
 pub mod transport;
 pub mod wire;

@@ -228,6 +228,13 @@ impl Connection {
         self.rejected.load(Ordering::Relaxed)
     }
 
+    /// A handle that sends on this connection, for other tasks.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            client: self.client.clone(),
+        }
+    }
+
     /// Frame `message` and `body` and publish it, in chunks when large, at QoS 1.
     pub async fn send<M: Serialize>(
         &self,
@@ -235,11 +242,7 @@ impl Connection {
         message: &M,
         body: &[u8],
     ) -> Result<(), TransportError> {
-        for payload in encode(message, body)? {
-            self.publish(topic, payload, QoS::AtLeastOnce, false)
-                .await?;
-        }
-        Ok(())
+        self.sender().send(topic, message, body).await
     }
 
     /// Publish one raw MQTT payload.
@@ -250,10 +253,7 @@ impl Connection {
         qos: QoS,
         retain: bool,
     ) -> Result<(), TransportError> {
-        self.client
-            .publish_bytes(topic, qos, retain, payload)
-            .await
-            .map_err(|_| TransportError::Closed)
+        self.sender().publish(topic, payload, qos, retain).await
     }
 
     /// The next frame received, or `None` once the connection is closed.
@@ -278,6 +278,41 @@ impl Connection {
         {
             self.task.abort();
         }
+    }
+}
+
+/// Sends on a [`Connection`] from any task; cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    client: AsyncClient,
+}
+
+impl Sender {
+    /// Frame `message` and `body` and publish it, in chunks when large, at QoS 1.
+    pub async fn send<M: Serialize>(
+        &self,
+        topic: &str,
+        message: &M,
+        body: &[u8],
+    ) -> Result<(), TransportError> {
+        for payload in encode(message, body)? {
+            self.publish(topic, payload, QoS::AtLeastOnce, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Publish one raw MQTT payload.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), TransportError> {
+        self.client
+            .publish_bytes(topic, qos, retain, payload)
+            .await
+            .map_err(|_| TransportError::Closed)
     }
 }
 

@@ -1,12 +1,71 @@
-//! The Lambda custom runtime `bootstrap` that stands in for a function and forwards each
-//! invocation over the bridge. The forwarding loop is not built yet (issue 3): until then the
-//! binary refuses to start with a clear message, so that nobody deploys it by mistake.
+//! The Lambda custom runtime `bootstrap` that stands in for a function: it takes each
+//! invocation from the Runtime API, forwards it over the bridge to a developer session, and
+//! posts the result back. Configured only by environment variables (see `config.rs`).
 
-fn main() {
-    eprintln!(
-        "bootstrap: the live stub speaks bridge protocol v{} but its Runtime API loop is not \
-         implemented yet; do not deploy this build",
-        bridge::PROTOCOL_VERSION
-    );
-    std::process::exit(2);
+mod config;
+mod forward;
+mod runtime;
+
+use bytes::Bytes;
+use forward::{Bridge, Reply};
+use runtime::RuntimeClient;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("live stub: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> ExitCode {
+    let config = match config::Config::from_env() {
+        Ok(config) => config,
+        Err(e) => return init_failed(&e).await,
+    };
+    let mut bridge = match Bridge::connect(&config) {
+        Ok(bridge) => bridge,
+        Err(e) => return init_failed(&format!("bad bridge configuration: {e}")).await,
+    };
+    let api = RuntimeClient::new(&config.runtime_api);
+    loop {
+        let next = match api.next().await {
+            Ok(next) => next,
+            Err(e) => {
+                eprintln!("live stub: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match bridge.forward(&next).await {
+            Reply::Response { headers, body } => api.respond(&next.request_id, &headers, body).await,
+            Reply::Error {
+                error_type,
+                headers,
+                body,
+            } => {
+                api.fail(&next.request_id, Some(&error_type), &headers, body)
+                    .await
+            }
+        }
+    }
+}
+
+/// Report a configuration error to Lambda (served to the first invocation) and exit.
+async fn init_failed(message: &str) -> ExitCode {
+    eprintln!("live stub: {message}");
+    if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
+        let body = bridge::runtime_api::error_body("Live.StubMisconfigured", message);
+        let client = RuntimeClient::new(&api);
+        client
+            .post_init_error("Live.StubMisconfigured", Bytes::from(body))
+            .await;
+    }
+    ExitCode::FAILURE
 }

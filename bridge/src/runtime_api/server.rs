@@ -1,0 +1,392 @@
+//! The local Runtime API server: the 2018-06-01 API at the root of a loopback port, one per
+//! runtime process, used by every local host (the Lambda emulator's stubs, `live dev`'s
+//! workers). `/next` is held open until there is work; each invocation carries its own reply
+//! channel.
+
+use super::*;
+use crate::protocol::Header;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// An invocation handed to the runtime on `/next`.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The request id; `/response` and `/error` must name it.
+    pub request_id: String,
+    /// The `Lambda-Runtime-*` headers of `/next` (request id and deadline included).
+    pub headers: Vec<Header>,
+    /// The event, raw.
+    pub body: Bytes,
+}
+
+/// How the runtime answered an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `/response`: its headers and raw body.
+    Response {
+        /// The request's headers, connection-level ones removed.
+        headers: Vec<Header>,
+        /// The response, raw.
+        body: Bytes,
+    },
+    /// `/error`: the reported error type and the raw error body, in any shape.
+    Error {
+        /// `Lambda-Runtime-Function-Error-Type`, when sent.
+        error_type: Option<String>,
+        /// The request's headers, connection-level ones removed.
+        headers: Vec<Header>,
+        /// The error body, raw.
+        body: Bytes,
+    },
+    /// `/init/error`: the runtime failed to start; it is served to the pending invocation.
+    InitError {
+        /// `Lambda-Runtime-Function-Error-Type`, when sent.
+        error_type: Option<String>,
+        /// The error body, raw.
+        body: Bytes,
+    },
+    /// `/response` above [`MAX_RESPONSE_BYTES`]; the runtime got 413.
+    ResponseTooLarge {
+        /// The size of the body received so far (at least the limit plus one).
+        size: usize,
+    },
+}
+
+impl Outcome {
+    /// This outcome as an error for the caller: its error type and error JSON body.
+    pub fn failure(&self) -> Option<(String, Bytes)> {
+        match self {
+            Outcome::Response { .. } => None,
+            Outcome::Error {
+                error_type, body, ..
+            } => Some((error_type.clone().unwrap_or_else(|| "Unhandled".into()), body.clone())),
+            Outcome::InitError { error_type, body } => Some((
+                error_type.clone().unwrap_or_else(|| "Runtime.InitError".into()),
+                body.clone(),
+            )),
+            Outcome::ResponseTooLarge { size } => Some((
+                "Function.ResponseSizeTooLarge".into(),
+                Bytes::from(error_body(
+                    "Function.ResponseSizeTooLarge",
+                    &format!(
+                        "Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+                    ),
+                )),
+            )),
+        }
+    }
+}
+
+/// What the extension API answers on register.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionInfo {
+    /// `AWS_LAMBDA_FUNCTION_NAME`.
+    pub name: String,
+    /// `AWS_LAMBDA_FUNCTION_VERSION`.
+    pub version: String,
+    /// `_HANDLER`.
+    pub handler: String,
+}
+
+type Reply = oneshot::Sender<Outcome>;
+
+struct Current {
+    request_id: String,
+    reply: Reply,
+}
+
+struct Shared {
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<(Invocation, Reply)>>,
+    current: Mutex<Option<Current>>,
+    init_error: Mutex<Option<Outcome>>,
+    info: FunctionInfo,
+}
+
+/// A Runtime API server for one runtime process. Dropping it stops the server.
+pub struct RuntimeApi {
+    addr: SocketAddr,
+    queue: mpsc::UnboundedSender<(Invocation, Reply)>,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RuntimeApi {
+    /// Serve on `addr` (port 0 for an ephemeral one).
+    pub async fn bind(addr: SocketAddr, info: FunctionInfo) -> std::io::Result<RuntimeApi> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (queue, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            queue: tokio::sync::Mutex::new(rx),
+            current: Mutex::new(None),
+            init_error: Mutex::new(None),
+            info,
+        });
+        let task = tokio::spawn(serve(listener, shared.clone()));
+        Ok(RuntimeApi {
+            addr,
+            queue,
+            shared,
+            task,
+        })
+    }
+
+    /// The address, as `AWS_LAMBDA_RUNTIME_API` wants it (`host:port`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queue `invocation` for the runtime's `/next` and wait for its outcome. `None` when the
+    /// server is gone. A runtime that already reported an init error answers at once with it.
+    pub async fn invoke(&self, invocation: Invocation) -> Option<Outcome> {
+        if let Some(init) = self.shared.init_error.lock().expect("lock").clone() {
+            return Some(init);
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.queue.send((invocation, reply)).ok()?;
+        outcome.await.ok()
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    // Dropping the set (when this task is aborted) aborts every connection.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(route(req, &shared).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .expect("static response parts")
+}
+
+fn runtime_error(status: StatusCode, error_type: &str, message: &str) -> Response<Body> {
+    reply(status, error_body(error_type, message))
+}
+
+fn accepted() -> Response<Body> {
+    reply(StatusCode::ACCEPTED, &br#"{"status":"OK"}"#[..])
+}
+
+async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, NEXT) => next(shared).await,
+        (Method::POST, INIT_ERROR) => init_error(req, shared).await,
+        (Method::POST, p) if p.starts_with(INVOCATION_PREFIX) => {
+            let rest = &p[INVOCATION_PREFIX.len()..];
+            match rest.rsplit_once('/') {
+                Some((id, "response")) => result(req, shared, id.to_string(), false).await,
+                Some((id, "error")) => result(req, shared, id.to_string(), true).await,
+                _ => not_found(&path),
+            }
+        }
+        (Method::POST, EXTENSION_REGISTER) => {
+            let info = &shared.info;
+            let body = serde_json::json!({
+                "functionName": info.name,
+                "functionVersion": info.version,
+                "handler": info.handler,
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("lambda-extension-identifier", extension_id())
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .expect("static response parts")
+        }
+        // No extension events are emitted locally: hold the request open.
+        (Method::GET, EXTENSION_NEXT) => std::future::pending().await,
+        (Method::PUT, "/2020-08-15/logs" | "/2022-07-01/telemetry") => {
+            reply(StatusCode::OK, &b"{}"[..])
+        }
+        _ => not_found(&path),
+    }
+}
+
+fn not_found(path: &str) -> Response<Body> {
+    runtime_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("no Runtime API route for {path}"),
+    )
+}
+
+fn extension_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "00000000-0000-4000-8000-{:012x}",
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn next(shared: &Shared) -> Response<Body> {
+    let received = shared.queue.lock().await.recv().await;
+    let Some((invocation, reply_tx)) = received else {
+        return runtime_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "the host stopped",
+        );
+    };
+    let previous = shared.current.lock().expect("lock").replace(Current {
+        request_id: invocation.request_id.clone(),
+        reply: reply_tx,
+    });
+    if let Some(previous) = previous {
+        let _ = previous.reply.send(Outcome::Error {
+            error_type: Some("Runtime.NoResponse".into()),
+            headers: Vec::new(),
+            body: Bytes::from(error_body(
+                "Runtime.NoResponse",
+                "the runtime asked for the next invocation without answering this one",
+            )),
+        });
+    }
+    let mut response = Response::builder().status(StatusCode::OK);
+    let mut has_content_type = false;
+    for (name, value) in &invocation.headers {
+        has_content_type |= name.eq_ignore_ascii_case("content-type");
+        response = response.header(name.as_str(), value.as_str());
+    }
+    if !has_content_type {
+        response = response.header("content-type", "application/json");
+    }
+    response
+        .body(Full::new(invocation.body))
+        .unwrap_or_else(|e| {
+            runtime_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                &format!("invalid invocation header: {e}"),
+            )
+        })
+}
+
+fn result_headers(req: &Request<Incoming>) -> Vec<Header> {
+    req.headers()
+        .iter()
+        .filter(|(name, _)| is_result_header(name.as_str()))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect()
+}
+
+fn error_type(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(ERROR_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Read at most `limit` bytes; `Err(size)` when the body is larger.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, usize> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(limit + 1),
+    }
+}
+
+async fn result(
+    req: Request<Incoming>,
+    shared: &Shared,
+    request_id: String,
+    is_error: bool,
+) -> Response<Body> {
+    let current = {
+        let mut current = shared.current.lock().expect("lock");
+        match current.as_ref() {
+            Some(c) if c.request_id == request_id => current.take(),
+            _ => None,
+        }
+    };
+    let Some(current) = current else {
+        return runtime_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "Invalid request ID",
+        );
+    };
+    let headers = result_headers(&req);
+    let error_type = error_type(&req);
+    let body = match read_body(req, MAX_RESPONSE_BYTES).await {
+        Ok(body) => body,
+        Err(size) => {
+            let _ = current.reply.send(Outcome::ResponseTooLarge { size });
+            return runtime_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
+            );
+        }
+    };
+    let outcome = if is_error {
+        Outcome::Error {
+            error_type,
+            headers,
+            body,
+        }
+    } else {
+        Outcome::Response { headers, body }
+    };
+    let _ = current.reply.send(outcome);
+    accepted()
+}
+
+async fn init_error(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let error_type = error_type(&req);
+    let body = read_body(req, MAX_RESPONSE_BYTES).await.unwrap_or_default();
+    let outcome = Outcome::InitError { error_type, body };
+    let current = shared.current.lock().expect("lock").take();
+    match current {
+        Some(current) => {
+            let _ = current.reply.send(outcome.clone());
+        }
+        None => {
+            // Served to whatever invocation comes next, including one already queued.
+            if let Ok(mut queue) = shared.queue.try_lock() {
+                while let Ok((_, reply)) = queue.try_recv() {
+                    let _ = reply.send(outcome.clone());
+                }
+            }
+        }
+    }
+    *shared.init_error.lock().expect("lock") = Some(outcome);
+    accepted()
+}

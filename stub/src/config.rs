@@ -1,0 +1,111 @@
+//! The stub's configuration, read only from environment variables (it is a Lambda custom
+//! runtime: there is nothing else to read).
+//!
+//! | variable | required | meaning |
+//! | --- | --- | --- |
+//! | `AWS_LAMBDA_RUNTIME_API` | yes (set by Lambda) | the Runtime API's `host:port` |
+//! | `LIVE_BRIDGE_URL` | yes | the broker, `ws://host:port/mqtt` or `wss://host/mqtt` |
+//! | `LIVE_APP` | yes | the app name, as in `live.toml` |
+//! | `LIVE_STAGE` | yes | the stage |
+//! | `LIVE_FUNCTION` | no | the function's name in `live.toml` (default `AWS_LAMBDA_FUNCTION_NAME`) |
+//! | `LIVE_NO_DEV_WINDOW_MS` | no | how long to wait for a developer session before answering "no developer connected" (default 3000) |
+//! | `LIVE_ENV_ID` | no | this execution environment's id (default: the last 32 characters of `AWS_LAMBDA_LOG_STREAM_NAME`, else random) |
+//! | `LIVE_BROKER_USERNAME`, `LIVE_BROKER_PASSWORD` | no | credentials for a broker that requires them |
+
+use std::time::Duration;
+
+/// Everything the stub needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runtime_api: String,
+    pub bridge_url: String,
+    pub app: String,
+    pub stage: String,
+    pub function: String,
+    pub no_dev_window: Duration,
+    pub env_id: String,
+    pub credentials: Option<(String, String)>,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn required(name: &str, what: &str) -> Result<String, String> {
+    var(name).ok_or_else(|| format!("{name} is not set: {what}"))
+}
+
+impl Config {
+    /// Read the configuration; the error names the variable and what to set it to.
+    pub fn from_env() -> Result<Config, String> {
+        let runtime_api = required(
+            "AWS_LAMBDA_RUNTIME_API",
+            "the stub runs as a Lambda custom runtime, which sets it",
+        )?;
+        let bridge_url = required(
+            "LIVE_BRIDGE_URL",
+            "set it to the broker's URL (ws://HOST:PORT/mqtt, or the IoT endpoint's wss:// URL)",
+        )?;
+        let app = required("LIVE_APP", "set it to the app name from live.toml")?;
+        let stage = required("LIVE_STAGE", "set it to the stage this function belongs to")?;
+        let function = var("LIVE_FUNCTION")
+            .or_else(|| var("AWS_LAMBDA_FUNCTION_NAME"))
+            .ok_or("neither LIVE_FUNCTION nor AWS_LAMBDA_FUNCTION_NAME is set: name the function")?;
+        let no_dev_window = match var("LIVE_NO_DEV_WINDOW_MS") {
+            None => Duration::from_secs(3),
+            Some(v) => Duration::from_millis(v.parse().map_err(|_| {
+                format!("LIVE_NO_DEV_WINDOW_MS={v:?} is not a number of milliseconds")
+            })?),
+        };
+        let env_id = var("LIVE_ENV_ID")
+            .or_else(|| var("AWS_LAMBDA_LOG_STREAM_NAME").map(|s| env_id_from_stream(&s)))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(random_id);
+        let credentials = var("LIVE_BROKER_USERNAME").zip(var("LIVE_BROKER_PASSWORD"));
+        Ok(Config {
+            runtime_api,
+            bridge_url,
+            app,
+            stage,
+            function,
+            no_dev_window,
+            env_id,
+            credentials,
+        })
+    }
+}
+
+/// The last 32 characters of a log stream name (`2024/01/01/[$LATEST]<32 hex>`), the part
+/// that is unique per execution environment, keeping only characters valid in a topic name.
+fn env_id_from_stream(stream: &str) -> String {
+    let clean: Vec<char> = stream
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    clean[clean.len().saturating_sub(32)..].iter().collect()
+}
+
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = String::new();
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        id.push_str(&format!("{:016x}", h.finish()));
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_id_is_the_unique_tail_of_the_log_stream() {
+        assert_eq!(
+            env_id_from_stream("2024/01/01/[$LATEST]0123456789abcdef0123456789abcdef"),
+            "0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(random_id().len(), 32);
+    }
+}

@@ -1,0 +1,326 @@
+//! The bridge side of the stub: one connection per execution environment, the developer
+//! sessions' presence, and forwarding one invocation to a session until its result, an
+//! explicit failure, or the deadline.
+
+use crate::config::Config;
+use crate::runtime::Next;
+use bridge::protocol::{Header, Invocation};
+use bridge::runtime_api::error_body;
+use bridge::transport::{ConnectOptions, Connection, Link, Sender};
+use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+/// How long before Lambda's deadline the stub answers at the latest, so that its own answer
+/// (rather than Lambda's timeout) reaches the caller.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+
+/// How often an unacknowledged invocation is sent again.
+const RETRANSMIT: Duration = Duration::from_millis(1000);
+
+/// What to post to the real Runtime API.
+pub enum Reply {
+    Response { headers: Vec<Header>, body: Bytes },
+    Error { error_type: String, headers: Vec<Header>, body: Bytes },
+}
+
+impl Reply {
+    fn failure(error_type: &str, message: String) -> Reply {
+        Reply::Error {
+            error_type: error_type.to_string(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(error_body(error_type, &message)),
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<(DevMessage, Bytes)>>>>;
+
+pub struct Bridge {
+    config: Config,
+    topics: Topics,
+    sender: Sender,
+    link: watch::Receiver<Link>,
+    presence: watch::Receiver<HashMap<String, Presence>>,
+    waiters: Waiters,
+}
+
+impl Bridge {
+    /// Start connecting (without waiting: the first invocation waits if it must).
+    pub fn connect(config: &Config) -> Result<Bridge, String> {
+        let topics = Topics::new(&config.app, &config.stage).map_err(|e| e.to_string())?;
+        let results = topics.results(&config.env_id).map_err(|e| e.to_string())?;
+        let mut options = ConnectOptions::new(&config.bridge_url, format!("stub-{}", config.env_id));
+        options.subscriptions = vec![results.clone(), topics.presence_filter()];
+        options.credentials = config.credentials.clone();
+        let mut connection = Connection::open(options).map_err(|e| e.to_string())?;
+        let (presence_tx, presence) = watch::channel(HashMap::new());
+        let waiters: Waiters = Arc::default();
+        let bridge = Bridge {
+            config: config.clone(),
+            topics,
+            sender: connection.sender(),
+            link: connection.link(),
+            presence,
+            waiters: waiters.clone(),
+        };
+        tokio::spawn(async move {
+            while let Some(received) = connection.recv().await {
+                if received.topic == results {
+                    let Ok(message) = received.frame.parse::<DevMessage>() else {
+                        eprintln!("live stub: dropped an unreadable result message");
+                        continue;
+                    };
+                    let request_id = request_id(&message).to_string();
+                    let waiter = waiters.lock().expect("lock").get(&request_id).cloned();
+                    // No waiter: a late or duplicate result, dropped.
+                    if let Some(w) = waiter {
+                        let _ = w.send((message, received.frame.body));
+                    }
+                } else if let Ok(p) = received.frame.parse::<Presence>() {
+                    presence_tx.send_modify(|map| {
+                        let newer = map.get(&p.session).is_none_or(|old| p.supersedes(old));
+                        if newer {
+                            map.insert(p.session.clone(), p);
+                        }
+                    });
+                }
+            }
+        });
+        Ok(bridge)
+    }
+
+    /// Forward one invocation and wait for its outcome, answering before the deadline.
+    pub async fn forward(&mut self, next: &Next) -> Reply {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let remaining = Duration::from_millis(next.deadline_ms.saturating_sub(now_ms));
+        let answer_by = Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN);
+        let window = Instant::now() + self.config.no_dev_window;
+        let where_ = format!(
+            "function {:?} of app {:?} on stage {:?}",
+            self.config.function, self.config.app, self.config.stage
+        );
+
+        // The link and a developer session, within the no-developer window.
+        let Some(session) = self.wait_for_session(window.min(answer_by)).await else {
+            if !matches!(*self.link.borrow(), Link::Up { .. }) {
+                return Reply::failure(
+                    "Live.BridgeUnreachable",
+                    format!(
+                        "the stub could not reach the bridge at {} within {:?} for {where_}; check that the broker (`live broker`, `live cloud` or IoT Core) is running",
+                        self.config.bridge_url, self.config.no_dev_window
+                    ),
+                );
+            }
+            return Reply::failure(
+                "Live.NoDeveloperConnected",
+                format!("no developer session is connected for {where_}; start `live dev` in the project"),
+            );
+        };
+        if let Some(reply) = version_mismatch(&session) {
+            return reply;
+        }
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.waiters
+            .lock()
+            .expect("lock")
+            .insert(next.request_id.clone(), tx);
+        let reply = self.exchange(next, session, answer_by, remaining, &mut rx, &where_).await;
+        self.waiters.lock().expect("lock").remove(&next.request_id);
+        reply
+    }
+
+    async fn exchange(
+        &mut self,
+        next: &Next,
+        mut session: Presence,
+        answer_by: Instant,
+        remaining: Duration,
+        rx: &mut mpsc::UnboundedReceiver<(DevMessage, Bytes)>,
+        where_: &str,
+    ) -> Reply {
+        let mut attempt = 0;
+        let mut acked = false;
+        if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
+            return reply;
+        }
+        let mut retransmit = tokio::time::interval_at(
+            tokio::time::Instant::now() + RETRANSMIT,
+            RETRANSMIT,
+        );
+        loop {
+            tokio::select! {
+                received = rx.recv() => {
+                    let Some((message, body)) = received else {
+                        return Reply::failure("Live.BridgeClosed", "the bridge connection closed".into());
+                    };
+                    match message {
+                        DevMessage::Ack { .. } => acked = true,
+                        DevMessage::Response { request_id, headers } => {
+                            self.ack_result(&session, request_id).await;
+                            return Reply::Response { headers, body };
+                        }
+                        DevMessage::Error { request_id, error_type, headers } => {
+                            self.ack_result(&session, request_id).await;
+                            return Reply::Error {
+                                error_type: error_type.unwrap_or_else(|| "Unhandled".into()),
+                                headers,
+                                body,
+                            };
+                        }
+                    }
+                }
+                _ = retransmit.tick(), if !acked => {
+                    attempt += 1;
+                    if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
+                        return reply;
+                    }
+                }
+                changed = self.presence.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    // The session went away: re-route to whichever session now serves the
+                    // function (the same one back, or another), or keep waiting.
+                    let chosen = self.choose();
+                    let moved = match &chosen {
+                        Some(c) => c.session != session.session || c.epoch != session.epoch,
+                        None => false,
+                    };
+                    if let (true, Some(c)) = (moved, chosen) {
+                        session = c;
+                        acked = false;
+                        attempt += 1;
+                        if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
+                            return reply;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(answer_by.into()) => {
+                    return if self.choose().is_none() {
+                        Reply::failure("Live.DeveloperGone", format!(
+                            "developer session {:?} went offline and no session came back before the deadline for {where_}",
+                            session.session
+                        ))
+                    } else if acked {
+                        Reply::failure("Live.DeadlineReached", format!(
+                            "developer session {:?} received the invocation but did not answer before the deadline for {where_}",
+                            session.session
+                        ))
+                    } else {
+                        Reply::failure("Live.DeadlineReached", format!(
+                            "developer session {:?} did not acknowledge the invocation before the deadline for {where_}",
+                            session.session
+                        ))
+                    };
+                }
+            }
+        }
+    }
+
+    async fn send_invoke(
+        &self,
+        next: &Next,
+        session: &Presence,
+        attempt: u32,
+        remaining: Duration,
+    ) -> Result<(), Reply> {
+        let topic = self
+            .topics
+            .invocations(&session.session)
+            .map_err(|e| Reply::failure("Live.BadSession", e.to_string()))?;
+        let message = StubMessage::Invoke(Invocation {
+            request_id: next.request_id.clone(),
+            function: self.config.function.clone(),
+            env_id: self.config.env_id.clone(),
+            headers: next.headers.clone(),
+            remaining_ms: remaining.as_millis() as u64,
+            attempt,
+        });
+        match self.sender.send(&topic, &message, &next.body).await {
+            Ok(()) => Ok(()),
+            Err(bridge::transport::TransportError::Protocol(e)) => Err(Reply::failure(
+                "Live.PayloadTooLarge",
+                format!("the event cannot cross the bridge: {e}"),
+            )),
+            Err(e) => Err(Reply::failure("Live.BridgeClosed", e.to_string())),
+        }
+    }
+
+    async fn ack_result(&self, session: &Presence, request_id: String) {
+        if let Ok(topic) = self.topics.invocations(&session.session) {
+            let _ = self
+                .sender
+                .send(&topic, &StubMessage::ResultAck { request_id }, b"")
+                .await;
+        }
+    }
+
+    /// The session serving this function: online, listing the function, the same one for this
+    /// environment while the set of sessions does not change.
+    fn choose(&self) -> Option<Presence> {
+        let presence = self.presence.borrow();
+        let mut candidates: Vec<&Presence> = presence
+            .values()
+            .filter(|p| p.online)
+            .filter(|p| p.functions.is_empty() || p.functions.contains(&self.config.function))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        candidates.sort_by(|a, b| a.session.cmp(&b.session));
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.config.env_id.hash(&mut h);
+        Some(candidates[(h.finish() % candidates.len() as u64) as usize].clone())
+    }
+
+    async fn wait_for_session(&mut self, until: Instant) -> Option<Presence> {
+        let wait = async {
+            loop {
+                if matches!(*self.link.borrow(), Link::Up { .. }) {
+                    if let Some(p) = self.choose() {
+                        return p;
+                    }
+                }
+                tokio::select! {
+                    _ = self.presence.changed() => {}
+                    _ = self.link.changed() => {}
+                }
+            }
+        };
+        tokio::time::timeout_at(until.into(), wait).await.ok()
+    }
+}
+
+fn version_mismatch(session: &Presence) -> Option<Reply> {
+    (session.version != PROTOCOL_VERSION).then(|| {
+        let update = if session.version > PROTOCOL_VERSION {
+            "redeploy the stub with the newer `live`"
+        } else {
+            "update `live` on the developer's machine"
+        };
+        Reply::failure(
+            "Live.ProtocolMismatch",
+            format!(
+                "developer session {:?} speaks bridge protocol v{}, this stub v{PROTOCOL_VERSION}: {update}",
+                session.session, session.version
+            ),
+        )
+    })
+}
+
+fn request_id(message: &DevMessage) -> &str {
+    match message {
+        DevMessage::Ack { request_id }
+        | DevMessage::Response { request_id, .. }
+        | DevMessage::Error { request_id, .. } => request_id,
+    }
+}
+

@@ -1,0 +1,138 @@
+//! The real Runtime API, as the stub's client sees it: `/next`, then `/response` or `/error`.
+
+use bridge::protocol::Header;
+use bridge::runtime_api::{self, is_invocation_header, ERROR_TYPE};
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+/// One invocation as `/next` returned it.
+pub struct Next {
+    pub request_id: String,
+    /// Every `Lambda-Runtime-*` header, unchanged.
+    pub headers: Vec<Header>,
+    pub body: Bytes,
+    /// `Lambda-Runtime-Deadline-Ms`, epoch milliseconds.
+    pub deadline_ms: u64,
+}
+
+/// A client of the Runtime API at `base` (`host:port`).
+pub struct RuntimeClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl RuntimeClient {
+    pub fn new(host_port: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        RuntimeClient {
+            base: format!("http://{host_port}"),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[Header],
+        body: Bytes,
+    ) -> Result<(http::response::Parts, Bytes), String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| format!("bad request to {path}: {e}"))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("{path}: reading the body: {e}"))?
+            .to_bytes();
+        Ok((parts, body))
+    }
+
+    /// Wait for the next invocation (no timeout: Lambda may freeze the process meanwhile).
+    pub async fn next(&self) -> Result<Next, String> {
+        let (parts, body) = self
+            .request(Method::GET, runtime_api::NEXT, &[], Bytes::new())
+            .await?;
+        if !parts.status.is_success() {
+            return Err(format!(
+                "/next answered {}: {}",
+                parts.status,
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let headers: Vec<Header> = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| is_invocation_header(name.as_str()))
+            .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let request_id = find(runtime_api::REQUEST_ID).ok_or("/next carried no request id")?;
+        let deadline_ms = find(runtime_api::DEADLINE_MS)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        Ok(Next {
+            request_id,
+            headers,
+            body,
+            deadline_ms,
+        })
+    }
+
+    /// Post the handler's response, with its headers, unchanged.
+    pub async fn respond(&self, request_id: &str, headers: &[Header], body: Bytes) {
+        let path = runtime_api::response_path(request_id);
+        self.post(&path, headers, body).await;
+    }
+
+    /// Post an error: the handler's own (headers and body unchanged) or the bridge's.
+    pub async fn fail(&self, request_id: &str, error_type: Option<&str>, headers: &[Header], body: Bytes) {
+        let mut headers = headers.to_vec();
+        if let Some(error_type) = error_type {
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(ERROR_TYPE)) {
+                headers.push((ERROR_TYPE.into(), error_type.into()));
+            }
+        }
+        let path = runtime_api::error_path(request_id);
+        self.post(&path, &headers, body).await;
+    }
+
+    /// Report an initialization failure.
+    pub async fn post_init_error(&self, error_type: &str, body: Bytes) {
+        let headers = [(ERROR_TYPE.to_string(), error_type.to_string())];
+        self.post(runtime_api::INIT_ERROR, &headers, body).await;
+    }
+
+    async fn post(&self, path: &str, headers: &[Header], body: Bytes) {
+        match self.request(Method::POST, path, headers, body).await {
+            Ok((parts, _)) if parts.status.is_success() => {}
+            Ok((parts, body)) => eprintln!(
+                "live stub: {path} answered {}: {}",
+                parts.status,
+                String::from_utf8_lossy(&body)
+            ),
+            Err(e) => eprintln!("live stub: could not post {e}"),
+        }
+    }
+}
