@@ -76,7 +76,9 @@ impl Topics {
     }
 }
 
-fn check_name(what: &'static str, name: &str) -> Result<(), TopicError> {
+/// Check a name used inside topics (app, stage, function, session, environment); `what`
+/// names it in the error.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), TopicError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
         && name

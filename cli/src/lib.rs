@@ -1,9 +1,18 @@
 //! `live`: run AWS Lambda handlers on your machine while the cloud (or its local stand-in)
 //! invokes them. This library holds every command; `main.rs` only parses and calls [`run`].
 //!
-//! - [`broker`]: `live broker`, the embedded MQTT-over-WebSocket broker on its own.
+//! - [`broker`]: `live broker`, the embedded MQTT-over-WebSocket broker on its own;
+//! - [`cloud`]: `live cloud`, the local stand-in for AWS (broker, Lambda emulator running the
+//!   real stub, HTTP front door);
+//! - [`dev`]: `live dev`, the developer's side: builds, workers, one line per invocation;
+//! - [`config`]: `live.toml`; [`process`]: child processes tied to ours; [`ids`]: ids.
 
 pub mod broker;
+pub mod cloud;
+pub mod config;
+pub mod dev;
+pub mod ids;
+pub mod process;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +34,12 @@ pub enum Command {
     /// Run the embedded MQTT-over-WebSocket broker on its own (the bridge's local stand-in for
     /// AWS IoT Core). Prints one ready line with its URL; Ctrl+C stops it.
     Broker(broker::BrokerArgs),
+    /// Run the local stand-in for AWS: the broker, a Lambda emulator that runs the real stub,
+    /// and an HTTP front door (the Invoke API and Function URLs). Prints the URLs to call.
+    Cloud(cloud::CloudArgs),
+    /// Run the project's handlers on this machine for every invocation that reaches them.
+    /// With no --broker, starts the whole chain here (broker, emulator, front door).
+    Dev(dev::DevArgs),
 }
 
 /// Install the log subscriber: warnings by default, more with `-v`, `RUST_LOG` wins.
@@ -47,6 +62,8 @@ pub fn logging(cli: &Cli) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Broker(args) => broker::run(args, shutdown_signal()).await,
+        Command::Cloud(args) => cloud::run(args, shutdown_signal()).await,
+        Command::Dev(args) => dev::run(args, shutdown_signal()).await,
     }
 }
 

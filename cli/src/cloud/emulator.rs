@@ -1,0 +1,276 @@
+//! The local Lambda emulator: runs the real stub `bootstrap` as Lambda does, one process per
+//! concurrent execution environment, each under its own emulated Runtime API, reused while
+//! warm, capped per function with invocations beyond the cap queued.
+
+use crate::config::{Function, Project};
+use crate::process::{Echo, Supervised};
+use bridge::protocol::Header;
+use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
+use bridge::runtime_api::{self, error_body};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+
+/// The account id in the ARNs the emulator makes up.
+pub const ACCOUNT: &str = "123456789012";
+/// The region the emulator reports.
+pub const REGION: &str = "us-east-1";
+
+/// How the emulator reaches the bridge and runs stubs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The stub binary.
+    pub stub: PathBuf,
+    /// The broker the stubs connect to.
+    pub bridge_url: String,
+    /// Execution environments per function at most; invocations beyond wait.
+    pub max_envs: usize,
+    /// How long stubs wait for a developer session before answering "no developer".
+    pub no_dev_window: Duration,
+    /// Echo stub output (for debugging the chain).
+    pub echo_stubs: bool,
+}
+
+/// What an invocation asks for.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub body: Bytes,
+    /// The decoded `X-Amz-Client-Context`, JSON.
+    pub client_context: Option<String>,
+    /// `X-Amzn-Trace-Id`.
+    pub trace_id: Option<String>,
+    /// A Cognito identity, JSON (from SDK callers).
+    pub cognito_identity: Option<String>,
+}
+
+/// How an invocation ended, from the caller's point of view.
+#[derive(Debug)]
+pub struct Reply {
+    pub request_id: String,
+    /// `Ok(body)` for a response, `Err((error_type, body))` for a function error.
+    pub result: Result<Bytes, (String, Bytes)>,
+    /// The stub process that served it, and its environment.
+    pub stub_pid: u32,
+    pub env_id: String,
+}
+
+struct Env {
+    api: RuntimeApi,
+    process: Supervised,
+    env_id: String,
+}
+
+/// One function's execution environments.
+pub struct Pool {
+    name: String,
+    function: Function,
+    app: String,
+    stage: String,
+    settings: Settings,
+    idle: Mutex<Vec<Env>>,
+    slots: Semaphore,
+}
+
+/// Every function's pool.
+pub struct Emulator {
+    pools: HashMap<String, Arc<Pool>>,
+}
+
+impl Emulator {
+    pub fn new(project: &Project, settings: Settings) -> Emulator {
+        let pools = project
+            .functions
+            .iter()
+            .map(|(name, function)| {
+                let pool = Pool {
+                    name: name.clone(),
+                    function: function.clone(),
+                    app: project.app.clone(),
+                    stage: project.stage.clone(),
+                    settings: settings.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    slots: Semaphore::new(settings.max_envs),
+                };
+                (name.clone(), Arc::new(pool))
+            })
+            .collect();
+        Emulator { pools }
+    }
+
+    /// The pool of `function`, if it exists.
+    pub fn pool(&self, function: &str) -> Option<Arc<Pool>> {
+        self.pools.get(function).cloned()
+    }
+
+    /// The function names.
+    pub fn functions(&self) -> impl Iterator<Item = &String> {
+        self.pools.keys()
+    }
+}
+
+/// The ARN of `function`.
+pub fn arn(function: &str) -> String {
+    format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}")
+}
+
+impl Pool {
+    /// Run one invocation in a warm environment, or a new one, or wait for one.
+    pub async fn invoke(&self, request: Request) -> Reply {
+        let request_id = crate::ids::request_id();
+        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let warm = self.idle.lock().expect("lock").pop();
+        let mut env = match warm {
+            Some(env) => env,
+            None => match self.start_env().await {
+                Ok(env) => env,
+                Err(e) => {
+                    return Reply {
+                        request_id,
+                        result: Err(failure("Live.StubNotStarted", &e)),
+                        stub_pid: 0,
+                        env_id: String::new(),
+                    }
+                }
+            },
+        };
+        let timeout = Duration::from_secs(self.function.timeout);
+        let deadline = SystemTime::now() + timeout;
+        let deadline_ms = deadline
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut headers: Vec<Header> = vec![
+            (runtime_api::REQUEST_ID.into(), request_id.clone()),
+            (runtime_api::DEADLINE_MS.into(), deadline_ms.to_string()),
+            (runtime_api::FUNCTION_ARN.into(), arn(&self.name)),
+            (
+                runtime_api::TRACE_ID.into(),
+                request.trace_id.unwrap_or_else(|| trace_id(&request_id)),
+            ),
+        ];
+        if let Some(context) = request.client_context {
+            headers.push((runtime_api::CLIENT_CONTEXT.into(), context));
+        }
+        if let Some(identity) = request.cognito_identity {
+            headers.push((runtime_api::COGNITO_IDENTITY.into(), identity));
+        }
+        let invocation = Invocation {
+            request_id: request_id.clone(),
+            headers,
+            body: request.body,
+        };
+        let stub_pid = env.process.pid;
+        let env_id = env.env_id.clone();
+        // Lambda ends an invocation at its timeout whatever the runtime does; the stub
+        // answers before that, so this is the backstop for a stub that hangs.
+        let result = tokio::select! {
+            outcome = env.api.invoke(invocation) => match outcome {
+                Some(outcome) => Ok(outcome),
+                None => Err(failure("Runtime.ExitError", "the stub's Runtime API stopped")),
+            },
+            status = env.process.child.wait() => Err(failure(
+                "Runtime.ExitError",
+                &format!(
+                    "the stub process {}; its last output:\n{}",
+                    status.map_or_else(|e| e.to_string(), Supervised::describe_exit),
+                    env.process.stderr_tail()
+                ),
+            )),
+            _ = tokio::time::sleep(timeout + Duration::from_millis(500)) => Err(failure(
+                "Sandbox.Timedout",
+                &format!("Task timed out after {}.00 seconds", self.function.timeout),
+            )),
+        };
+        let healthy = match &result {
+            Ok(Outcome::InitError { .. }) | Err(_) => false,
+            Ok(_) => true,
+        };
+        if healthy {
+            self.idle.lock().expect("lock").push(env);
+        }
+        let result = match result {
+            Ok(Outcome::Response { body, .. }) => Ok(body),
+            Ok(other) => Err(other.failure().expect("not a response")),
+            Err(failure) => Err(failure),
+        };
+        Reply {
+            request_id,
+            result,
+            stub_pid,
+            env_id,
+        }
+    }
+
+    async fn start_env(&self) -> Result<Env, String> {
+        let info = FunctionInfo {
+            name: self.name.clone(),
+            version: "$LATEST".into(),
+            handler: "bootstrap".into(),
+        };
+        let api = RuntimeApi::bind("127.0.0.1:0".parse().expect("address"), info)
+            .await
+            .map_err(|e| format!("could not bind a Runtime API port: {e}"))?;
+        let env_id = crate::ids::env_id();
+        let mut cmd = tokio::process::Command::new(&self.settings.stub);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(lambda_env(&self.name, &self.function, &env_id))
+            .env("AWS_LAMBDA_RUNTIME_API", api.local_addr().to_string())
+            .env("_HANDLER", "bootstrap")
+            .env("LIVE_BRIDGE_URL", &self.settings.bridge_url)
+            .env("LIVE_APP", &self.app)
+            .env("LIVE_STAGE", &self.stage)
+            .env("LIVE_FUNCTION", &self.name)
+            .env(
+                "LIVE_NO_DEV_WINDOW_MS",
+                self.settings.no_dev_window.as_millis().to_string(),
+            );
+        let echo = if self.settings.echo_stubs {
+            Echo::Prefixed(format!("[stub {}] ", self.name))
+        } else {
+            Echo::Quiet
+        };
+        let process = Supervised::spawn(cmd, echo).map_err(|e| {
+            format!(
+                "could not start the stub {}: {e}",
+                self.settings.stub.display()
+            )
+        })?;
+        Ok(Env {
+            api,
+            process,
+            env_id,
+        })
+    }
+}
+
+/// The environment Lambda gives every runtime, as the official clients need it.
+pub fn lambda_env(function: &str, config: &Function, env_id: &str) -> Vec<(String, String)> {
+    let day = crate::ids::utc_day();
+    vec![
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), function.into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), config.memory.to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/aws/lambda/{function}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME".into(), format!("{day}/[$LATEST]{env_id}")),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        ("AWS_REGION".into(), REGION.into()),
+        ("AWS_DEFAULT_REGION".into(), REGION.into()),
+        ("LANG".into(), "en_US.UTF-8".into()),
+        ("TZ".into(), "UTC".into()),
+    ]
+}
+
+fn failure(error_type: &str, message: &str) -> (String, Bytes) {
+    (error_type.to_string(), Bytes::from(error_body(error_type, message)))
+}
+
+fn trace_id(request_id: &str) -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let hex: String = request_id.chars().filter(|c| *c != '-').take(24).collect();
+    format!("Root=1-{secs:08x}-{hex};Parent={};Sampled=0", &hex[..16.min(hex.len())])
+}

@@ -1,0 +1,238 @@
+//! The HTTP front door of the local cloud: the Lambda Invoke API
+//! (`POST /2015-03-31/functions/{name}/invocations`, so `aws lambda invoke --endpoint-url`
+//! and the AWS SDKs work) and Function-URL style endpoints (`/{function}/...`).
+
+use super::emulator::{arn, Emulator, Reply, Request};
+use super::http_event;
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The largest synchronous request payload Lambda accepts.
+const MAX_SYNC_REQUEST: usize = 6_291_456;
+/// The largest asynchronous (`Event`) request payload Lambda accepts.
+const MAX_EVENT_REQUEST: usize = 1_048_576;
+
+const INVOKE_PREFIX: &str = "/2015-03-31/functions/";
+
+type Body = Full<Bytes>;
+
+/// Serve the front door on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, emulator: Arc<Emulator>, shutdown: impl Future<Output = ()>) {
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let emulator = emulator.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let emulator = emulator.clone();
+                        async move { Ok::<_, Infallible>(route(req, &emulator).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn route(req: hyper::Request<Incoming>, emulator: &Emulator) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix(INVOKE_PREFIX) {
+        if let Some(name) = rest.strip_suffix("/invocations") {
+            if req.method() == Method::POST {
+                return invoke_api(req, emulator, name).await;
+            }
+        }
+        return aws_error(StatusCode::NOT_FOUND, "UnknownOperationException", &format!("unknown operation {path}"));
+    }
+    let trimmed = path.trim_start_matches('/');
+    let (function, rest) = match trimmed.split_once('/') {
+        Some((f, rest)) => (f, format!("/{rest}")),
+        None => (trimmed, "/".to_string()),
+    };
+    match emulator.pool(function) {
+        Some(_) => function_url(req, emulator, function.to_string(), rest).await,
+        None => {
+            let known: Vec<_> = emulator.functions().map(|f| format!("/{f}/")).collect();
+            plain(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no function at {path}: the Function URLs here are {}\n",
+                    known.join(", ")
+                ),
+            )
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static parts")
+}
+
+/// An AWS-style error: the type in `x-amzn-ErrorType` and the body, as the SDKs parse it.
+fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "Type": "User", "message": message, "__type": error_type });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-amzn-errortype", error_type)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static parts")
+}
+
+async fn read_body(req: hyper::Request<Incoming>, limit: usize) -> Result<(http::request::Parts, Bytes), ()> {
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(_) => Err(()),
+    }
+}
+
+fn header<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn with_trace(mut builder: http::response::Builder, reply: &Reply) -> http::response::Builder {
+    builder = builder
+        .header("x-amzn-requestid", &reply.request_id)
+        .header("x-live-request-id", &reply.request_id)
+        .header("x-live-env-id", &reply.env_id)
+        .header("x-live-stub-pid", reply.stub_pid.to_string());
+    builder
+}
+
+async fn invoke_api(req: hyper::Request<Incoming>, emulator: &Emulator, name: &str) -> Response<Body> {
+    // The name may be an ARN or a qualified name; Lambda accepts both.
+    let name = name.rsplit(':').next().unwrap_or(name);
+    let name = http_event::percent_decode(name, false);
+    let Some(pool) = emulator.pool(&name) else {
+        return aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("Function not found: {}", arn(&name)),
+        );
+    };
+    let invocation_type = req
+        .headers()
+        .get("x-amz-invocation-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("RequestResponse")
+        .to_string();
+    let limit = if invocation_type == "Event" { MAX_EVENT_REQUEST } else { MAX_SYNC_REQUEST };
+    let Ok((parts, body)) = read_body(req, limit).await else {
+        return aws_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            &format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
+        );
+    };
+    let client_context = match header(&parts, "x-amz-client-context") {
+        None => None,
+        Some(encoded) => match base64::engine::general_purpose::STANDARD.decode(encoded) {
+            Ok(decoded) => Some(String::from_utf8_lossy(&decoded).to_string()),
+            Err(_) => {
+                return aws_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContentException",
+                    "X-Amz-Client-Context must be base64-encoded JSON",
+                )
+            }
+        },
+    };
+    let request = Request {
+        body,
+        client_context,
+        trace_id: header(&parts, "x-amzn-trace-id").map(str::to_string),
+        cognito_identity: None,
+    };
+    match invocation_type.as_str() {
+        "Event" => {
+            tokio::spawn(async move {
+                let reply = pool.invoke(request).await;
+                if let Err((error_type, _)) = &reply.result {
+                    tracing::warn!(request_id = %reply.request_id, "asynchronous invocation failed: {error_type}");
+                }
+            });
+            Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .body(Full::new(Bytes::new()))
+                .expect("static parts")
+        }
+        "DryRun" => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Full::new(Bytes::new()))
+            .expect("static parts"),
+        "RequestResponse" => {
+            let reply = pool.invoke(request).await;
+            let builder = with_trace(Response::builder(), &reply)
+                .status(StatusCode::OK)
+                .header("x-amz-executed-version", "$LATEST")
+                .header("content-type", "application/json");
+            match reply.result {
+                Ok(body) => builder.body(Full::new(body)),
+                Err((_, body)) => builder
+                    .header("x-amz-function-error", "Unhandled")
+                    .body(Full::new(body)),
+            }
+            .expect("static parts")
+        }
+        other => aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            &format!("X-Amz-Invocation-Type {other:?} is not RequestResponse, Event or DryRun"),
+        ),
+    }
+}
+
+async fn function_url(
+    req: hyper::Request<Incoming>,
+    emulator: &Emulator,
+    function: String,
+    rest: String,
+) -> Response<Body> {
+    let pool = emulator.pool(&function).expect("checked by the caller");
+    let Ok((parts, body)) = read_body(req, MAX_SYNC_REQUEST).await else {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body above 6 MB\n".into());
+    };
+    let host = header(&parts, "host").unwrap_or("127.0.0.1").to_string();
+    let request_id = crate::ids::request_id();
+    let event = http_event::event(&parts.method, &parts.uri, &rest, &parts.headers, &body, &request_id, &host);
+    let reply = pool
+        .invoke(Request {
+            body: Bytes::from(event.to_string()),
+            ..Request::default()
+        })
+        .await;
+    let response = match &reply.result {
+        Ok(body) => http_event::response(body),
+        // A Function URL answers a function error with 502 and the error JSON.
+        Err((_, body)) => Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .expect("static parts"),
+    };
+    let (mut parts, body) = response.into_parts();
+    let traced = with_trace(Response::builder(), &reply).body(()).expect("static parts");
+    parts.headers.extend(traced.into_parts().0.headers);
+    Response::from_parts(parts, Full::new(body))
+}

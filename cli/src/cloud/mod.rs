@@ -1,0 +1,189 @@
+//! `live cloud`: the local stand-in for AWS. The embedded broker (or one named by
+//! `--broker`), a local Lambda emulator running the real stub, and an HTTP front door with
+//! the Invoke API and Function URLs. `live dev` embeds the same parts when no cloud is
+//! configured.
+
+pub mod emulator;
+pub mod front_door;
+pub mod http_event;
+
+use crate::config::Project;
+use anyhow::{bail, Context};
+use bridge::broker::{Broker, BrokerConfig};
+use emulator::{Emulator, Settings};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options shared by `live cloud` and `live dev`'s embedded cloud.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CloudOptions {
+    /// Port of the HTTP front door (Invoke API and Function URLs); 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Port of the embedded broker; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub broker_port: u16,
+    /// The stub binary (`bootstrap`). Default: $LIVE_STUB, then `bootstrap` beside `live`.
+    #[arg(long, env = "LIVE_STUB")]
+    pub stub: Option<PathBuf>,
+    /// Execution environments per function at most; invocations beyond wait for one.
+    #[arg(long, default_value_t = 64)]
+    pub max_envs: usize,
+    /// Milliseconds a stub waits for a developer session before answering
+    /// `Live.NoDeveloperConnected`.
+    #[arg(long, default_value_t = 3000)]
+    pub no_dev_window_ms: u64,
+    /// Show the stubs' own output.
+    #[arg(long)]
+    pub show_stubs: bool,
+}
+
+/// The running local cloud.
+pub struct LocalCloud {
+    pub front_door: SocketAddr,
+    pub bridge_url: String,
+    pub functions: Vec<String>,
+    broker: Option<Broker>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalCloud {
+    /// Start the broker (unless `broker_url` names one), the emulator and the front door.
+    pub async fn start(
+        project: &Project,
+        options: &CloudOptions,
+        broker_url: Option<String>,
+    ) -> anyhow::Result<LocalCloud> {
+        let stub = find_stub(options.stub.clone())?;
+        let (broker, bridge_url) = match broker_url {
+            Some(url) => (None, url),
+            None => {
+                let addr = SocketAddr::from(([127, 0, 0, 1], options.broker_port));
+                let broker = Broker::start(addr, BrokerConfig::default())
+                    .await
+                    .with_context(|| format!("could not start the embedded broker on {addr}; pick another --broker-port"))?;
+                let url = broker.url();
+                (Some(broker), url)
+            }
+        };
+        let settings = Settings {
+            stub,
+            bridge_url: bridge_url.clone(),
+            max_envs: options.max_envs.max(1),
+            no_dev_window: Duration::from_millis(options.no_dev_window_ms),
+            echo_stubs: options.show_stubs,
+        };
+        let emulator = Arc::new(Emulator::new(project, settings));
+        let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("could not listen on {addr}; pick another --port, or 0 for a free one"))?;
+        let front_door = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(front_door::serve(listener, emulator, async {
+            let _ = stopped.await;
+        }));
+        Ok(LocalCloud {
+            front_door,
+            bridge_url,
+            functions: project.functions.keys().cloned().collect(),
+            broker,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The lines that tell the user where to send requests.
+    pub fn describe(&self) -> String {
+        let base = format!("http://{}", self.front_door);
+        let mut out = format!(
+            "  broker  {}{}\n  invoke  {base}/2015-03-31/functions/NAME/invocations\n",
+            self.bridge_url,
+            if self.broker.is_some() { " (embedded)" } else { "" }
+        );
+        for f in &self.functions {
+            out.push_str(&format!("  url     {base}/{f}/\n"));
+        }
+        out
+    }
+
+    /// Stop the front door and the broker.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        if let Some(broker) = self.broker.take() {
+            let _ = broker.shutdown().await;
+        }
+    }
+}
+
+/// The stub binary: `--stub`, then `LIVE_STUB` (both through clap), then beside `live`.
+fn find_stub(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "the stub binary {} does not exist (from --stub or LIVE_STUB): build it with \
+             `cargo build -p stub` and point there",
+            path.display()
+        );
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("bootstrap")));
+    match beside {
+        Some(path) if path.is_file() => Ok(path),
+        _ => bail!(
+            "could not find the stub binary `bootstrap` beside `live`: build both with \
+             `cargo build --bins` (or `cargo build -p stub`), or name it with --stub PATH or \
+             LIVE_STUB"
+        ),
+    }
+}
+
+/// Options of `live cloud`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  live cloud                                 # embedded broker\n  live broker --port 1884 &\n  live cloud --broker ws://127.0.0.1:1884/mqtt   # parts stopped and restarted on their own\n  curl http://127.0.0.1:PORT/hello/")]
+pub struct CloudArgs {
+    /// The project's live.toml (default: found in this directory or its parents).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Use this broker (for example `live broker`'s URL) instead of embedding one.
+    #[arg(long)]
+    pub broker: Option<String>,
+    #[command(flatten)]
+    pub cloud: CloudOptions,
+}
+
+/// Load the project from `--config` or the working directory.
+pub fn load_project(config: Option<&PathBuf>) -> anyhow::Result<Project> {
+    match config {
+        Some(path) if path.is_dir() => Project::find(path),
+        Some(path) => Project::load(path),
+        None => Project::find(&std::env::current_dir().context("no working directory")?),
+    }
+}
+
+/// Run `live cloud` until `shutdown`.
+pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let project = load_project(args.config.as_ref())?;
+    let cloud = LocalCloud::start(&project, &args.cloud, args.broker).await?;
+    println!(
+        "live cloud ready: http://{} (app {}, stage {})\n{}",
+        cloud.front_door,
+        project.app,
+        project.stage,
+        cloud.describe()
+    );
+    shutdown.await;
+    cloud.shutdown().await;
+    println!("live cloud stopped");
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! `live.toml`: the app, the stage and one table per function. Errors name the file, the line
+//! and the fix.
+//!
+//! ```toml
+//! app = "hello"
+//! # stage = "alice"          # default: your user name (a personal stage)
+//!
+//! [functions.hello]          # a Rust binary of this workspace: nothing else needed
+//!
+//! [functions.py]
+//! command = ["python3", "-m", "awslambdaric", "handler.handler"]
+//! dir = "py"                 # working directory, relative to live.toml
+//! timeout = 10               # seconds (default 30)
+//! memory = 256               # MB (default 128)
+//! env = { GREETING = "hi" }
+//! ```
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The file name `live` looks for.
+pub const FILE_NAME: &str = "live.toml";
+
+/// A parsed `live.toml`.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The directory holding `live.toml`.
+    pub root: PathBuf,
+    pub app: String,
+    pub stage: String,
+    pub functions: BTreeMap<String, Function>,
+}
+
+/// One function's table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Function {
+    /// How to start a Lambda runtime client for it. Absent: a Rust binary built with cargo.
+    pub command: Option<Vec<String>>,
+    /// How to build it before running (default for Rust: `cargo build --bin NAME`).
+    pub build: Option<Vec<String>>,
+    /// The cargo package holding the binary (Rust; default: found by cargo).
+    pub package: Option<String>,
+    /// The cargo binary name (Rust; default: the function's name).
+    pub bin: Option<String>,
+    /// Working directory, relative to `live.toml`.
+    pub dir: Option<PathBuf>,
+    /// Globs of files that trigger a rebuild (besides a Rust package's own sources).
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Extra environment variables for the handler.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Seconds before Lambda's deadline (default 30).
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+    /// Memory in MB (default 128), reported to the handler.
+    #[serde(default = "default_memory")]
+    pub memory: u32,
+    /// `_HANDLER` (default: the function's name).
+    pub handler: Option<String>,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+fn default_memory() -> u32 {
+    128
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    app: String,
+    stage: Option<String>,
+    #[serde(default)]
+    functions: BTreeMap<String, Function>,
+}
+
+impl Project {
+    /// Find `live.toml` in `dir` or its parents and load it.
+    pub fn find(dir: &Path) -> anyhow::Result<Project> {
+        let mut here = Some(dir);
+        while let Some(d) = here {
+            let candidate = d.join(FILE_NAME);
+            if candidate.is_file() {
+                return Project::load(&candidate);
+            }
+            here = d.parent();
+        }
+        bail!(
+            "no {FILE_NAME} in {} or its parents: create one with `app = \"NAME\"` and a \
+             [functions.NAME] table per function (see examples/hello/live.toml)",
+            dir.display()
+        )
+    }
+
+    /// Load `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Project> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        let file: File = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}fix the line above; the keys are documented in the README's live.toml section",
+                path.display(),
+                e
+            )
+        })?;
+        let root = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let stage = file.stage.unwrap_or_else(default_stage);
+        let locate = |key: &str| line_of(&text, key).map_or(String::new(), |l| format!(":{l}"));
+        bridge::Topics::new(&file.app, &stage).map_err(|e| {
+            anyhow::anyhow!(
+                "{}{}: {e}; rename it",
+                path.display(),
+                locate(if e.to_string().starts_with("app") { "app" } else { "stage" })
+            )
+        })?;
+        if file.functions.is_empty() {
+            bail!(
+                "{}: no functions: add a [functions.NAME] table for each function",
+                path.display()
+            );
+        }
+        for (name, f) in &file.functions {
+            let at = format!("{}{}", path.display(), locate(&format!("[functions.{name}]")));
+            if let Err(e) = bridge::topics::check_name("function", name) {
+                bail!("{at}: {e}");
+            }
+            if f.command.as_ref().is_some_and(Vec::is_empty) {
+                bail!("{at}: `command` is empty: give the program and its arguments, e.g. [\"python3\", \"-m\", \"awslambdaric\", \"app.handler\"]");
+            }
+            if !(1..=900).contains(&f.timeout) {
+                bail!("{at}: timeout = {} is outside Lambda's 1-900 seconds", f.timeout);
+            }
+            if !(128..=10240).contains(&f.memory) {
+                bail!("{at}: memory = {} is outside Lambda's 128-10240 MB", f.memory);
+            }
+        }
+        Ok(Project {
+            root,
+            app: file.app,
+            stage,
+            functions: file.functions,
+        })
+    }
+}
+
+/// The 1-based line where `needle` first appears.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// The user's name, cleaned to a valid stage name; `dev` when unknown.
+pub fn default_stage() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_default();
+    let clean: String = user
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "dev".into()
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Project> {
+        let dir = std::env::temp_dir().join(format!(
+            "live-config-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        std::fs::write(&path, text).unwrap();
+        Project::load(&path)
+    }
+
+    #[test]
+    fn a_minimal_rust_project_needs_only_function_names() {
+        let p = load("app = \"hello\"\nstage = \"ci\"\n[functions.hello]\n").unwrap();
+        let f = &p.functions["hello"];
+        assert!(f.command.is_none());
+        assert_eq!((f.timeout, f.memory), (30, 128));
+        assert_eq!(p.stage, "ci");
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_fix() {
+        let err = load("app = \"hello\"\n[functions.hello]\ntimeout = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("live.toml") && err.contains("line 3"), "{err}");
+        let err = load("app = \"hello\"\n[functions.hello]\ntimout = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `timout`") && err.contains("line 3"), "{err}");
+        let err = load("app = \"hello\"\n\n[functions.slow]\ntimeout = 901\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("live.toml:3") && err.contains("1-900"), "{err}");
+        let err = load("app = \"my app\"\n[functions.a]\n").unwrap_err().to_string();
+        assert!(err.contains("live.toml:1") && err.contains("rename"), "{err}");
+    }
+}

@@ -1,0 +1,205 @@
+//! Building functions before they run: Rust binaries with one `cargo build` (the executables
+//! read from cargo's JSON messages, so any target directory works), others with their
+//! `build` command.
+
+use crate::config::{Function, Project};
+use anyhow::{bail, Context};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How to start each function's runtime: program, arguments, working directory.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub dir: PathBuf,
+}
+
+/// A failed build: the first compiler error and the whole output.
+#[derive(Debug, Clone)]
+pub struct BuildFailure {
+    pub first_error: String,
+    pub output: String,
+}
+
+/// Build every function; returns how to launch each, and how long the build took.
+pub async fn build_all(
+    project: &Project,
+) -> Result<(BTreeMap<String, Launch>, Duration), BuildFailure> {
+    let start = Instant::now();
+    let mut launches = BTreeMap::new();
+    let rust: Vec<(&String, &Function)> = project
+        .functions
+        .iter()
+        .filter(|(_, f)| f.command.is_none())
+        .collect();
+    if !rust.is_empty() {
+        let built = cargo_build(project, &rust).await?;
+        launches.extend(built);
+    }
+    for (name, f) in project.functions.iter().filter(|(_, f)| f.command.is_some()) {
+        let dir = project.root.join(f.dir.clone().unwrap_or_default());
+        if let Some(build) = &f.build {
+            run_build(build, &dir).await?;
+        }
+        let command = f.command.clone().expect("filtered above");
+        launches.insert(
+            name.clone(),
+            Launch {
+                program: PathBuf::from(&command[0]),
+                args: command[1..].to_vec(),
+                dir,
+            },
+        );
+    }
+    Ok((launches, start.elapsed()))
+}
+
+async fn run_build(command: &[String], dir: &PathBuf) -> Result<(), BuildFailure> {
+    let Some((program, args)) = command.split_first() else {
+        return Ok(());
+    };
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .map_err(|e| failure(format!("could not run {program}: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Err(BuildFailure {
+        first_error: output
+            .lines()
+            .find(|l| l.to_lowercase().contains("error"))
+            .unwrap_or("the build command failed")
+            .to_string(),
+        output,
+    })
+}
+
+fn failure(message: String) -> BuildFailure {
+    BuildFailure {
+        first_error: message.clone(),
+        output: message,
+    }
+}
+
+async fn cargo_build(
+    project: &Project,
+    functions: &[(&String, &Function)],
+) -> Result<BTreeMap<String, Launch>, BuildFailure> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = tokio::process::Command::new(cargo);
+    cmd.args(["build", "--message-format=json-render-diagnostics"])
+        .current_dir(&project.root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut wanted = BTreeMap::new();
+    for (name, f) in functions {
+        let bin = f.bin.clone().unwrap_or_else(|| (*name).clone());
+        cmd.args(["--bin", &bin]);
+        if let Some(package) = &f.package {
+            cmd.args(["--package", package]);
+        }
+        wanted.insert(bin, (*name).clone());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| failure(format!("could not run cargo: {e}; is Rust installed?")))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let stderr_task = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    let mut launches = BTreeMap::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let is_bin = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "bin"));
+        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) else {
+            continue;
+        };
+        if let (true, Some(function)) = (is_bin, wanted.get(name)) {
+            launches.insert(
+                function.clone(),
+                Launch {
+                    program: PathBuf::from(exe),
+                    args: Vec::new(),
+                    dir: project.root.clone(),
+                },
+            );
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| failure(format!("cargo did not finish: {e}")))?;
+    let stderr = stderr_task.await.unwrap_or_default();
+    if !status.success() {
+        let first_error = stderr
+            .iter()
+            .position(|l| l.starts_with("error"))
+            .map(|i| {
+                stderr[i..]
+                    .iter()
+                    .take_while(|l| !l.is_empty())
+                    .take(12)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_else(|| "cargo build failed".into());
+        return Err(BuildFailure {
+            first_error,
+            output: stderr.join("\n"),
+        });
+    }
+    for (bin, function) in &wanted {
+        if !launches.contains_key(function) {
+            return Err(failure(format!(
+                "cargo built no binary named {bin:?} for function {function:?}: add `bin = \"NAME\"` (and `package`) to [functions.{function}] in live.toml"
+            )));
+        }
+    }
+    Ok(launches)
+}
+
+/// Check up front that the project can be built, with advice (used before serving).
+pub fn describe_failure(f: &BuildFailure) -> anyhow::Error {
+    anyhow::anyhow!("build failed:\n{}", f.first_error)
+}
+
+/// Make sure a launch's program exists, for a clearer error than the spawn's.
+pub fn check_launch(name: &str, launch: &Launch) -> anyhow::Result<()> {
+    if launch.program.components().count() > 1 && !launch.program.exists() {
+        bail!(
+            "function {name}: {} does not exist; check `command` in live.toml",
+            launch.program.display()
+        );
+    }
+    std::fs::metadata(&launch.dir)
+        .with_context(|| format!("function {name}: working directory {} is missing", launch.dir.display()))?;
+    Ok(())
+}

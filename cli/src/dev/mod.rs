@@ -1,0 +1,328 @@
+//! `live dev`: build the project's functions, connect a developer session to the bridge (or,
+//! with no cloud configured, start the local cloud in-process), and run every invocation that
+//! reaches this session on a local worker, one line per invocation.
+
+pub mod build;
+mod worker;
+
+use crate::cloud::{load_project, CloudOptions, LocalCloud};
+use anyhow::Context;
+use bridge::runtime_api::server::Outcome;
+use bridge::transport::{ConnectOptions, Connection, PresenceFn, Sender};
+use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use worker::Workers;
+
+/// Request ids remembered for deduplication.
+const REMEMBERED: usize = 10_000;
+
+/// Options of `live dev`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  live dev -c examples/hello                  # everything on this machine\n  curl http://127.0.0.1:PORT/http/            # the URL printed on the ready line\n  live dev --broker ws://127.0.0.1:1884/mqtt  # join a running `live cloud` or broker")]
+pub struct DevArgs {
+    /// The project's live.toml, or its directory (default: found in this directory or its
+    /// parents).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Join this broker instead of starting the local cloud in-process.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// One JSON object per line (ready, invocation) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only errors (and the ready line).
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub cloud: CloudOptions,
+}
+
+/// Run `live dev` until `shutdown`.
+pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let project = load_project(args.config.as_ref())?;
+    let names: Vec<String> = project.functions.keys().cloned().collect();
+    if !args.json {
+        eprintln!("live dev: building {} ...", names.join(", "));
+    }
+    let (launches, took) = build::build_all(&project)
+        .await
+        .map_err(|f| build::describe_failure(&f))?;
+    for (name, launch) in &launches {
+        build::check_launch(name, launch)?;
+    }
+    if !args.json {
+        eprintln!("live dev: built in {:.1}s", took.as_secs_f64());
+    }
+    let cloud = match &args.broker {
+        Some(_) => None,
+        None => Some(LocalCloud::start(&project, &args.cloud, None).await?),
+    };
+    let bridge_url = match (&args.broker, &cloud) {
+        (Some(url), _) => url.clone(),
+        (None, Some(cloud)) => cloud.bridge_url.clone(),
+        (None, None) => unreachable!("a cloud is started without --broker"),
+    };
+    let topics = Topics::new(&project.app, &project.stage)?;
+    let session = format!("{}-{}", project.stage, &crate::ids::env_id()[..8]);
+    let inv_topic = topics.invocations(&session)?;
+    let mut options = ConnectOptions::new(&bridge_url, format!("dev-{session}"));
+    options.subscriptions = vec![inv_topic];
+    options.presence = Some(presence(&topics, &session, names.clone()));
+    options.keep_alive = Duration::from_secs(10);
+    let mut connection = Connection::open(options)?;
+    connection
+        .ready(Duration::from_secs(10))
+        .await
+        .with_context(|| format!("could not join the bridge at {bridge_url}"))?;
+
+    print_ready(&args, &project, &session, &bridge_url, cloud.as_ref());
+    let out = Output {
+        json: args.json,
+        quiet: args.quiet,
+    };
+    let state = Arc::new(Session {
+        topics,
+        sender: connection.sender(),
+        workers: Workers::new(project, launches, !args.json),
+        seen: Mutex::new(SeenMap::default()),
+        out,
+    });
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            received = connection.recv() => {
+                let Some(received) = received else { break };
+                match received.frame.parse::<StubMessage>() {
+                    Ok(StubMessage::Invoke(invocation)) => {
+                        Session::invoke(&state, invocation, received.frame.body).await
+                    }
+                    Ok(StubMessage::ResultAck { request_id }) => state.acked(&request_id),
+                    Err(e) => tracing::warn!("dropped a message on {}: {e}", received.topic),
+                }
+            }
+        }
+    }
+    connection.close().await;
+    if let Some(cloud) = cloud {
+        cloud.shutdown().await;
+    }
+    if !args.json {
+        eprintln!("live dev: stopped");
+    }
+    Ok(())
+}
+
+fn presence(topics: &Topics, session: &str, functions: Vec<String>) -> PresenceFn {
+    let topic = topics.presence(session).expect("session names are valid");
+    let session = session.to_string();
+    Arc::new(move |epoch| {
+        let record = |online| {
+            let p = Presence {
+                session: session.clone(),
+                online,
+                epoch,
+                version: PROTOCOL_VERSION,
+                functions: functions.clone(),
+            };
+            bridge::wire::encode(&p, b"")
+                .expect("a presence record fits one frame")
+                .remove(0)
+        };
+        (topic.clone(), record(true), record(false))
+    })
+}
+
+fn print_ready(args: &DevArgs, project: &crate::config::Project, session: &str, bridge_url: &str, cloud: Option<&LocalCloud>) {
+    if args.json {
+        let urls: serde_json::Map<String, serde_json::Value> = cloud
+            .map(|c| {
+                c.functions
+                    .iter()
+                    .map(|f| (f.clone(), format!("http://{}/{f}/", c.front_door).into()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ready = serde_json::json!({
+            "event": "ready",
+            "app": project.app,
+            "stage": project.stage,
+            "session": session,
+            "broker": bridge_url,
+            "pid": std::process::id(),
+            "front_door": cloud.map(|c| format!("http://{}", c.front_door)),
+            "urls": urls,
+        });
+        println!("{ready}");
+        return;
+    }
+    match cloud {
+        Some(cloud) => println!(
+            "live dev ready: http://{} (app {}, stage {}, session {session})\n{}",
+            cloud.front_door,
+            project.app,
+            project.stage,
+            cloud.describe()
+        ),
+        None => println!(
+            "live dev ready: serving {} for app {} stage {} through {bridge_url} (session {session})",
+            project.functions.keys().cloned().collect::<Vec<_>>().join(", "),
+            project.app,
+            project.stage
+        ),
+    }
+}
+
+struct Output {
+    json: bool,
+    quiet: bool,
+}
+
+/// What this session knows of a request id: still running, or answered (kept to answer a
+/// duplicate the same way).
+enum Seen {
+    Running,
+    Answered(DevMessage, Bytes),
+}
+
+#[derive(Default)]
+struct SeenMap {
+    map: HashMap<String, Seen>,
+    order: VecDeque<String>,
+}
+
+struct Session {
+    topics: Topics,
+    sender: Sender,
+    workers: Workers,
+    seen: Mutex<SeenMap>,
+    out: Output,
+}
+
+impl Session {
+    async fn invoke(state: &Arc<Session>, invocation: bridge::Invocation, body: Bytes) {
+        let Ok(results) = state.topics.results(&invocation.env_id) else {
+            tracing::warn!("dropped an invocation with a bad environment id {:?}", invocation.env_id);
+            return;
+        };
+        let ack = DevMessage::Ack {
+            request_id: invocation.request_id.clone(),
+        };
+        let _ = state.sender.send(&results, &ack, b"").await;
+        let previous = {
+            let mut seen = state.seen.lock().expect("lock");
+            match seen.map.get(&invocation.request_id) {
+                Some(Seen::Running) => return,
+                Some(Seen::Answered(message, body)) => Some((message.clone(), body.clone())),
+                None => {
+                    seen.map.insert(invocation.request_id.clone(), Seen::Running);
+                    seen.order.push_back(invocation.request_id.clone());
+                    while seen.order.len() > REMEMBERED {
+                        if let Some(old) = seen.order.pop_front() {
+                            seen.map.remove(&old);
+                        }
+                    }
+                    None
+                }
+            }
+        };
+        if let Some((message, body)) = previous {
+            // A duplicate of an answered invocation: the same answer again, the handler not
+            // run twice.
+            let _ = state.sender.send(&results, &message, &body).await;
+            return;
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let ran = state.workers.run(&invocation, body).await;
+            let elapsed = start.elapsed();
+            let request_id = invocation.request_id.clone();
+            let (message, body, error_type) = match ran.outcome {
+                Ok(Outcome::Response { headers, body }) => {
+                    (DevMessage::Response { request_id, headers }, body, None)
+                }
+                Ok(outcome) => {
+                    let (error_type, body) = outcome.failure().expect("not a response");
+                    let headers = match outcome {
+                        Outcome::Error { headers, .. } => headers,
+                        _ => vec![("content-type".into(), "application/json".into())],
+                    };
+                    (
+                        DevMessage::Error {
+                            request_id,
+                            error_type: Some(error_type.clone()),
+                            headers,
+                        },
+                        body,
+                        Some(error_type),
+                    )
+                }
+                Err((error_type, body)) => (
+                    DevMessage::Error {
+                        request_id,
+                        error_type: Some(error_type.clone()),
+                        headers: vec![("content-type".into(), "application/json".into())],
+                    },
+                    body,
+                    Some(error_type),
+                ),
+            };
+            if let Err(e) = state.sender.send(&results, &message, &body).await {
+                tracing::warn!("could not send the result of {}: {e}", invocation.request_id);
+            }
+            state.print(&invocation, ran.worker_pid, elapsed, error_type.as_deref(), &body);
+            if let Some(seen) = state.seen.lock().expect("lock").map.get_mut(&invocation.request_id) {
+                *seen = Seen::Answered(message, body);
+            }
+        });
+    }
+
+    fn acked(&self, _request_id: &str) {
+        // Results are sent once for now; the stub's acknowledgement is the signal to stop
+        // re-sending once results are retransmitted.
+    }
+
+    fn print(&self, invocation: &bridge::Invocation, worker_pid: u32, elapsed: Duration, error_type: Option<&str>, body: &Bytes) {
+        if self.out.json {
+            let line = serde_json::json!({
+                "event": "invocation",
+                "function": invocation.function,
+                "request_id": invocation.request_id,
+                "env_id": invocation.env_id,
+                "worker_pid": worker_pid,
+                "duration_ms": elapsed.as_secs_f64() * 1e3,
+                "outcome": if error_type.is_some() { "error" } else { "ok" },
+                "error_type": error_type,
+            });
+            println!("{line}");
+            return;
+        }
+        match error_type {
+            None if self.out.quiet => {}
+            None => println!(
+                "{:<12} {}  {:>8.1} ms  ok",
+                invocation.function,
+                invocation.request_id,
+                elapsed.as_secs_f64() * 1e3
+            ),
+            Some(error_type) => {
+                let message = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                println!(
+                    "{:<12} {}  {:>8.1} ms  {error_type}: {message}",
+                    invocation.function,
+                    invocation.request_id,
+                    elapsed.as_secs_f64() * 1e3
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Worker processes: one per cloud execution environment (function and environment id), each
+//! running the function's runtime client under its own local Runtime API, so that module
+//! state and concurrency behave as in Lambda. A worker that dies is replaced on the next
+//! invocation.
+
+use super::build::Launch;
+use crate::config::Project;
+use crate::process::{Echo, Supervised};
+use bridge::runtime_api::error_body;
+use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// How long past the stub's deadline a worker may run before it is killed, as Lambda resets
+/// an environment that timed out.
+const OVERRUN: Duration = Duration::from_secs(2);
+
+struct Worker {
+    api: RuntimeApi,
+    process: Supervised,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Worker>>>;
+
+/// The result of running one invocation on a worker.
+pub struct Ran {
+    /// The handler's outcome, or the chain's own failure as `(error_type, error JSON)`.
+    pub outcome: Result<Outcome, (String, Bytes)>,
+    pub worker_pid: u32,
+}
+
+/// Every worker of this `live dev`.
+pub struct Workers {
+    project: Project,
+    launches: RwLock<BTreeMap<String, Launch>>,
+    slots: Mutex<HashMap<(String, String), Slot>>,
+    echo: bool,
+}
+
+impl Workers {
+    pub fn new(project: Project, launches: BTreeMap<String, Launch>, echo: bool) -> Workers {
+        Workers {
+            project,
+            launches: RwLock::new(launches),
+            slots: Mutex::new(HashMap::new()),
+            echo,
+        }
+    }
+
+    /// Run `invocation` on the worker of its execution environment, starting one if needed.
+    pub async fn run(&self, invocation: &bridge::Invocation, body: Bytes) -> Ran {
+        let Some(launch) = self.launches.read().expect("lock").get(&invocation.function).cloned() else {
+            let known: Vec<_> = self.project.functions.keys().cloned().collect();
+            return failed(
+                "Live.UnknownFunction",
+                format!(
+                    "live dev serves {known:?}, not {:?}: add [functions.{}] to live.toml",
+                    invocation.function, invocation.function
+                ),
+            );
+        };
+        let slot = self
+            .slots
+            .lock()
+            .expect("lock")
+            .entry((invocation.function.clone(), invocation.env_id.clone()))
+            .or_default()
+            .clone();
+        let mut guard = slot.lock().await;
+        if let Some(worker) = guard.as_mut() {
+            if let Ok(Some(_)) = worker.process.child.try_wait() {
+                *guard = None;
+            }
+        }
+        if guard.is_none() {
+            match self.start(&invocation.function, &invocation.env_id, &launch).await {
+                Ok(worker) => *guard = Some(worker),
+                Err(e) => return failed("Live.WorkerNotStarted", e),
+            }
+        }
+        let worker = guard.as_mut().expect("started above");
+        let pid = worker.process.pid;
+        let local = Invocation {
+            request_id: invocation.request_id.clone(),
+            headers: invocation.headers.clone(),
+            body,
+        };
+        let budget = Duration::from_millis(invocation.remaining_ms) + OVERRUN;
+        let outcome = tokio::select! {
+            outcome = worker.api.invoke(local) => {
+                outcome.ok_or_else(|| failure("Live.WorkerCrashed", "the worker's Runtime API stopped".into()))
+            }
+            status = worker.process.child.wait() => Err(failure(
+                "Live.WorkerCrashed",
+                format!(
+                    "the worker for {} (pid {pid}) {} during the invocation; last stderr:\n{}",
+                    invocation.function,
+                    status.map_or_else(|e| e.to_string(), Supervised::describe_exit),
+                    worker.process.stderr_tail()
+                ),
+            )),
+            _ = tokio::time::sleep(budget) => Err(failure(
+                "Sandbox.Timedout",
+                format!("the handler did not answer within the invocation's {} ms; its worker was stopped", invocation.remaining_ms),
+            )),
+        };
+        let keep = matches!(outcome, Ok(Outcome::Response { .. } | Outcome::Error { .. } | Outcome::ResponseTooLarge { .. }));
+        if !keep {
+            // Crashed, timed out, or failed to initialise: the next invocation starts afresh.
+            *guard = None;
+        }
+        Ran {
+            outcome,
+            worker_pid: pid,
+        }
+    }
+
+    async fn start(&self, function: &str, env_id: &str, launch: &Launch) -> Result<Worker, String> {
+        let config = &self.project.functions[function];
+        let handler = config.handler.clone().unwrap_or_else(|| function.to_string());
+        let info = FunctionInfo {
+            name: function.to_string(),
+            version: "$LATEST".into(),
+            handler: handler.clone(),
+        };
+        let api = RuntimeApi::bind("127.0.0.1:0".parse().expect("address"), info)
+            .await
+            .map_err(|e| format!("could not bind a Runtime API port: {e}"))?;
+        let mut cmd = tokio::process::Command::new(&launch.program);
+        cmd.args(&launch.args)
+            .current_dir(&launch.dir)
+            .env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
+            .envs(crate::cloud::emulator::lambda_env(function, config, env_id))
+            .env("AWS_LAMBDA_RUNTIME_API", api.local_addr().to_string())
+            .env("_HANDLER", &handler)
+            .env("LAMBDA_TASK_ROOT", &launch.dir)
+            .envs(&config.env);
+        let echo = if self.echo {
+            Echo::Prefixed(format!("[{function}] "))
+        } else {
+            Echo::Quiet
+        };
+        let process = Supervised::spawn(cmd, echo).map_err(|e| {
+            format!(
+                "could not start {} for function {function}: {e}; check `command` in live.toml",
+                launch.program.display()
+            )
+        })?;
+        Ok(Worker { api, process })
+    }
+}
+
+fn failure(error_type: &str, message: String) -> (String, Bytes) {
+    (error_type.to_string(), Bytes::from(error_body(error_type, &message)))
+}
+
+fn failed(error_type: &str, message: String) -> Ran {
+    Ran {
+        outcome: Err(failure(error_type, message)),
+        worker_pid: 0,
+    }
+}
