@@ -45,7 +45,7 @@ impl RuntimeClient {
             .method(method)
             .uri(format!("{}{path}", self.base));
         for (name, value) in headers {
-            req = req.header(name.as_str(), value.as_str());
+            req = req.header(name.as_str(), value.as_bytes());
         }
         let req = req
             .body(Full::new(body))
@@ -80,7 +80,10 @@ impl RuntimeClient {
             .headers
             .iter()
             .filter(|(name, _)| is_invocation_header(name.as_str()))
-            .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+            .filter_map(|(n, v)| {
+                let value = std::str::from_utf8(v.as_bytes()).ok()?;
+                Some((n.to_string(), value.to_string()))
+            })
             .collect();
         let find = |name: &str| {
             headers

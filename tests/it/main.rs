@@ -2,3 +2,4 @@
 
 mod broker_cli;
 mod layout;
+mod chain;

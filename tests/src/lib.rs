@@ -3,6 +3,8 @@
 //! environment the tests use.
 
 pub mod bench;
+pub mod http;
+pub mod live;
 mod process;
 mod python;
 

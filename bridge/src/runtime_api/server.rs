@@ -284,7 +284,8 @@ async fn next(shared: &Shared) -> Response<Body> {
     let mut has_content_type = false;
     for (name, value) in &invocation.headers {
         has_content_type |= name.eq_ignore_ascii_case("content-type");
-        response = response.header(name.as_str(), value.as_str());
+        // From bytes: a client context may hold UTF-8 beyond ASCII, passed on unchanged.
+        response = response.header(name.as_str(), value.as_bytes());
     }
     if !has_content_type {
         response = response.header("content-type", "application/json");
@@ -304,7 +305,10 @@ fn result_headers(req: &Request<Incoming>) -> Vec<Header> {
     req.headers()
         .iter()
         .filter(|(name, _)| is_result_header(name.as_str()))
-        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .filter_map(|(name, value)| {
+            let value = std::str::from_utf8(value.as_bytes()).ok()?;
+            Some((name.to_string(), value.to_string()))
+        })
         .collect()
 }
 

@@ -162,7 +162,9 @@ async fn invoke_api(req: hyper::Request<Incoming>, emulator: &Emulator, name: &s
         body,
         client_context,
         trace_id: header(&parts, "x-amzn-trace-id").map(str::to_string),
-        cognito_identity: None,
+        // Not part of the Invoke API (mobile SDKs set it in the cloud): an emulator extension
+        // so that tests and tools can exercise handlers that read it.
+        cognito_identity: header(&parts, "x-live-cognito-identity").map(str::to_string),
     };
     match invocation_type.as_str() {
         "Event" => {

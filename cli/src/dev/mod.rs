@@ -306,7 +306,7 @@ impl Session {
         match error_type {
             None if self.out.quiet => {}
             None => println!(
-                "{:<12} {}  {:>8.1} ms  ok",
+                "{:<12} {}  {:>8.1} ms  ok  worker {worker_pid}",
                 invocation.function,
                 invocation.request_id,
                 elapsed.as_secs_f64() * 1e3
@@ -317,7 +317,7 @@ impl Session {
                     .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
                     .unwrap_or_default();
                 println!(
-                    "{:<12} {}  {:>8.1} ms  {error_type}: {message}",
+                    "{:<12} {}  {:>8.1} ms  {error_type}: {message}  worker {worker_pid}",
                     invocation.function,
                     invocation.request_id,
                     elapsed.as_secs_f64() * 1e3

@@ -1,0 +1,74 @@
+//! A small HTTP client for tests, on hyper's maintained client.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+/// A response: status, headers, body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// A shared client with keep-alive.
+#[derive(Clone)]
+pub struct Http(Client<HttpConnector, Full<Bytes>>);
+
+impl Default for Http {
+    fn default() -> Self {
+        Http(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
+    }
+}
+
+impl Http {
+    /// Send a request.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(body.into())).expect("valid request");
+        let resp = tokio::time::timeout(crate::DEADLINE, self.0.request(req))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {url}: no answer within the deadline"))
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// `POST` to the Invoke API of `function` at `base` (`http://host:port`).
+    pub async fn invoke(&self, base: &str, function: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+        let url = format!("{base}/2015-03-31/functions/{function}/invocations");
+        self.send("POST", &url, headers, body).await
+    }
+}

@@ -1,0 +1,130 @@
+//! Running `live dev` and `live cloud` on test projects, and reading what they print.
+
+use crate::{bin, Child};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A project directory under the target directory holding `live.toml` with `body` (the
+/// function tables; `app` and `stage` are added). Fixture files are at `{fixtures}`.
+pub fn project(name: &str, body: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = crate::target_dir().join("test-projects").join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("project dir");
+    let fixtures = fixtures();
+    let text = format!(
+        "app = \"fixture\"\nstage = \"test\"\n{}",
+        body.replace("{fixtures}", &fixtures.display().to_string())
+    );
+    std::fs::write(dir.join("live.toml"), text).expect("write live.toml");
+    dir
+}
+
+/// `tests/fixtures`.
+pub fn fixtures() -> PathBuf {
+    crate::workspace_root().join("tests").join("fixtures")
+}
+
+/// The function table of the raw Python runtime (`tests/fixtures/raw_runtime.py`).
+pub fn raw_function(name: &str) -> String {
+    format!("[functions.{name}]\ncommand = [\"python3\", \"{{fixtures}}/raw_runtime.py\"]\n")
+}
+
+/// A running `live dev --json`.
+pub struct LiveDev {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, when the cloud is embedded.
+    pub front_door: String,
+    pub broker: String,
+    /// The `live` process itself.
+    pub pid: u32,
+}
+
+/// Start `live dev --json -c dir` with `args` and wait for its ready line.
+pub fn live_dev(dir: &Path, args: &[&str]) -> LiveDev {
+    let mut cmd = Command::new(bin("live"));
+    cmd.arg("dev").arg("--json").arg("-c").arg(dir).args(args);
+    let child = Child::spawn(cmd);
+    let ready = child.wait_for_line(|l| l.starts_with('{') && l.contains("\"ready\""));
+    let ready: Value = serde_json::from_str(&ready).expect("ready line is JSON");
+    LiveDev {
+        front_door: ready["front_door"].as_str().unwrap_or_default().to_string(),
+        broker: ready["broker"].as_str().expect("broker").to_string(),
+        pid: ready["pid"].as_u64().expect("pid") as u32,
+        child,
+    }
+}
+
+impl LiveDev {
+    /// The invocation line `live dev` printed for `request_id`.
+    pub fn invocation(&self, request_id: &str) -> Value {
+        let line = self
+            .child
+            .wait_for_line(|l| l.contains("\"invocation\"") && l.contains(request_id));
+        serde_json::from_str(&line).expect("invocation line is JSON")
+    }
+}
+
+/// A running `live cloud`.
+pub struct LiveCloud {
+    pub child: Child,
+    pub front_door: String,
+}
+
+/// Start `live cloud -c dir` with `args` and wait for its ready line.
+pub fn live_cloud(dir: &Path, args: &[&str]) -> LiveCloud {
+    let mut cmd = Command::new(bin("live"));
+    cmd.arg("cloud").arg("-c").arg(dir).args(args);
+    let child = Child::spawn(cmd);
+    let ready = child.wait_for_line(|l| l.starts_with("live cloud ready: "));
+    let front_door = ready
+        .trim_start_matches("live cloud ready: ")
+        .split_whitespace()
+        .next()
+        .expect("URL")
+        .to_string();
+    LiveCloud { child, front_door }
+}
+
+/// The parent pid and the executable's file name of process `pid`, from /proc.
+pub fn proc_info(pid: u32) -> (u32, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .unwrap_or_default();
+    (ppid, exe)
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port` (from /proc/net/tcp).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            // State 0A is LISTEN.
+            (local_port == port && *f.get(3)? == "0A").then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| {
+                let t = target.to_string_lossy();
+                inodes.iter().any(|i| t == format!("socket:[{i}]"))
+            })
+            .unwrap_or(false)
+    })
+}
