@@ -296,7 +296,8 @@ impl Sender {
         body: &[u8],
     ) -> Result<(), TransportError> {
         for payload in encode(message, body)? {
-            self.publish(topic, payload, QoS::AtLeastOnce, false).await?;
+            self.publish(topic, payload, QoS::AtLeastOnce, false)
+                .await?;
         }
         Ok(())
     }

@@ -119,7 +119,11 @@ impl Project {
             anyhow::anyhow!(
                 "{}{}: {e}; rename it",
                 path.display(),
-                locate(if e.to_string().starts_with("app") { "app" } else { "stage" })
+                locate(if e.to_string().starts_with("app") {
+                    "app"
+                } else {
+                    "stage"
+                })
             )
         })?;
         if file.functions.is_empty() {
@@ -129,7 +133,11 @@ impl Project {
             );
         }
         for (name, f) in &file.functions {
-            let at = format!("{}{}", path.display(), locate(&format!("[functions.{name}]")));
+            let at = format!(
+                "{}{}",
+                path.display(),
+                locate(&format!("[functions.{name}]"))
+            );
             if let Err(e) = bridge::topics::check_name("function", name) {
                 bail!("{at}: {e}");
             }
@@ -137,10 +145,16 @@ impl Project {
                 bail!("{at}: `command` is empty: give the program and its arguments, e.g. [\"python3\", \"-m\", \"awslambdaric\", \"app.handler\"]");
             }
             if !(1..=900).contains(&f.timeout) {
-                bail!("{at}: timeout = {} is outside Lambda's 1-900 seconds", f.timeout);
+                bail!(
+                    "{at}: timeout = {} is outside Lambda's 1-900 seconds",
+                    f.timeout
+                );
             }
             if !(128..=10240).contains(&f.memory) {
-                bail!("{at}: memory = {} is outside Lambda's 128-10240 MB", f.memory);
+                bail!(
+                    "{at}: memory = {} is outside Lambda's 128-10240 MB",
+                    f.memory
+                );
             }
         }
         Ok(Project {
@@ -179,11 +193,8 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> anyhow::Result<Project> {
-        let dir = std::env::temp_dir().join(format!(
-            "live-config-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("live-config-{}-{}", std::process::id(), text.len()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(FILE_NAME);
         std::fs::write(&path, text).unwrap();
@@ -208,12 +219,23 @@ mod tests {
         let err = load("app = \"hello\"\n[functions.hello]\ntimout = 3\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown field `timout`") && err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("unknown field `timout`") && err.contains("line 3"),
+            "{err}"
+        );
         let err = load("app = \"hello\"\n\n[functions.slow]\ntimeout = 901\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("live.toml:3") && err.contains("1-900"), "{err}");
-        let err = load("app = \"my app\"\n[functions.a]\n").unwrap_err().to_string();
-        assert!(err.contains("live.toml:1") && err.contains("rename"), "{err}");
+        assert!(
+            err.contains("live.toml:3") && err.contains("1-900"),
+            "{err}"
+        );
+        let err = load("app = \"my app\"\n[functions.a]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("live.toml:1") && err.contains("rename"),
+            "{err}"
+        );
     }
 }

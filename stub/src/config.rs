@@ -50,7 +50,9 @@ impl Config {
         let stage = required("LIVE_STAGE", "set it to the stage this function belongs to")?;
         let function = var("LIVE_FUNCTION")
             .or_else(|| var("AWS_LAMBDA_FUNCTION_NAME"))
-            .ok_or("neither LIVE_FUNCTION nor AWS_LAMBDA_FUNCTION_NAME is set: name the function")?;
+            .ok_or(
+                "neither LIVE_FUNCTION nor AWS_LAMBDA_FUNCTION_NAME is set: name the function",
+            )?;
         let no_dev_window = match var("LIVE_NO_DEV_WINDOW_MS") {
             None => Duration::from_secs(3),
             Some(v) => Duration::from_millis(v.parse().map_err(|_| {

@@ -23,8 +23,15 @@ const RETRANSMIT: Duration = Duration::from_millis(1000);
 
 /// What to post to the real Runtime API.
 pub enum Reply {
-    Response { headers: Vec<Header>, body: Bytes },
-    Error { error_type: String, headers: Vec<Header>, body: Bytes },
+    Response {
+        headers: Vec<Header>,
+        body: Bytes,
+    },
+    Error {
+        error_type: String,
+        headers: Vec<Header>,
+        body: Bytes,
+    },
 }
 
 impl Reply {
@@ -53,7 +60,8 @@ impl Bridge {
     pub fn connect(config: &Config) -> Result<Bridge, String> {
         let topics = Topics::new(&config.app, &config.stage).map_err(|e| e.to_string())?;
         let results = topics.results(&config.env_id).map_err(|e| e.to_string())?;
-        let mut options = ConnectOptions::new(&config.bridge_url, format!("stub-{}", config.env_id));
+        let mut options =
+            ConnectOptions::new(&config.bridge_url, format!("stub-{}", config.env_id));
         options.subscriptions = vec![results.clone(), topics.presence_filter()];
         options.credentials = config.credentials.clone();
         let mut connection = Connection::open(options).map_err(|e| e.to_string())?;
@@ -131,7 +139,9 @@ impl Bridge {
             .lock()
             .expect("lock")
             .insert(next.request_id.clone(), tx);
-        let reply = self.exchange(next, session, answer_by, remaining, &mut rx, &where_).await;
+        let reply = self
+            .exchange(next, session, answer_by, remaining, &mut rx, &where_)
+            .await;
         self.waiters.lock().expect("lock").remove(&next.request_id);
         reply
     }
@@ -150,10 +160,8 @@ impl Bridge {
         if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
             return reply;
         }
-        let mut retransmit = tokio::time::interval_at(
-            tokio::time::Instant::now() + RETRANSMIT,
-            RETRANSMIT,
-        );
+        let mut retransmit =
+            tokio::time::interval_at(tokio::time::Instant::now() + RETRANSMIT, RETRANSMIT);
         loop {
             tokio::select! {
                 received = rx.recv() => {
@@ -323,4 +331,3 @@ fn request_id(message: &DevMessage) -> &str {
         | DevMessage::Error { request_id, .. } => request_id,
     }
 }
-

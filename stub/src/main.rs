@@ -44,7 +44,9 @@ async fn run() -> ExitCode {
             }
         };
         match bridge.forward(&next).await {
-            Reply::Response { headers, body } => api.respond(&next.request_id, &headers, body).await,
+            Reply::Response { headers, body } => {
+                api.respond(&next.request_id, &headers, body).await
+            }
             Reply::Error {
                 error_type,
                 headers,

@@ -22,11 +22,19 @@ async fn the_readme_command_serves_a_curl_through_stub_broker_and_worker() {
     let command = readme_command();
     assert!(command.contains(" dev "), "README starts with {command:?}");
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(&command).current_dir(tests::workspace_root());
+    cmd.arg("-c")
+        .arg(&command)
+        .current_dir(tests::workspace_root());
     let dev = Child::spawn(cmd);
     let ready = dev.wait_for_line(|l| l.starts_with("live dev ready: "));
-    let base = ready.trim_start_matches("live dev ready: ").split_whitespace().next().unwrap().to_string();
-    let url_line = dev.wait_for_line(|l| l.trim_start().starts_with("url") && l.ends_with("/http/"));
+    let base = ready
+        .trim_start_matches("live dev ready: ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let url_line =
+        dev.wait_for_line(|l| l.trim_start().starts_with("url") && l.ends_with("/http/"));
     let url = url_line.split_whitespace().last().unwrap().to_string();
     assert!(url.starts_with(&base));
     let broker_line = dev.wait_for_line(|l| l.trim_start().starts_with("broker"));
@@ -54,7 +62,13 @@ async fn the_readme_command_serves_a_curl_through_stub_broker_and_worker() {
     let request_id = header("x-live-request-id");
     let stub: u32 = header("x-live-stub-pid").parse().unwrap();
     let line = dev.wait_for_line(|l| l.contains(&request_id) && l.contains("worker"));
-    let worker: u32 = line.rsplit("worker ").next().unwrap().trim().parse().unwrap();
+    let worker: u32 = line
+        .rsplit("worker ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
 
     let (stub_parent, stub_exe) = proc_info(stub);
     let (worker_parent, worker_exe) = proc_info(worker);
@@ -65,9 +79,16 @@ async fn the_readme_command_serves_a_curl_through_stub_broker_and_worker() {
     let broker = stub_parent;
     assert_eq!(proc_info(broker).1, "live");
     assert_eq!(worker_parent, broker);
-    assert!(listens_on(broker, broker_port), "pid {broker} does not hold the broker port {broker_port}");
+    assert!(
+        listens_on(broker, broker_port),
+        "pid {broker} does not hold the broker port {broker_port}"
+    );
     let pids: HashSet<u32> = [stub, broker, worker].into();
-    assert_eq!(pids.len(), 3, "stub {stub}, broker {broker}, worker {worker}");
+    assert_eq!(
+        pids.len(),
+        3,
+        "stub {stub}, broker {broker}, worker {worker}"
+    );
 }
 
 #[tokio::test]
@@ -76,19 +97,26 @@ async fn the_invoke_api_answers_results_errors_events_and_unknown_functions() {
     let dev = live_dev(&dir, &[]);
     let http = Http::default();
 
-    let ok = http.invoke(&dev.front_door, "echo", &[], r#"{"hello":"world"}"#).await;
+    let ok = http
+        .invoke(&dev.front_door, "echo", &[], r#"{"hello":"world"}"#)
+        .await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("x-amz-function-error"), "");
     assert_eq!(ok.json()["function"], "echo");
     let line = dev.invocation(ok.header("x-live-request-id"));
     assert_eq!(line["outcome"], "ok");
 
-    let failed = http.invoke(&dev.front_door, "echo", &[], r#"{"mode":"fail"}"#).await;
+    let failed = http
+        .invoke(&dev.front_door, "echo", &[], r#"{"mode":"fail"}"#)
+        .await;
     assert_eq!(failed.status, 200);
     assert_eq!(failed.header("x-amz-function-error"), "Unhandled");
     assert_eq!(failed.json()["errorType"], "Fixture.Failed");
     assert_eq!(failed.json()["errorMessage"], "failed on purpose");
-    assert_eq!(dev.invocation(failed.header("x-live-request-id"))["error_type"], "Fixture.Failed");
+    assert_eq!(
+        dev.invocation(failed.header("x-live-request-id"))["error_type"],
+        "Fixture.Failed"
+    );
 
     let marker = format!("event-{}", std::process::id());
     let event = http
@@ -110,8 +138,14 @@ async fn the_invoke_api_answers_results_errors_events_and_unknown_functions() {
 
     let missing = http.invoke(&dev.front_door, "nope", &[], "{}").await;
     assert_eq!(missing.status, 404);
-    assert_eq!(missing.header("x-amzn-errortype"), "ResourceNotFoundException");
-    assert!(missing.json()["message"].as_str().unwrap().contains("function:nope"));
+    assert_eq!(
+        missing.header("x-amzn-errortype"),
+        "ResourceNotFoundException"
+    );
+    assert!(missing.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("function:nope"));
 }
 
 #[tokio::test]
@@ -121,7 +155,8 @@ async fn runtime_headers_and_payload_bytes_reach_the_handler_unchanged() {
     let http = Http::default();
     let context = r#"{"client":{"installation_id":"ü-1"},"custom":{"k":"v"},"env":{}}"#;
     let encoded = base64::engine::general_purpose::STANDARD.encode(context);
-    let identity = r#"{"cognitoIdentityId":"us-east-1:abc","cognitoIdentityPoolId":"us-east-1:pool"}"#;
+    let identity =
+        r#"{"cognitoIdentityId":"us-east-1:abc","cognitoIdentityPoolId":"us-east-1:pool"}"#;
     let trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
     let reply = http
         .invoke(
@@ -145,12 +180,19 @@ async fn runtime_headers_and_payload_bytes_reach_the_handler_unchanged() {
         seen["lambda-runtime-invoked-function-arn"],
         "arn:aws:lambda:us-east-1:123456789012:function:echo"
     );
-    let deadline: u64 = seen["lambda-runtime-deadline-ms"].as_str().unwrap().parse().unwrap();
+    let deadline: u64 = seen["lambda-runtime-deadline-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    assert!(deadline > now && deadline <= now + 30_000, "deadline {deadline}, now {now}");
+    assert!(
+        deadline > now && deadline <= now + 30_000,
+        "deadline {deadline}, now {now}"
+    );
 
     // Bytes that JSON re-encoding would change: non-ASCII, integers beyond 2^53, spacing.
     let payload = r#"{"mode":"echo", "big": 9007199254740993, "huge": 123456789012345678901234567890, "text": "héllo — 日本 🚀", "f": 1.50}"#;
@@ -170,10 +212,20 @@ async fn a_five_megabyte_payload_goes_there_and_back_intact() {
         i += 1;
     }
     payload.push_str("\"}");
-    let reply = Http::default().invoke(&dev.front_door, "echo", &[], payload.clone()).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body[..200.min(reply.body.len())]));
+    let reply = Http::default()
+        .invoke(&dev.front_door, "echo", &[], payload.clone())
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body[..200.min(reply.body.len())])
+    );
     assert_eq!(reply.body.len(), payload.len());
-    assert!(reply.body == payload.as_bytes(), "the payload changed on the way");
+    assert!(
+        reply.body == payload.as_bytes(),
+        "the payload changed on the way"
+    );
 }
 
 #[tokio::test]
@@ -181,7 +233,9 @@ async fn with_no_developer_connected_the_stub_answers_within_the_window() {
     let dir = project("nodev", &raw_function("echo"));
     let cloud = live_cloud(&dir, &["--no-dev-window-ms", "1000"]);
     let start = Instant::now();
-    let reply = Http::default().invoke(&cloud.front_door, "echo", &[], "{}").await;
+    let reply = Http::default()
+        .invoke(&cloud.front_door, "echo", &[], "{}")
+        .await;
     let took = start.elapsed();
     assert_eq!(reply.header("x-amz-function-error"), "Unhandled");
     let error = reply.json();
@@ -192,7 +246,10 @@ async fn with_no_developer_connected_the_stub_answers_within_the_window() {
     }
     // The window is 1 s; a stub cold start and the HTTP round trip come on top of it, but
     // nothing near the function's 30 s timeout.
-    assert!(took >= Duration::from_millis(1000), "answered before the window: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "answered before the window: {took:?}"
+    );
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
 
@@ -206,7 +263,8 @@ async fn a_hundred_concurrent_invocations_each_get_their_own_result_from_their_o
         let http = http.clone();
         let base = dev.front_door.clone();
         tasks.push(tokio::spawn(async move {
-            http.invoke(&base, "echo", &[], format!(r#"{{"n":{i}}}"#)).await
+            http.invoke(&base, "echo", &[], format!(r#"{{"n":{i}}}"#))
+                .await
         }));
     }
     let mut stub_to_worker: HashMap<u32, HashSet<u64>> = HashMap::new();
@@ -215,10 +273,19 @@ async fn a_hundred_concurrent_invocations_each_get_their_own_result_from_their_o
     for task in tasks {
         let reply = task.await.unwrap();
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.header("x-amz-function-error"), "", "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(
+            reply.header("x-amz-function-error"),
+            "",
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
         let body = reply.json();
         let request_id = reply.header("x-live-request-id").to_string();
-        assert_eq!(body["headers"]["lambda-runtime-aws-request-id"], request_id.as_str(), "a result went to the wrong caller");
+        assert_eq!(
+            body["headers"]["lambda-runtime-aws-request-id"],
+            request_id.as_str(),
+            "a result went to the wrong caller"
+        );
         assert!(ids.insert(request_id));
         let stub: u32 = reply.header("x-live-stub-pid").parse().unwrap();
         let worker = body["pid"].as_u64().unwrap();
@@ -226,9 +293,19 @@ async fn a_hundred_concurrent_invocations_each_get_their_own_result_from_their_o
         worker_to_stub.entry(worker).or_default().insert(stub);
     }
     assert_eq!(ids.len(), 100);
-    assert!(stub_to_worker.len() >= 32, "only {} stub processes served 100 concurrent invocations", stub_to_worker.len());
-    assert!(stub_to_worker.values().all(|w| w.len() == 1), "a stub reached several workers: {stub_to_worker:?}");
-    assert!(worker_to_stub.values().all(|s| s.len() == 1), "a worker served several stubs: {worker_to_stub:?}");
+    assert!(
+        stub_to_worker.len() >= 32,
+        "only {} stub processes served 100 concurrent invocations",
+        stub_to_worker.len()
+    );
+    assert!(
+        stub_to_worker.values().all(|w| w.len() == 1),
+        "a stub reached several workers: {stub_to_worker:?}"
+    );
+    assert!(
+        worker_to_stub.values().all(|s| s.len() == 1),
+        "a worker served several stubs: {worker_to_stub:?}"
+    );
 }
 
 #[tokio::test]
@@ -244,10 +321,17 @@ async fn the_official_python_runtime_client_serves_results_and_raised_exceptions
     let dev = live_dev(&dir, &[]);
     let http = Http::default();
     let ok = http.invoke(&dev.front_door, "py", &[], r#"{"x":1}"#).await;
-    assert_eq!(ok.header("x-amz-function-error"), "", "{}", String::from_utf8_lossy(&ok.body));
+    assert_eq!(
+        ok.header("x-amz-function-error"),
+        "",
+        "{}",
+        String::from_utf8_lossy(&ok.body)
+    );
     assert_eq!(ok.json()["event"]["x"], 1);
     assert_eq!(ok.json()["request_id"], ok.header("x-live-request-id"));
-    let failed = http.invoke(&dev.front_door, "py", &[], r#"{"fail":"boom"}"#).await;
+    let failed = http
+        .invoke(&dev.front_door, "py", &[], r#"{"fail":"boom"}"#)
+        .await;
     assert_eq!(failed.header("x-amz-function-error"), "Unhandled");
     let error = failed.json();
     assert_eq!(error["errorType"], "FixtureError");

@@ -67,7 +67,13 @@ impl Http {
     }
 
     /// `POST` to the Invoke API of `function` at `base` (`http://host:port`).
-    pub async fn invoke(&self, base: &str, function: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    pub async fn invoke(
+        &self,
+        base: &str,
+        function: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
         let url = format!("{base}/2015-03-31/functions/{function}/invocations");
         self.send("POST", &url, headers, body).await
     }

@@ -54,9 +54,17 @@ pub fn is_invocation_header(name: &str) -> bool {
 /// Whether a header of a runtime's `/response` or `/error` request is carried back to the
 /// caller: all but the connection-level ones.
 pub fn is_result_header(name: &str) -> bool {
-    !["host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "upgrade"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+    ![
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// An error body in the Runtime API's documented shape.

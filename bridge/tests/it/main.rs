@@ -4,4 +4,5 @@
 mod broker;
 mod mqtt;
 mod protocol;
+mod runtime_api;
 mod transport;

@@ -120,7 +120,11 @@ impl Pool {
     /// Run one invocation in a warm environment, or a new one, or wait for one.
     pub async fn invoke(&self, request: Request) -> Reply {
         let request_id = crate::ids::request_id();
-        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let warm = self.idle.lock().expect("lock").pop();
         let mut env = match warm {
             Some(env) => env,
@@ -251,10 +255,19 @@ pub fn lambda_env(function: &str, config: &Function, env_id: &str) -> Vec<(Strin
     let day = crate::ids::utc_day();
     vec![
         ("AWS_LAMBDA_FUNCTION_NAME".into(), function.into()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), config.memory.to_string()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+            config.memory.to_string(),
+        ),
         ("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/aws/lambda/{function}")),
-        ("AWS_LAMBDA_LOG_STREAM_NAME".into(), format!("{day}/[$LATEST]{env_id}")),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+            format!("/aws/lambda/{function}"),
+        ),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME".into(),
+            format!("{day}/[$LATEST]{env_id}"),
+        ),
         ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
         ("AWS_REGION".into(), REGION.into()),
         ("AWS_DEFAULT_REGION".into(), REGION.into()),
@@ -264,7 +277,10 @@ pub fn lambda_env(function: &str, config: &Function, env_id: &str) -> Vec<(Strin
 }
 
 fn failure(error_type: &str, message: &str) -> (String, Bytes) {
-    (error_type.to_string(), Bytes::from(error_body(error_type, message)))
+    (
+        error_type.to_string(),
+        Bytes::from(error_body(error_type, message)),
+    )
 }
 
 fn trace_id(request_id: &str) -> String {
@@ -272,5 +288,8 @@ fn trace_id(request_id: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let hex: String = request_id.chars().filter(|c| *c != '-').take(24).collect();
-    format!("Root=1-{secs:08x}-{hex};Parent={};Sampled=0", &hex[..16.min(hex.len())])
+    format!(
+        "Root=1-{secs:08x}-{hex};Parent={};Sampled=0",
+        &hex[..16.min(hex.len())]
+    )
 }

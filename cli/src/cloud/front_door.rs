@@ -25,7 +25,11 @@ const INVOKE_PREFIX: &str = "/2015-03-31/functions/";
 type Body = Full<Bytes>;
 
 /// Serve the front door on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, emulator: Arc<Emulator>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    emulator: Arc<Emulator>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -58,7 +62,11 @@ async fn route(req: hyper::Request<Incoming>, emulator: &Emulator) -> Response<B
                 return invoke_api(req, emulator, name).await;
             }
         }
-        return aws_error(StatusCode::NOT_FOUND, "UnknownOperationException", &format!("unknown operation {path}"));
+        return aws_error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            &format!("unknown operation {path}"),
+        );
     }
     let trimmed = path.trim_start_matches('/');
     let (function, rest) = match trimmed.split_once('/') {
@@ -99,7 +107,10 @@ fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response<Bo
         .expect("static parts")
 }
 
-async fn read_body(req: hyper::Request<Incoming>, limit: usize) -> Result<(http::request::Parts, Bytes), ()> {
+async fn read_body(
+    req: hyper::Request<Incoming>,
+    limit: usize,
+) -> Result<(http::request::Parts, Bytes), ()> {
     let (parts, body) = req.into_parts();
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok((parts, collected.to_bytes())),
@@ -120,7 +131,11 @@ fn with_trace(mut builder: http::response::Builder, reply: &Reply) -> http::resp
     builder
 }
 
-async fn invoke_api(req: hyper::Request<Incoming>, emulator: &Emulator, name: &str) -> Response<Body> {
+async fn invoke_api(
+    req: hyper::Request<Incoming>,
+    emulator: &Emulator,
+    name: &str,
+) -> Response<Body> {
     // The name may be an ARN or a qualified name; Lambda accepts both.
     let name = name.rsplit(':').next().unwrap_or(name);
     let name = http_event::percent_decode(name, false);
@@ -137,7 +152,11 @@ async fn invoke_api(req: hyper::Request<Incoming>, emulator: &Emulator, name: &s
         .and_then(|v| v.to_str().ok())
         .unwrap_or("RequestResponse")
         .to_string();
-    let limit = if invocation_type == "Event" { MAX_EVENT_REQUEST } else { MAX_SYNC_REQUEST };
+    let limit = if invocation_type == "Event" {
+        MAX_EVENT_REQUEST
+    } else {
+        MAX_SYNC_REQUEST
+    };
     let Ok((parts, body)) = read_body(req, limit).await else {
         return aws_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -213,11 +232,22 @@ async fn function_url(
 ) -> Response<Body> {
     let pool = emulator.pool(&function).expect("checked by the caller");
     let Ok((parts, body)) = read_body(req, MAX_SYNC_REQUEST).await else {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body above 6 MB\n".into());
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body above 6 MB\n".into(),
+        );
     };
     let host = header(&parts, "host").unwrap_or("127.0.0.1").to_string();
     let request_id = crate::ids::request_id();
-    let event = http_event::event(&parts.method, &parts.uri, &rest, &parts.headers, &body, &request_id, &host);
+    let event = http_event::event(
+        &parts.method,
+        &parts.uri,
+        &rest,
+        &parts.headers,
+        &body,
+        &request_id,
+        &host,
+    );
     let reply = pool
         .invoke(Request {
             body: Bytes::from(event.to_string()),
@@ -234,7 +264,9 @@ async fn function_url(
             .expect("static parts"),
     };
     let (mut parts, body) = response.into_parts();
-    let traced = with_trace(Response::builder(), &reply).body(()).expect("static parts");
+    let traced = with_trace(Response::builder(), &reply)
+        .body(())
+        .expect("static parts");
     parts.headers.extend(traced.into_parts().0.headers);
     Response::from_parts(parts, Full::new(body))
 }

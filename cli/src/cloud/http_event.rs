@@ -105,7 +105,10 @@ pub fn percent_decode(s: &str, plus_as_space: bool) -> String {
         match bytes[i] {
             b'+' if plus_as_space => out.push(b' '),
             b'%' => {
-                match (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                match (
+                    bytes.get(i + 1).and_then(|b| hex(*b)),
+                    bytes.get(i + 2).and_then(|b| hex(*b)),
+                ) {
                     (Some(hi), Some(lo)) => {
                         out.push((hi * 16 + lo) as u8);
                         i += 2;
@@ -133,7 +136,10 @@ pub fn response(reply: &[u8]) -> Response<Bytes> {
     };
     let status = obj
         .get("statusCode")
-        .and_then(|s| s.as_u64().or_else(|| s.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|s| {
+            s.as_u64()
+                .or_else(|| s.as_str().and_then(|s| s.parse().ok()))
+        })
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = Response::builder().status(status);
@@ -148,7 +154,12 @@ pub fn response(reply: &[u8]) -> Response<Bytes> {
     }
     if let Some(Value::Object(headers)) = obj.get("multiValueHeaders") {
         for (name, values) in headers {
-            for v in values.as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for v in values
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 builder = builder.header(name.as_str(), v);
             }
         }
@@ -173,7 +184,9 @@ pub fn response(reply: &[u8]) -> Response<Bytes> {
     builder.body(body).unwrap_or_else(|e| {
         Response::builder()
             .status(StatusCode::BAD_GATEWAY)
-            .body(Bytes::from(format!("invalid response from the handler: {e}")))
+            .body(Bytes::from(format!(
+                "invalid response from the handler: {e}"
+            )))
             .expect("static parts")
     })
 }
@@ -188,7 +201,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("cookie", "a=1; b=2".parse().unwrap());
         headers.insert("user-agent", "curl/8".parse().unwrap());
-        let e = event(&Method::POST, &uri, "/a/b", &headers, b"hi", "r1", "127.0.0.1:9");
+        let e = event(
+            &Method::POST,
+            &uri,
+            "/a/b",
+            &headers,
+            b"hi",
+            "r1",
+            "127.0.0.1:9",
+        );
         assert_eq!(e["rawPath"], "/a/b");
         assert_eq!(e["requestContext"]["http"]["method"], "POST");
         assert_eq!(e["queryStringParameters"]["x"], "1,2");
@@ -201,13 +222,18 @@ mod tests {
 
     #[test]
     fn replies_become_responses() {
-        let r = response(br#"{"statusCode":201,"headers":{"x-a":"1"},"body":"made","cookies":["c=1"]}"#);
+        let r = response(
+            br#"{"statusCode":201,"headers":{"x-a":"1"},"body":"made","cookies":["c=1"]}"#,
+        );
         assert_eq!(r.status(), 201);
         assert_eq!(r.headers()["x-a"], "1");
         assert_eq!(r.headers()["set-cookie"], "c=1");
         assert_eq!(r.body(), "made");
         let r = response(br#"{"hello":"world"}"#);
-        assert_eq!((r.status(), r.body().as_ref()), (StatusCode::OK, &br#"{"hello":"world"}"#[..]));
+        assert_eq!(
+            (r.status(), r.body().as_ref()),
+            (StatusCode::OK, &br#"{"hello":"world"}"#[..])
+        );
         let r = response(br#"{"statusCode":200,"body":"aGk=","isBase64Encoded":true}"#);
         assert_eq!(r.body(), "hi");
     }

@@ -79,9 +79,9 @@ impl LocalCloud {
         };
         let emulator = Arc::new(Emulator::new(project, settings));
         let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("could not listen on {addr}; pick another --port, or 0 for a free one"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("could not listen on {addr}; pick another --port, or 0 for a free one")
+        })?;
         let front_door = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(front_door::serve(listener, emulator, async {
@@ -103,7 +103,11 @@ impl LocalCloud {
         let mut out = format!(
             "  broker  {}{}\n  invoke  {base}/2015-03-31/functions/NAME/invocations\n",
             self.bridge_url,
-            if self.broker.is_some() { " (embedded)" } else { "" }
+            if self.broker.is_some() {
+                " (embedded)"
+            } else {
+                ""
+            }
         );
         for f in &self.functions {
             out.push_str(&format!("  url     {base}/{f}/\n"));
@@ -150,7 +154,9 @@ fn find_stub(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// Options of `live cloud`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  live cloud                                 # embedded broker\n  live broker --port 1884 &\n  live cloud --broker ws://127.0.0.1:1884/mqtt   # parts stopped and restarted on their own\n  curl http://127.0.0.1:PORT/hello/")]
+#[command(
+    after_help = "Examples:\n  live cloud                                 # embedded broker\n  live broker --port 1884 &\n  live cloud --broker ws://127.0.0.1:1884/mqtt   # parts stopped and restarted on their own\n  curl http://127.0.0.1:PORT/hello/"
+)]
 pub struct CloudArgs {
     /// The project's live.toml (default: found in this directory or its parents).
     #[arg(long, short = 'c')]

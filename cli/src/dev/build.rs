@@ -40,7 +40,11 @@ pub async fn build_all(
         let built = cargo_build(project, &rust).await?;
         launches.extend(built);
     }
-    for (name, f) in project.functions.iter().filter(|(_, f)| f.command.is_some()) {
+    for (name, f) in project
+        .functions
+        .iter()
+        .filter(|(_, f)| f.command.is_some())
+    {
         let dir = project.root.join(f.dir.clone().unwrap_or_default());
         if let Some(build) = &f.build {
             run_build(build, &dir).await?;
@@ -138,7 +142,8 @@ async fn cargo_build(
         let is_bin = msg["target"]["kind"]
             .as_array()
             .is_some_and(|k| k.iter().any(|k| k == "bin"));
-        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) else {
+        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
+        else {
             continue;
         };
         if let (true, Some(function)) = (is_bin, wanted.get(name)) {
@@ -199,7 +204,11 @@ pub fn check_launch(name: &str, launch: &Launch) -> anyhow::Result<()> {
             launch.program.display()
         );
     }
-    std::fs::metadata(&launch.dir)
-        .with_context(|| format!("function {name}: working directory {} is missing", launch.dir.display()))?;
+    std::fs::metadata(&launch.dir).with_context(|| {
+        format!(
+            "function {name}: working directory {} is missing",
+            launch.dir.display()
+        )
+    })?;
     Ok(())
 }

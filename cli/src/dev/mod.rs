@@ -23,7 +23,9 @@ const REMEMBERED: usize = 10_000;
 
 /// Options of `live dev`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  live dev -c examples/hello                  # everything on this machine\n  curl http://127.0.0.1:PORT/http/            # the URL printed on the ready line\n  live dev --broker ws://127.0.0.1:1884/mqtt  # join a running `live cloud` or broker")]
+#[command(
+    after_help = "Examples:\n  live dev -c examples/hello                  # everything on this machine\n  curl http://127.0.0.1:PORT/http/            # the URL printed on the ready line\n  live dev --broker ws://127.0.0.1:1884/mqtt  # join a running `live cloud` or broker"
+)]
 pub struct DevArgs {
     /// The project's live.toml, or its directory (default: found in this directory or its
     /// parents).
@@ -138,7 +140,13 @@ fn presence(topics: &Topics, session: &str, functions: Vec<String>) -> PresenceF
     })
 }
 
-fn print_ready(args: &DevArgs, project: &crate::config::Project, session: &str, bridge_url: &str, cloud: Option<&LocalCloud>) {
+fn print_ready(
+    args: &DevArgs,
+    project: &crate::config::Project,
+    session: &str,
+    bridge_url: &str,
+    cloud: Option<&LocalCloud>,
+) {
     if args.json {
         let urls: serde_json::Map<String, serde_json::Value> = cloud
             .map(|c| {
@@ -207,7 +215,10 @@ struct Session {
 impl Session {
     async fn invoke(state: &Arc<Session>, invocation: bridge::Invocation, body: Bytes) {
         let Ok(results) = state.topics.results(&invocation.env_id) else {
-            tracing::warn!("dropped an invocation with a bad environment id {:?}", invocation.env_id);
+            tracing::warn!(
+                "dropped an invocation with a bad environment id {:?}",
+                invocation.env_id
+            );
             return;
         };
         let ack = DevMessage::Ack {
@@ -220,7 +231,8 @@ impl Session {
                 Some(Seen::Running) => return,
                 Some(Seen::Answered(message, body)) => Some((message.clone(), body.clone())),
                 None => {
-                    seen.map.insert(invocation.request_id.clone(), Seen::Running);
+                    seen.map
+                        .insert(invocation.request_id.clone(), Seen::Running);
                     seen.order.push_back(invocation.request_id.clone());
                     while seen.order.len() > REMEMBERED {
                         if let Some(old) = seen.order.pop_front() {
@@ -244,9 +256,14 @@ impl Session {
             let elapsed = start.elapsed();
             let request_id = invocation.request_id.clone();
             let (message, body, error_type) = match ran.outcome {
-                Ok(Outcome::Response { headers, body }) => {
-                    (DevMessage::Response { request_id, headers }, body, None)
-                }
+                Ok(Outcome::Response { headers, body }) => (
+                    DevMessage::Response {
+                        request_id,
+                        headers,
+                    },
+                    body,
+                    None,
+                ),
                 Ok(outcome) => {
                     let (error_type, body) = outcome.failure().expect("not a response");
                     let headers = match outcome {
@@ -274,10 +291,25 @@ impl Session {
                 ),
             };
             if let Err(e) = state.sender.send(&results, &message, &body).await {
-                tracing::warn!("could not send the result of {}: {e}", invocation.request_id);
+                tracing::warn!(
+                    "could not send the result of {}: {e}",
+                    invocation.request_id
+                );
             }
-            state.print(&invocation, ran.worker_pid, elapsed, error_type.as_deref(), &body);
-            if let Some(seen) = state.seen.lock().expect("lock").map.get_mut(&invocation.request_id) {
+            state.print(
+                &invocation,
+                ran.worker_pid,
+                elapsed,
+                error_type.as_deref(),
+                &body,
+            );
+            if let Some(seen) = state
+                .seen
+                .lock()
+                .expect("lock")
+                .map
+                .get_mut(&invocation.request_id)
+            {
                 *seen = Seen::Answered(message, body);
             }
         });
@@ -288,7 +320,14 @@ impl Session {
         // re-sending once results are retransmitted.
     }
 
-    fn print(&self, invocation: &bridge::Invocation, worker_pid: u32, elapsed: Duration, error_type: Option<&str>, body: &Bytes) {
+    fn print(
+        &self,
+        invocation: &bridge::Invocation,
+        worker_pid: u32,
+        elapsed: Duration,
+        error_type: Option<&str>,
+        body: &Bytes,
+    ) {
         if self.out.json {
             let line = serde_json::json!({
                 "event": "invocation",

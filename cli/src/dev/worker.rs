@@ -51,7 +51,13 @@ impl Workers {
 
     /// Run `invocation` on the worker of its execution environment, starting one if needed.
     pub async fn run(&self, invocation: &bridge::Invocation, body: Bytes) -> Ran {
-        let Some(launch) = self.launches.read().expect("lock").get(&invocation.function).cloned() else {
+        let Some(launch) = self
+            .launches
+            .read()
+            .expect("lock")
+            .get(&invocation.function)
+            .cloned()
+        else {
             let known: Vec<_> = self.project.functions.keys().cloned().collect();
             return failed(
                 "Live.UnknownFunction",
@@ -75,7 +81,10 @@ impl Workers {
             }
         }
         if guard.is_none() {
-            match self.start(&invocation.function, &invocation.env_id, &launch).await {
+            match self
+                .start(&invocation.function, &invocation.env_id, &launch)
+                .await
+            {
                 Ok(worker) => *guard = Some(worker),
                 Err(e) => return failed("Live.WorkerNotStarted", e),
             }
@@ -106,7 +115,10 @@ impl Workers {
                 format!("the handler did not answer within the invocation's {} ms; its worker was stopped", invocation.remaining_ms),
             )),
         };
-        let keep = matches!(outcome, Ok(Outcome::Response { .. } | Outcome::Error { .. } | Outcome::ResponseTooLarge { .. }));
+        let keep = matches!(
+            outcome,
+            Ok(Outcome::Response { .. } | Outcome::Error { .. } | Outcome::ResponseTooLarge { .. })
+        );
         if !keep {
             // Crashed, timed out, or failed to initialise: the next invocation starts afresh.
             *guard = None;
@@ -119,7 +131,10 @@ impl Workers {
 
     async fn start(&self, function: &str, env_id: &str, launch: &Launch) -> Result<Worker, String> {
         let config = &self.project.functions[function];
-        let handler = config.handler.clone().unwrap_or_else(|| function.to_string());
+        let handler = config
+            .handler
+            .clone()
+            .unwrap_or_else(|| function.to_string());
         let info = FunctionInfo {
             name: function.to_string(),
             version: "$LATEST".into(),
@@ -153,7 +168,10 @@ impl Workers {
 }
 
 fn failure(error_type: &str, message: String) -> (String, Bytes) {
-    (error_type.to_string(), Bytes::from(error_body(error_type, &message)))
+    (
+        error_type.to_string(),
+        Bytes::from(error_body(error_type, &message)),
+    )
 }
 
 fn failed(error_type: &str, message: String) -> Ran {

@@ -1,0 +1,106 @@
+//! The chain's parts run on their own: `live broker`, `live cloud --broker`, `live dev
+//! --broker`; child processes that never outlive `live`; a missing stub named clearly.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::http::Http;
+use tests::live::{live_cloud, live_dev, project, raw_function};
+use tests::{bin, Child};
+
+fn live_broker() -> (Child, String) {
+    let mut cmd = Command::new(bin("live"));
+    cmd.arg("broker");
+    let child = Child::spawn(cmd);
+    let line = child.wait_for_line(|l| l.starts_with("live broker ready: "));
+    let url = line.trim_start_matches("live broker ready: ").to_string();
+    (child, url)
+}
+
+#[tokio::test]
+async fn broker_cloud_and_dev_run_as_separate_processes() {
+    let (_broker, url) = live_broker();
+    let dir = project("split", &raw_function("echo"));
+    let cloud = live_cloud(&dir, &["--broker", &url]);
+    let dev = live_dev(&dir, &["--broker", &url]);
+    assert!(
+        dev.front_door.is_empty(),
+        "live dev --broker starts no front door of its own"
+    );
+    let reply = Http::default()
+        .invoke(&cloud.front_door, "echo", &[], "{}")
+        .await;
+    assert_eq!(
+        reply.header("x-amz-function-error"),
+        "",
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["function"], "echo");
+    dev.invocation(reply.header("x-live-request-id"));
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited: only its parent's bookkeeping is left.
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains("Z"))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn no_stub_or_worker_outlives_live_dev_killed_with_sigkill() {
+    let dir = project("sigkill", &raw_function("echo"));
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let mut pids = Vec::new();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let http = http.clone();
+            let base = dev.front_door.clone();
+            tokio::spawn(async move { http.invoke(&base, "echo", &[], "{}").await })
+        })
+        .collect();
+    for call in calls {
+        let reply = call.await.unwrap();
+        pids.push(reply.header("x-live-stub-pid").parse::<u32>().unwrap());
+        pids.push(reply.json()["pid"].as_u64().unwrap() as u32);
+    }
+    assert!(pids.iter().all(|&p| alive(p)));
+    dev.child.signal(9);
+    let start = Instant::now();
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after live dev was killed: {:?}",
+            pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_missing_stub_binary_is_named_with_the_fix() {
+    let dir = project("nostub", &raw_function("echo"));
+    let mut cmd = Command::new(bin("live"));
+    cmd.arg("cloud")
+        .arg("-c")
+        .arg(&dir)
+        .args(["--stub", "/nonexistent/bootstrap"]);
+    let mut child = Child::spawn(cmd);
+    assert!(!child.wait_exit().success());
+    child.wait_for_line(|l| {
+        l.contains("/nonexistent/bootstrap") && l.contains("cargo build -p stub")
+    });
+}
+
+#[test]
+fn a_malformed_live_toml_is_named_with_its_line_and_the_fix() {
+    let dir = project("badtoml", "[functions.echo]\ntimeout = \"soon\"\n");
+    let mut cmd = Command::new(bin("live"));
+    cmd.arg("dev").arg("-c").arg(&dir);
+    let mut child = Child::spawn(cmd);
+    assert!(!child.wait_exit().success());
+    child.wait_for_line(|l| l.contains("live.toml") && l.contains("line 4"));
+}
