@@ -26,7 +26,10 @@ async fn the_readme_command_serves_a_curl_through_stub_broker_and_worker() {
         .arg(&command)
         .current_dir(tests::workspace_root());
     let dev = Child::spawn(cmd);
-    let ready = dev.wait_for_line(|l| l.starts_with("live dev ready: "));
+    // The first run builds the example's handlers (`cargo xtask test` builds them up front).
+    let ready = dev.wait_for_line_within(Duration::from_secs(600), |l| {
+        l.starts_with("live dev ready: ")
+    });
     let base = ready
         .trim_start_matches("live dev ready: ")
         .split_whitespace()

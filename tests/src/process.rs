@@ -67,6 +67,11 @@ impl Child {
     /// Wait until a line matching `want` appears (stderr lines start with `stderr: `) and
     /// return it. Panics with everything printed so far on the deadline or on exit.
     pub fn wait_for_line(&self, want: impl Fn(&str) -> bool) -> String {
+        self.wait_for_line_within(DEADLINE, want)
+    }
+
+    /// [`Child::wait_for_line`] with its own deadline, for steps that build code.
+    pub fn wait_for_line_within(&self, deadline: Duration, want: impl Fn(&str) -> bool) -> String {
         let (lock, cv) = &*self.output;
         let start = Instant::now();
         let mut out = lock.lock().unwrap();
@@ -74,7 +79,7 @@ impl Child {
             if let Some(line) = out.lines.iter().find(|l| want(l)) {
                 return line.clone();
             }
-            let left = DEADLINE.saturating_sub(start.elapsed());
+            let left = deadline.saturating_sub(start.elapsed());
             if out.closed == 2 || left.is_zero() {
                 panic!(
                     "{}: expected line not printed ({}). Output:\n{}",

@@ -64,6 +64,16 @@ fn test(args: &[String]) -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     run("build every binary", build)?;
+    // The example's handlers, which the README test serves: built here, once, rather than
+    // inside a test under its deadline.
+    let mut example = cargo();
+    example.args([
+        "build",
+        "--manifest-path",
+        "examples/hello/Cargo.toml",
+        "--bins",
+    ]);
+    run("build examples/hello", example)?;
     let nextest = cargo()
         .args(["nextest", "--version"])
         .output()
