@@ -63,6 +63,23 @@ pub struct Function {
     pub handler: Option<String>,
 }
 
+impl Default for Function {
+    fn default() -> Self {
+        Function {
+            command: None,
+            build: None,
+            package: None,
+            bin: None,
+            dir: None,
+            watch: Vec::new(),
+            env: BTreeMap::new(),
+            timeout: default_timeout(),
+            memory: default_memory(),
+            handler: None,
+        }
+    }
+}
+
 fn default_timeout() -> u64 {
     30
 }
@@ -81,7 +98,9 @@ struct File {
 }
 
 impl Project {
-    /// Find `live.toml` in `dir` or its parents and load it.
+    /// Find `live.toml` in `dir` or its parents and load it; without one, a cargo project's
+    /// Lambda binaries (those depending on `lambda_runtime` or `lambda_http`) are the
+    /// functions, each under its binary name.
     pub fn find(dir: &Path) -> anyhow::Result<Project> {
         let mut here = Some(dir);
         while let Some(d) = here {
@@ -91,11 +110,62 @@ impl Project {
             }
             here = d.parent();
         }
+        if dir.ancestors().any(|d| d.join("Cargo.toml").is_file()) {
+            return Project::from_cargo(dir);
+        }
         bail!(
-            "no {FILE_NAME} in {} or its parents: create one with `app = \"NAME\"` and a \
-             [functions.NAME] table per function (see examples/hello/live.toml)",
+            "no {FILE_NAME} in {} or its parents, and no cargo project: create one with \
+             `app = \"NAME\"` and a [functions.NAME] table per function (see \
+             examples/hello/live.toml)",
             dir.display()
         )
+    }
+
+    /// A zero-config Rust project: every binary of the cargo workspace at `dir` that
+    /// depends on `lambda_runtime` or `lambda_http`.
+    pub fn from_cargo(dir: &Path) -> anyhow::Result<Project> {
+        let metadata = crate::cargo::Metadata::load(dir)?;
+        let bins = metadata.lambda_bins();
+        if bins.is_empty() {
+            bail!(
+                "no {FILE_NAME} here, and no binary of the cargo workspace at {} depends on \
+                 lambda_runtime or lambda_http: add a {FILE_NAME} naming the functions",
+                metadata.workspace_root().display()
+            );
+        }
+        let root = metadata.workspace_root().to_path_buf();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let app: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        let functions = bins
+            .into_iter()
+            .map(|b| {
+                let function = Function {
+                    package: Some(b.package),
+                    bin: Some(b.bin.clone()),
+                    ..Function::default()
+                };
+                (b.bin, function)
+            })
+            .collect();
+        Ok(Project {
+            root,
+            app: if app.is_empty() { "app".into() } else { app },
+            stage: default_stage(),
+            functions,
+        })
     }
 
     /// Load `path`.

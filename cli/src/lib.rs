@@ -5,9 +5,10 @@
 //! - [`cloud`]: `live cloud`, the local stand-in for AWS (broker, Lambda emulator running the
 //!   real stub, HTTP front door);
 //! - [`dev`]: `live dev`, the developer's side: builds, workers, one line per invocation;
-//! - [`config`]: `live.toml`; [`process`]: child processes tied to ours; [`ids`]: ids.
+//! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids.
 
 pub mod broker;
+pub mod cargo;
 pub mod cloud;
 pub mod config;
 pub mod dev;

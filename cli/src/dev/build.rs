@@ -7,7 +7,6 @@ use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How to start each function's runtime: program, arguments, working directory.
@@ -25,41 +24,41 @@ pub struct BuildFailure {
     pub output: String,
 }
 
-/// Build every function; returns how to launch each, and how long the build took.
-pub async fn build_all(
+/// Build the functions `names` of `project` (one `cargo build` for the Rust ones); returns
+/// how to launch each.
+pub async fn build_some(
     project: &Project,
-) -> Result<(BTreeMap<String, Launch>, Duration), BuildFailure> {
-    let start = Instant::now();
+    names: &[String],
+) -> Result<BTreeMap<String, Launch>, BuildFailure> {
     let mut launches = BTreeMap::new();
-    let rust: Vec<(&String, &Function)> = project
+    let selected: Vec<(&String, &Function)> = project
         .functions
         .iter()
+        .filter(|(name, _)| names.contains(name))
+        .collect();
+    let rust: Vec<(&String, &Function)> = selected
+        .iter()
+        .copied()
         .filter(|(_, f)| f.command.is_none())
         .collect();
     if !rust.is_empty() {
-        let built = cargo_build(project, &rust).await?;
-        launches.extend(built);
+        launches.extend(cargo_build(project, &rust).await?);
     }
-    for (name, f) in project
-        .functions
-        .iter()
-        .filter(|(_, f)| f.command.is_some())
-    {
+    for (name, f) in selected.into_iter().filter(|(_, f)| f.command.is_some()) {
         let dir = project.root.join(f.dir.clone().unwrap_or_default());
         if let Some(build) = &f.build {
             run_build(build, &dir).await?;
         }
         let command = f.command.clone().expect("filtered above");
-        launches.insert(
-            name.clone(),
-            Launch {
-                program: PathBuf::from(&command[0]),
-                args: command[1..].to_vec(),
-                dir,
-            },
-        );
+        let launch = Launch {
+            program: PathBuf::from(&command[0]),
+            args: command[1..].to_vec(),
+            dir,
+        };
+        check_launch(name, &launch).map_err(|e| failure(format!("{e:#}")))?;
+        launches.insert(name.clone(), launch);
     }
-    Ok((launches, start.elapsed()))
+    Ok(launches)
 }
 
 async fn run_build(command: &[String], dir: &PathBuf) -> Result<(), BuildFailure> {
@@ -189,11 +188,6 @@ async fn cargo_build(
         }
     }
     Ok(launches)
-}
-
-/// Check up front that the project can be built, with advice (used before serving).
-pub fn describe_failure(f: &BuildFailure) -> anyhow::Error {
-    anyhow::anyhow!("build failed:\n{}", f.first_error)
 }
 
 /// Make sure a launch's program exists, for a clearer error than the spawn's.

@@ -3,6 +3,10 @@
 //! reaches this session on a local worker, one line per invocation.
 
 pub mod build;
+mod output;
+mod reload;
+mod watch;
+pub mod watchset;
 mod worker;
 
 use crate::cloud::{load_project, CloudOptions, LocalCloud};
@@ -11,20 +15,27 @@ use bridge::runtime_api::server::Outcome;
 use bridge::transport::{ConnectOptions, Connection, PresenceFn, Sender};
 use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
 use bytes::Bytes;
+use output::Output;
+use reload::{Builds, NotReady};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use watch::FileWatcher;
 use worker::Workers;
 
 /// Request ids remembered for deduplication.
 const REMEMBERED: usize = 10_000;
 
+/// How long before the stub's deadline `live dev` stops waiting for a build, so its own
+/// answer (build still running) reaches the stub in time.
+const BUILD_WAIT_MARGIN: Duration = Duration::from_millis(500);
+
 /// Options of `live dev`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  live dev -c examples/hello                  # everything on this machine\n  curl http://127.0.0.1:PORT/http/            # the URL printed on the ready line\n  live dev --broker ws://127.0.0.1:1884/mqtt  # join a running `live cloud` or broker"
+    after_help = "Examples:\n  live dev -c examples/hello                  # everything on this machine\n  curl http://127.0.0.1:PORT/http/            # the URL printed on the ready line\n  live dev --broker ws://127.0.0.1:1884/mqtt  # join a running `live cloud` or broker\n\nWithout live.toml, in a cargo project, every binary that depends on lambda_runtime or\nlambda_http is served under its name."
 )]
 pub struct DevArgs {
     /// The project's live.toml, or its directory (default: found in this directory or its
@@ -34,12 +45,20 @@ pub struct DevArgs {
     /// Join this broker instead of starting the local cloud in-process.
     #[arg(long)]
     pub broker: Option<String>,
-    /// One JSON object per line (ready, invocation) instead of text.
+    /// One JSON object per line (ready, change, build_started, build_finished, invocation)
+    /// instead of text.
     #[arg(long)]
     pub json: bool,
     /// Print only errors (and the ready line).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Do not watch files: build once at start.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Seconds an idle worker is kept before it stops (as Lambda recycles idle
+    /// environments).
+    #[arg(long, default_value_t = 600)]
+    pub idle_timeout: u64,
     #[command(flatten)]
     pub cloud: CloudOptions,
 }
@@ -48,18 +67,68 @@ pub struct DevArgs {
 pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let project = load_project(args.config.as_ref())?;
     let names: Vec<String> = project.functions.keys().cloned().collect();
-    if !args.json {
-        eprintln!("live dev: building {} ...", names.join(", "));
+    let output = Arc::new(Output::new(args.json, args.quiet));
+    let builds = Builds::new(project.clone(), output.clone());
+    let workers = Arc::new(Workers::new(project.clone(), !args.json));
+
+    // The watcher starts before the first build, so no save is missed in between.
+    let watcher = if args.no_watch {
+        None
+    } else {
+        let watchset = watchset::WatchSet::compute(&project)?;
+        let roots = watchset.roots();
+        let (tx, rx) = tokio::sync::mpsc::channel(watch::QUEUE);
+        match FileWatcher::start(&roots, tx) {
+            Ok((watcher, passed)) => {
+                let watcher = Arc::new(watcher);
+                tokio::spawn(reload::run_watcher(
+                    rx,
+                    watcher.clone(),
+                    passed,
+                    watchset,
+                    roots,
+                    builds.clone(),
+                    output.clone(),
+                ));
+                Some(watcher)
+            }
+            Err(e) => {
+                eprintln!("live dev: {e:#}");
+                None
+            }
+        }
+    };
+    let (built_tx, mut built_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(builds.clone().run_builder(built_tx));
+    // Old workers stop as soon as they are idle after a build; idle ones after a while.
+    {
+        let workers = workers.clone();
+        let idle = Duration::from_secs(args.idle_timeout);
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(
+                Duration::from_secs(1).min(idle.max(Duration::from_millis(100))),
+            );
+            loop {
+                tokio::select! {
+                    built = built_rx.recv() => match built {
+                        Some((functions, generation)) => for f in functions { workers.retire(&f, generation) },
+                        None => return,
+                    },
+                    _ = sweep.tick() => workers.stop_idle_for(idle),
+                }
+            }
+        });
     }
-    let (launches, took) = build::build_all(&project)
-        .await
-        .map_err(|f| build::describe_failure(&f))?;
-    for (name, launch) in &launches {
-        build::check_launch(name, launch)?;
+    // The first build, before saying ready (its failure is reported and served as errors).
+    for name in &names {
+        let _ = builds
+            .launch_for(
+                name,
+                tokio::time::Instant::now() + Duration::from_secs(3600),
+            )
+            .await;
     }
-    if !args.json {
-        eprintln!("live dev: built in {:.1}s", took.as_secs_f64());
-    }
+
     let cloud = match &args.broker {
         Some(_) => None,
         None => Some(LocalCloud::start(&project, &args.cloud, None).await?),
@@ -83,16 +152,15 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         .with_context(|| format!("could not join the bridge at {bridge_url}"))?;
 
     print_ready(&args, &project, &session, &bridge_url, cloud.as_ref());
-    let out = Output {
-        json: args.json,
-        quiet: args.quiet,
-    };
     let state = Arc::new(Session {
         topics,
         sender: connection.sender(),
-        workers: Workers::new(project, launches, !args.json),
+        workers,
+        builds,
+        watcher,
+        functions: names,
         seen: Mutex::new(SeenMap::default()),
-        out,
+        out: output,
     });
     tokio::pin!(shutdown);
     loop {
@@ -186,11 +254,6 @@ fn print_ready(
     }
 }
 
-struct Output {
-    json: bool,
-    quiet: bool,
-}
-
 /// What this session knows of a request id: still running, or answered (kept to answer a
 /// duplicate the same way).
 enum Seen {
@@ -207,9 +270,12 @@ struct SeenMap {
 struct Session {
     topics: Topics,
     sender: Sender,
-    workers: Workers,
+    workers: Arc<Workers>,
+    builds: Arc<Builds>,
+    watcher: Option<Arc<FileWatcher>>,
+    functions: Vec<String>,
     seen: Mutex<SeenMap>,
-    out: Output,
+    out: Arc<Output>,
 }
 
 impl Session {
@@ -252,7 +318,7 @@ impl Session {
         let state = state.clone();
         tokio::spawn(async move {
             let start = Instant::now();
-            let ran = state.workers.run(&invocation, body).await;
+            let ran = state.run(&invocation, body).await;
             let elapsed = start.elapsed();
             let request_id = invocation.request_id.clone();
             let (message, body, error_type) = match ran.outcome {
@@ -315,6 +381,39 @@ impl Session {
         });
     }
 
+    /// Run an invocation on code no older than the files were when it arrived.
+    async fn run(&self, invocation: &bridge::Invocation, body: Bytes) -> worker::Ran {
+        if !self.functions.contains(&invocation.function) {
+            return worker::failed(
+                "Live.UnknownFunction",
+                format!(
+                    "live dev serves {:?}, not {:?}: add [functions.{}] to live.toml",
+                    self.functions, invocation.function, invocation.function
+                ),
+            );
+        }
+        // Every save that finished before the invocation arrived is now known to the builds.
+        if let Some(watcher) = &self.watcher {
+            watcher.barrier().await;
+        }
+        let until = tokio::time::Instant::now()
+            + Duration::from_millis(invocation.remaining_ms).saturating_sub(BUILD_WAIT_MARGIN);
+        match self.builds.launch_for(&invocation.function, until).await {
+            Ok((launch, generation)) => self.workers.run(invocation, body, &launch, generation).await,
+            Err(NotReady::Failed(failure)) => worker::failed(
+                "Live.BuildFailed",
+                format!("the build of {} failed: {}", invocation.function, failure.first_error),
+            ),
+            Err(NotReady::StillBuilding) => worker::failed(
+                "Live.BuildInProgress",
+                format!(
+                    "the build of {} started by a change is still running at the invocation's deadline",
+                    invocation.function
+                ),
+            ),
+        }
+    }
+
     fn acked(&self, _request_id: &str) {
         // Results are sent once for now; the stub's acknowledgement is the signal to stop
         // re-sending once results are retransmitted.
@@ -330,6 +429,7 @@ impl Session {
     ) {
         if self.out.json {
             let line = serde_json::json!({
+                "at_us": output::epoch_us(),
                 "event": "invocation",
                 "function": invocation.function,
                 "request_id": invocation.request_id,

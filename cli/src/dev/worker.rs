@@ -9,8 +9,8 @@ use crate::process::{Echo, Supervised};
 use bridge::runtime_api::error_body;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long past the stub's deadline a worker may run before it is killed, as Lambda resets
@@ -20,6 +20,9 @@ const OVERRUN: Duration = Duration::from_secs(2);
 struct Worker {
     api: RuntimeApi,
     process: Supervised,
+    /// The build generation it runs.
+    generation: u64,
+    last_used: std::time::Instant,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Worker>>>;
@@ -34,39 +37,28 @@ pub struct Ran {
 /// Every worker of this `live dev`.
 pub struct Workers {
     project: Project,
-    launches: RwLock<BTreeMap<String, Launch>>,
     slots: Mutex<HashMap<(String, String), Slot>>,
     echo: bool,
 }
 
 impl Workers {
-    pub fn new(project: Project, launches: BTreeMap<String, Launch>, echo: bool) -> Workers {
+    pub fn new(project: Project, echo: bool) -> Workers {
         Workers {
             project,
-            launches: RwLock::new(launches),
             slots: Mutex::new(HashMap::new()),
             echo,
         }
     }
 
-    /// Run `invocation` on the worker of its execution environment, starting one if needed.
-    pub async fn run(&self, invocation: &bridge::Invocation, body: Bytes) -> Ran {
-        let Some(launch) = self
-            .launches
-            .read()
-            .expect("lock")
-            .get(&invocation.function)
-            .cloned()
-        else {
-            let known: Vec<_> = self.project.functions.keys().cloned().collect();
-            return failed(
-                "Live.UnknownFunction",
-                format!(
-                    "live dev serves {known:?}, not {:?}: add [functions.{}] to live.toml",
-                    invocation.function, invocation.function
-                ),
-            );
-        };
+    /// Run `invocation` on the worker of its execution environment, built at `generation`
+    /// from `launch`, starting (or replacing) it if needed.
+    pub async fn run(
+        &self,
+        invocation: &bridge::Invocation,
+        body: Bytes,
+        launch: &Launch,
+        generation: u64,
+    ) -> Ran {
         let slot = self
             .slots
             .lock()
@@ -76,15 +68,16 @@ impl Workers {
             .clone();
         let mut guard = slot.lock().await;
         if let Some(worker) = guard.as_mut() {
-            if let Ok(Some(_)) = worker.process.child.try_wait() {
+            let exited = matches!(worker.process.child.try_wait(), Ok(Some(_)));
+            if exited || worker.generation != generation {
                 *guard = None;
             }
         }
         if guard.is_none() {
-            match self
-                .start(&invocation.function, &invocation.env_id, &launch)
-                .await
-            {
+            let started = self
+                .start(&invocation.function, &invocation.env_id, launch, generation)
+                .await;
+            match started {
                 Ok(worker) => *guard = Some(worker),
                 Err(e) => return failed("Live.WorkerNotStarted", e),
             }
@@ -119,7 +112,9 @@ impl Workers {
             outcome,
             Ok(Outcome::Response { .. } | Outcome::Error { .. } | Outcome::ResponseTooLarge { .. })
         );
-        if !keep {
+        if keep {
+            worker.last_used = std::time::Instant::now();
+        } else {
             // Crashed, timed out, or failed to initialise: the next invocation starts afresh.
             *guard = None;
         }
@@ -129,7 +124,42 @@ impl Workers {
         }
     }
 
-    async fn start(&self, function: &str, env_id: &str, launch: &Launch) -> Result<Worker, String> {
+    /// Stop the idle workers of `function` older than `generation`; busy ones are replaced
+    /// after their invocation.
+    pub fn retire(&self, function: &str, generation: u64) {
+        self.stop_idle(|f, worker| f == function && worker.generation < generation);
+    }
+
+    /// Stop workers idle for longer than `idle`.
+    pub fn stop_idle_for(&self, idle: Duration) {
+        self.stop_idle(|_, worker| worker.last_used.elapsed() >= idle);
+    }
+
+    fn stop_idle(&self, stop: impl Fn(&str, &Worker) -> bool) {
+        let slots: Vec<((String, String), Slot)> = self
+            .slots
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((function, _), slot) in slots {
+            // A busy slot is locked by its invocation: left alone.
+            if let Ok(mut guard) = slot.try_lock() {
+                if guard.as_ref().is_some_and(|w| stop(&function, w)) {
+                    *guard = None;
+                }
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        function: &str,
+        env_id: &str,
+        launch: &Launch,
+        generation: u64,
+    ) -> Result<Worker, String> {
         let config = &self.project.functions[function];
         let handler = config
             .handler
@@ -163,7 +193,12 @@ impl Workers {
                 launch.program.display()
             )
         })?;
-        Ok(Worker { api, process })
+        Ok(Worker {
+            api,
+            process,
+            generation,
+            last_used: std::time::Instant::now(),
+        })
     }
 }
 
@@ -174,7 +209,7 @@ fn failure(error_type: &str, message: String) -> (String, Bytes) {
     )
 }
 
-fn failed(error_type: &str, message: String) -> Ran {
+pub fn failed(error_type: &str, message: String) -> Ran {
     Ran {
         outcome: Err(failure(error_type, message)),
         worker_pid: 0,

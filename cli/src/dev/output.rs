@@ -1,0 +1,110 @@
+//! What `live dev` prints: text for a terminal (a progress line while building, one line per
+//! invocation), or one JSON object per line with `--json`; `-q` keeps only errors.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the epoch, for JSON events that benchmarks line up with their own
+/// clocks.
+pub fn epoch_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The printer.
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+    tty: bool,
+    last_failure: Mutex<Option<String>>,
+}
+
+impl Output {
+    pub fn new(json: bool, quiet: bool) -> Output {
+        Output {
+            json,
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    fn event(&self, value: serde_json::Value) {
+        println!("{value}");
+    }
+
+    /// Files changed, affecting `functions`.
+    pub fn changed(&self, paths: usize, functions: &[String]) {
+        if self.json {
+            self.event(serde_json::json!({"event": "change", "paths": paths, "functions": functions, "at_us": epoch_us()}));
+        }
+    }
+
+    /// A build of `functions` started.
+    pub fn build_started(&self, functions: &[String]) {
+        if self.json {
+            self.event(serde_json::json!({"event": "build_started", "functions": functions, "at_us": epoch_us()}));
+        } else if !self.quiet {
+            let end = if self.tty { "" } else { "\n" };
+            eprint!("building {} ...{end}", functions.join(", "));
+        }
+    }
+
+    /// A build that was restarted because files changed while it ran.
+    pub fn build_restarted(&self, functions: &[String]) {
+        if self.json {
+            self.event(serde_json::json!({"event": "build_restarted", "functions": functions, "at_us": epoch_us()}));
+        } else if !self.quiet {
+            self.clear_line();
+            eprintln!(
+                "files changed during the build of {}: restarting it",
+                functions.join(", ")
+            );
+        }
+    }
+
+    /// A build finished.
+    pub fn build_finished(&self, functions: &[String], took: Duration) {
+        *self.last_failure.lock().expect("lock") = None;
+        if self.json {
+            self.event(serde_json::json!({
+                "event": "build_finished", "ok": true, "functions": functions,
+                "duration_ms": took.as_secs_f64() * 1e3, "at_us": epoch_us(),
+            }));
+        } else if !self.quiet {
+            self.clear_line();
+            eprintln!(
+                "built {} in {:.2}s",
+                functions.join(", "),
+                took.as_secs_f64()
+            );
+        }
+    }
+
+    /// A build failed: shown once until the error changes or a build succeeds.
+    pub fn build_failed(&self, functions: &[String], first_error: &str, took: Duration) {
+        if self.json {
+            self.event(serde_json::json!({
+                "event": "build_finished", "ok": false, "functions": functions,
+                "duration_ms": took.as_secs_f64() * 1e3, "error": first_error, "at_us": epoch_us(),
+            }));
+            return;
+        }
+        let mut last = self.last_failure.lock().expect("lock");
+        self.clear_line();
+        if last.as_deref() == Some(first_error) {
+            eprintln!("build of {} still fails (same error)", functions.join(", "));
+        } else {
+            eprintln!("build of {} failed:\n{first_error}", functions.join(", "));
+            *last = Some(first_error.to_string());
+        }
+    }
+
+    fn clear_line(&self) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
