@@ -339,18 +339,19 @@ impl Driver {
         let mut reassembler = Reassembler::default();
         let mut backoff = self.options.min_backoff;
         let mut generation = 0;
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut swept = Instant::now();
         self.arm_will(&mut eventloop);
         loop {
-            let event = tokio::select! {
-                event = eventloop.poll() => event,
-                _ = sweep.tick() => {
-                    for e in reassembler.expire(Instant::now()) {
-                        self.reject(&e);
-                    }
-                    continue;
+            // `poll` is never raced against a timer: dropping it mid-connect would lose the
+            // connection and open a second one. Partial messages are swept between events
+            // instead (keep-alive pings guarantee events).
+            let event = eventloop.poll().await;
+            if swept.elapsed() >= Duration::from_secs(1) {
+                swept = Instant::now();
+                for e in reassembler.expire(swept) {
+                    self.reject(&e);
                 }
-            };
+            }
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     if ack.code != ConnectReturnCode::Success {

@@ -4,3 +4,4 @@ mod broker_cli;
 mod chain;
 mod layout;
 mod parts;
+mod reload;

@@ -35,6 +35,40 @@ pub fn raw_function(name: &str) -> String {
     format!("[functions.{name}]\ncommand = [\"python3\", \"{{fixtures}}/raw_runtime.py\"]\n")
 }
 
+/// A scratch copy of `tests/fixtures/NAME` (without build output) that a test may edit.
+pub fn fixture_copy(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = crate::target_dir().join("test-projects").join(format!(
+        "{name}-copy-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(&fixtures().join(name), &dir);
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read fixture").flatten() {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            if entry.file_name() != "target" {
+                copy_tree(&path, &target);
+            }
+        } else {
+            std::fs::copy(&path, &target).expect("copy fixture file");
+        }
+    }
+}
+
+/// Where Rust fixtures are built: shared by every copy, so only their own crates rebuild.
+pub fn fixture_target_dir() -> PathBuf {
+    crate::target_dir().join("fixtures")
+}
+
 /// A running `live dev --json`.
 pub struct LiveDev {
     pub child: Child,
@@ -49,8 +83,12 @@ pub struct LiveDev {
 pub fn live_dev(dir: &Path, args: &[&str]) -> LiveDev {
     let mut cmd = Command::new(bin("live"));
     cmd.arg("dev").arg("--json").arg("-c").arg(dir).args(args);
+    cmd.env("CARGO_TARGET_DIR", fixture_target_dir());
     let child = Child::spawn(cmd);
-    let ready = child.wait_for_line(|l| l.starts_with('{') && l.contains("\"ready\""));
+    // A Rust fixture builds before `live dev` is ready.
+    let ready = child.wait_for_line_within(std::time::Duration::from_secs(600), |l| {
+        l.starts_with('{') && l.contains("\"ready\"")
+    });
     let ready: Value = serde_json::from_str(&ready).expect("ready line is JSON");
     LiveDev {
         front_door: ready["front_door"].as_str().unwrap_or_default().to_string(),
@@ -61,6 +99,18 @@ pub fn live_dev(dir: &Path, args: &[&str]) -> LiveDev {
 }
 
 impl LiveDev {
+    /// The next JSON event of kind `event` printed after `mark` (see [`Child::mark`]), with
+    /// the mark after it.
+    pub fn event_after(&self, mark: usize, event: &str) -> (usize, Value) {
+        let tag = format!("\"event\":\"{event}\"");
+        let (i, line) =
+            self.child
+                .wait_for_line_after(mark, std::time::Duration::from_secs(300), |l| {
+                    l.contains(&tag)
+                });
+        (i + 1, serde_json::from_str(&line).expect("JSON event"))
+    }
+
     /// The invocation line `live dev` printed for `request_id`.
     pub fn invocation(&self, request_id: &str) -> Value {
         let line = self

@@ -44,11 +44,14 @@ impl Child {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
                     let (lock, cv) = &*output;
-                    lock.lock().unwrap().lines.push(format!("{prefix}{line}"));
+                    lock.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .lines
+                        .push(format!("{prefix}{line}"));
                     cv.notify_all();
                 }
                 let (lock, cv) = &*output;
-                lock.lock().unwrap().closed += 1;
+                lock.lock().unwrap_or_else(|e| e.into_inner()).closed += 1;
                 cv.notify_all();
             });
         }
@@ -72,12 +75,38 @@ impl Child {
 
     /// [`Child::wait_for_line`] with its own deadline, for steps that build code.
     pub fn wait_for_line_within(&self, deadline: Duration, want: impl Fn(&str) -> bool) -> String {
+        self.wait_for_line_after(0, deadline, want).1
+    }
+
+    /// How many lines were printed so far: a mark for [`Child::wait_for_line_after`].
+    pub fn mark(&self) -> usize {
+        self.output
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .len()
+    }
+
+    /// The first line matching `want` among those printed after `mark`, with its index.
+    pub fn wait_for_line_after(
+        &self,
+        mark: usize,
+        deadline: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> (usize, String) {
         let (lock, cv) = &*self.output;
         let start = Instant::now();
-        let mut out = lock.lock().unwrap();
+        let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(line) = out.lines.iter().find(|l| want(l)) {
-                return line.clone();
+            if let Some((i, line)) = out
+                .lines
+                .iter()
+                .enumerate()
+                .skip(mark)
+                .find(|(_, l)| want(l))
+            {
+                return (i, line.clone());
             }
             let left = deadline.saturating_sub(start.elapsed());
             if out.closed == 2 || left.is_zero() {
@@ -98,7 +127,12 @@ impl Child {
 
     /// Everything printed so far.
     pub fn output(&self) -> String {
-        self.output.0.lock().unwrap().lines.join("\n")
+        self.output
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .join("\n")
     }
 
     /// Send `signal` (for example `libc`'s SIGINT = 2, SIGKILL = 9) to the process.
@@ -118,7 +152,7 @@ impl Child {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 // Let the reader threads drain what it printed last.
                 let (lock, cv) = &*self.output;
-                let mut out = lock.lock().unwrap();
+                let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
                 while out.closed < 2 && start.elapsed() < DEADLINE {
                     out = cv.wait_timeout(out, Duration::from_millis(100)).unwrap().0;
                 }

@@ -206,7 +206,8 @@ fn watch_tree(watcher: &mut notify::RecommendedWatcher, dir: &Path) -> anyhow::R
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) && !ignored(&path.join("x")) {
+        let name = Path::new(entry.file_name().as_os_str()).join("x");
+        if entry.file_type().is_ok_and(|t| t.is_dir()) && !ignored(&name) {
             watcher
                 .watch(&path, RecursiveMode::Recursive)
                 .map_err(advice)?;

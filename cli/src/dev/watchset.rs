@@ -21,7 +21,8 @@ const IGNORED_DIRS: &[&str] = &[
     ".vscode",
 ];
 
-/// Whether a changed path is noise: build output, VCS data, or an editor's temporary file.
+/// Whether a changed path (relative to the watched folder it is in) is noise: build output,
+/// VCS data, or an editor's temporary file.
 pub fn ignored(path: &Path) -> bool {
     if path
         .components()
@@ -103,10 +104,20 @@ impl WatchSet {
         Ok(set)
     }
 
+    /// `path` relative to the watched folder holding it (the project root, or a path
+    /// dependency outside it), so that only the project's own folder names count as noise.
+    fn relative<'a>(&self, path: &'a Path) -> &'a Path {
+        std::iter::once(&self.root)
+            .chain(self.dirs.values().flatten())
+            .filter_map(|dir| path.strip_prefix(dir).ok())
+            .min_by_key(|rest| rest.components().count())
+            .unwrap_or(path)
+    }
+
     /// The functions a change to `path` affects.
     pub fn affected(&self, path: &Path) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        if ignored(path) {
+        if ignored(self.relative(path)) {
             return out;
         }
         if self.shared.contains(path) {
@@ -197,6 +208,12 @@ mod tests {
         assert_eq!(names("/p/Cargo.lock"), ["a", "b"]);
         assert_eq!(names("/p/py/x/handler.py"), ["py"]);
         assert!(names("/p/a/target/debug/a").is_empty());
+        // A project that itself lives under a folder named `target` still counts.
+        set.root = PathBuf::from("/x/target/p");
+        set.dirs
+            .insert("c".into(), vec![PathBuf::from("/x/target/p/c")]);
+        assert_eq!(names("/x/target/p/c/src/main.rs"), ["c"]);
+        assert!(names("/x/target/p/c/target/debug/c").is_empty());
         assert!(names("/p/README.md").is_empty());
         assert_eq!(set.roots(), [PathBuf::from("/p")]);
     }

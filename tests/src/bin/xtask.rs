@@ -74,6 +74,17 @@ fn test(args: &[String]) -> Result<(), String> {
         "--bins",
     ]);
     run("build examples/hello", example)?;
+    // The reload tests' Rust fixture, into the target directory they build copies in, so
+    // that the tests rebuild only the fixture's own crates.
+    let mut fixture = cargo();
+    fixture
+        .args([
+            "build",
+            "--manifest-path",
+            "tests/fixtures/reload/Cargo.toml",
+        ])
+        .env("CARGO_TARGET_DIR", tests::live::fixture_target_dir());
+    run("build tests/fixtures/reload", fixture)?;
     let nextest = cargo()
         .args(["nextest", "--version"])
         .output()

@@ -1,0 +1,301 @@
+//! Live reload: a save is never answered with old code, a failed build is answered at once
+//! and recovered from, workers mirror execution environments, only affected functions
+//! rebuild, and nothing is lost while saving under load.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tests::http::Http;
+use tests::live::{fixture_copy, live_dev, project, raw_function};
+
+/// Set function `f`'s `VERSION` constant, as an editor saving the file would.
+fn set_version(dir: &Path, f: &str, version: u64) {
+    let path = dir.join(f).join("src/main.rs");
+    let source = std::fs::read_to_string(&path).unwrap();
+    let start = source.find("const VERSION: u64 = ").expect("VERSION line");
+    let end = start + source[start..].find(';').unwrap();
+    let updated = format!(
+        "{}const VERSION: u64 = {version}{}",
+        &source[..start],
+        &source[end..]
+    );
+    std::fs::write(&path, updated).unwrap();
+}
+
+fn set_shared(dir: &Path, version: u64) {
+    let path = dir.join("common/src/lib.rs");
+    let source = std::fs::read_to_string(&path).unwrap();
+    let body_start = source.find("pub fn shared() -> u64 {").unwrap();
+    let updated = format!(
+        "{}pub fn shared() -> u64 {{\n    {version}\n}}\n",
+        &source[..body_start]
+    );
+    std::fs::write(&path, updated).unwrap();
+}
+
+/// The 20 delays between save and invoke: the fixed ten, then ten drawn up to 2 s.
+fn delays() -> Vec<u64> {
+    let mut delays = vec![0, 0, 0, 1, 2, 5, 10, 20, 50, 100];
+    let mut seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("random delays seeded with {seed}");
+    for _ in 0..10 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        delays.push((seed >> 33) % 2001);
+    }
+    delays
+}
+
+#[tokio::test]
+async fn a_save_is_never_answered_with_old_code() {
+    let dir = fixture_copy("reload");
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let mut stale = Vec::new();
+    for (round, delay) in delays().into_iter().enumerate() {
+        let version = round as u64 + 1;
+        set_version(&dir, "a", version);
+        // The gap between the save and the request is the variable under test.
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let reply = http.invoke(&dev.front_door, "a", &[], "{}").await;
+        assert_eq!(
+            reply.header("x-amz-function-error"),
+            "",
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let got = reply.json()["version"].as_u64().unwrap();
+        println!("round {round}: saved {version}, invoked after {delay} ms, got {got}");
+        if got != version {
+            stale.push((round, delay, version, got));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale replies (round, delay ms, saved, got): {stale:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_compile_error_is_answered_at_once_and_the_next_good_build_recovers() {
+    let dir = fixture_copy("reload");
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let mark = dev.child.mark();
+    let path = dir.join("a/src/main.rs");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{good}\nfn broken() -> u64 {{ \"not a number\" }}\n"),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let reply = http.invoke(&dev.front_door, "a", &[], "{}").await;
+    let took = start.elapsed();
+    assert_eq!(reply.header("x-amz-function-error"), "Unhandled");
+    let error = reply.json();
+    assert_eq!(error["errorType"], "Live.BuildFailed");
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.contains("mismatched types"), "{message}");
+    let (_, build) = dev.event_after(mark, "build_finished");
+    assert_eq!(build["ok"], false);
+    let build_ms = build["duration_ms"].as_f64().unwrap();
+    // The answer comes with the failed build, not at the function's 30 s timeout.
+    assert!(
+        took.as_secs_f64() * 1e3 < build_ms + 5_000.0,
+        "took {took:?} for a {build_ms} ms build"
+    );
+
+    // Invocations while it stays broken get the same error at once.
+    let again = http.invoke(&dev.front_door, "a", &[], "{}").await;
+    assert_eq!(again.json()["errorType"], "Live.BuildFailed");
+
+    std::fs::write(
+        &path,
+        good.replace("const VERSION: u64 = 0", "const VERSION: u64 = 7"),
+    )
+    .unwrap();
+    let fixed = http.invoke(&dev.front_door, "a", &[], "{}").await;
+    assert_eq!(
+        fixed.header("x-amz-function-error"),
+        "",
+        "{}",
+        String::from_utf8_lossy(&fixed.body)
+    );
+    assert_eq!(fixed.json()["version"], 7);
+}
+
+#[tokio::test]
+async fn module_state_lives_per_environment_and_restarts_with_a_rebuild() {
+    let dir = fixture_copy("reload");
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let mut pids = Vec::new();
+    for expected in 1..=3 {
+        let reply = http.invoke(&dev.front_door, "a", &[], "{}").await;
+        assert_eq!(reply.json()["count"], expected);
+        pids.push(reply.json()["pid"].as_u64().unwrap());
+    }
+    assert!(
+        pids.windows(2).all(|w| w[0] == w[1]),
+        "one environment, one worker: {pids:?}"
+    );
+    set_version(&dir, "a", 42);
+    let reply = http.invoke(&dev.front_door, "a", &[], "{}").await;
+    assert_eq!(reply.json()["version"], 42);
+    assert_eq!(
+        reply.json()["count"],
+        1,
+        "a rebuilt function starts with fresh module state"
+    );
+    assert_ne!(reply.json()["pid"].as_u64().unwrap(), pids[0]);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_invocation_is_named_and_replaced() {
+    let dir = project("killed", &raw_function("echo"));
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let marker = dir.join("worker.pid");
+    let call = {
+        let http = http.clone();
+        let base = dev.front_door.clone();
+        let event = format!(r#"{{"mode":"sleep","file":"{}"}}"#, marker.display());
+        tokio::spawn(async move { http.invoke(&base, "echo", &[], event).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the handler never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let reply = call.await.unwrap();
+    assert_eq!(reply.header("x-amz-function-error"), "Unhandled");
+    let error = reply.json();
+    assert_eq!(error["errorType"], "Live.WorkerCrashed");
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("signal 9") && message.contains(&pid.to_string()),
+        "{message}"
+    );
+    let next = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    assert_eq!(next.header("x-amz-function-error"), "");
+    assert_ne!(next.json()["pid"].as_u64().unwrap(), u64::from(pid));
+}
+
+#[tokio::test]
+async fn only_the_functions_a_change_affects_rebuild() {
+    let dir = fixture_copy("reload");
+    let dev = live_dev(&dir, &[]);
+    let mark = dev.child.mark();
+    set_version(&dir, "a", 5);
+    let (mark, started) = dev.event_after(mark, "build_started");
+    assert_eq!(started["functions"], serde_json::json!(["a"]));
+    let (mark, _) = dev.event_after(mark, "build_finished");
+    set_shared(&dir, 9);
+    let (mark, started) = dev.event_after(mark, "build_started");
+    assert_eq!(started["functions"], serde_json::json!(["a", "b"]));
+    dev.event_after(mark, "build_finished");
+    let http = Http::default();
+    for f in ["a", "b"] {
+        let reply = http.invoke(&dev.front_door, f, &[], "{}").await;
+        assert_eq!(reply.json()["shared"], 9, "{f}");
+    }
+}
+
+// Multi-threaded: the test thread blocks waiting for build events while the load runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_saves_under_steady_load_lose_nothing() {
+    let dir = fixture_copy("reload");
+    let dev = live_dev(&dir, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, done) = (stop.clone(), done.clone());
+        let base = dev.front_door.clone();
+        tokio::spawn(async move {
+            let http = Http::default();
+            let mut replies = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let reply = http.invoke(&base, "a", &[], "{}").await;
+                replies.push((
+                    reply.status,
+                    reply.header("x-amz-function-error").to_string(),
+                    reply.body,
+                ));
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            replies
+        })
+    };
+    let mut mark = dev.child.mark();
+    for save in 1..=10 {
+        // Saves land between, and during, a steady stream of invocations.
+        let before = done.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while done.load(Ordering::SeqCst) < before + 5 {
+            assert!(
+                Instant::now() < deadline,
+                "the load stalled after save {save}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        set_version(&dir, "a", 100 + save);
+        let (after, _) = dev.event_after(mark, "build_finished");
+        mark = after;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let replies = load.await.unwrap();
+    let failed: Vec<_> = replies
+        .iter()
+        .filter(|(status, error, _)| *status != 200 || !error.is_empty())
+        .map(|(s, e, b)| format!("{s} {e} {}", String::from_utf8_lossy(b)))
+        .collect();
+    println!(
+        "{} invocations across 10 saves, {} failed",
+        replies.len(),
+        failed.len()
+    );
+    assert!(
+        replies.len() >= 50,
+        "the load did not run steadily: {}",
+        replies.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    let last: serde_json::Value = serde_json::from_slice(&replies.last().unwrap().2).unwrap();
+    assert!(last["version"].as_u64().unwrap() >= 100);
+}
+
+#[tokio::test]
+async fn a_cargo_project_without_live_toml_serves_its_lambda_binaries() {
+    let dir = fixture_copy("reload");
+    std::fs::remove_file(dir.join("live.toml")).unwrap();
+    let dev = live_dev(&dir, &[]);
+    let ready = dev.child.wait_for_line(|l| l.contains("\"ready\""));
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let functions: Vec<&String> = ready["urls"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        functions,
+        ["a", "b"],
+        "the binaries that depend on lambda_runtime, not `common`"
+    );
+    let reply = Http::default()
+        .invoke(&dev.front_door, "b", &[], "{}")
+        .await;
+    assert_eq!(reply.json()["function"], "b");
+}
