@@ -209,9 +209,17 @@ mod tests {
         assert_eq!(names("/p/py/x/handler.py"), ["py"]);
         assert!(names("/p/a/target/debug/a").is_empty());
         // A project that itself lives under a folder named `target` still counts.
-        set.root = PathBuf::from("/x/target/p");
-        set.dirs
-            .insert("c".into(), vec![PathBuf::from("/x/target/p/c")]);
+        let nested = WatchSet {
+            root: PathBuf::from("/x/target/p"),
+            dirs: [("c".to_string(), vec![PathBuf::from("/x/target/p/c")])].into(),
+            ..WatchSet::default()
+        };
+        let names = |p: &str| {
+            nested
+                .affected(Path::new(p))
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names("/x/target/p/c/src/main.rs"), ["c"]);
         assert!(names("/x/target/p/c/target/debug/c").is_empty());
         assert!(names("/p/README.md").is_empty());
