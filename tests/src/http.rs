@@ -40,7 +40,7 @@ impl Default for Http {
 }
 
 impl Http {
-    /// Send a request.
+    /// Send a request; panics (failing the test) when there is no answer in time.
     pub async fn send(
         &self,
         method: &str,
@@ -48,22 +48,37 @@ impl Http {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Reply {
+        match tokio::time::timeout(crate::DEADLINE, self.try_send(method, url, headers, body)).await
+        {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => panic!("{method} {url}: {e}"),
+            Err(_) => panic!("{method} {url}: no answer within the deadline"),
+        }
+    }
+
+    /// Send a request; a connection or body error is returned, not a panic.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
         let mut req = http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        let req = req.body(Full::new(body.into())).expect("valid request");
-        let resp = tokio::time::timeout(crate::DEADLINE, self.0.request(req))
-            .await
-            .unwrap_or_else(|_| panic!("{method} {url}: no answer within the deadline"))
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let req = req
+            .body(Full::new(body.into()))
+            .map_err(|e| e.to_string())?;
+        let resp = self.0.request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Reply {
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
             status: parts.status.as_u16(),
             headers: parts.headers,
             body,
-        }
+        })
     }
 
     /// `POST` to the Invoke API of `function` at `base` (`http://host:port`).

@@ -1,74 +1,13 @@
-//! Measurements behind the benchmark command: latency statistics, the machine description,
-//! and the bridge broker round trip with its WebSocket floor.
+//! The bridge broker round trip: a QoS 1 publish, echoed back, between two `rumqttc` clients
+//! through `live broker`, beside its floor, one WebSocket echo.
 
-use crate::{bin, Child};
+use super::{start_broker, Stats};
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Sorted latency samples.
-pub struct Stats(Vec<Duration>);
-
-impl Stats {
-    /// Sort `samples` for percentile queries.
-    pub fn new(mut samples: Vec<Duration>) -> Stats {
-        samples.sort();
-        Stats(samples)
-    }
-    /// The number of samples.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    /// Whether there are no samples.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-    /// The `pct` percentile (nearest rank).
-    pub fn p(&self, pct: f64) -> Duration {
-        let rank = ((pct / 100.0) * self.0.len() as f64).ceil() as usize;
-        self.0[rank.clamp(1, self.0.len()) - 1]
-    }
-    /// The largest sample.
-    pub fn max(&self) -> Duration {
-        *self.0.last().expect("samples")
-    }
-}
-
-/// CPU model, core count and toolchain, for the report.
-pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let rustc = Command::new("rustc")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    format!("{cores} cores, {cpu}; {rustc}")
-}
-
-/// Start `live broker` on an ephemeral port; returns it and its URL.
-pub fn start_broker() -> anyhow::Result<(Child, String)> {
-    let mut cmd = Command::new(bin("live"));
-    cmd.arg("broker");
-    let child = Child::spawn(cmd);
-    let line = child.wait_for_line(|l| l.starts_with("live broker ready: "));
-    Ok((
-        child,
-        line.trim_start_matches("live broker ready: ").to_string(),
-    ))
-}
 
 async fn client(
     url: &str,
