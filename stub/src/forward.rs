@@ -46,6 +46,13 @@ impl Reply {
 
 type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<(DevMessage, Bytes)>>>>;
 
+/// Recently answered request ids and the session that answered, so that a result re-sent
+/// after the stub moved on is still acknowledged (and stops coming).
+type Answered = Arc<Mutex<std::collections::VecDeque<(String, String)>>>;
+
+/// How many answered request ids are remembered.
+const ANSWERED: usize = 256;
+
 pub struct Bridge {
     config: Config,
     topics: Topics,
@@ -53,6 +60,7 @@ pub struct Bridge {
     link: watch::Receiver<Link>,
     presence: watch::Receiver<HashMap<String, Presence>>,
     waiters: Waiters,
+    answered: Answered,
 }
 
 impl Bridge {
@@ -67,6 +75,7 @@ impl Bridge {
         let mut connection = Connection::open(options).map_err(|e| e.to_string())?;
         let (presence_tx, presence) = watch::channel(HashMap::new());
         let waiters: Waiters = Arc::default();
+        let answered: Answered = Arc::default();
         let bridge = Bridge {
             config: config.clone(),
             topics,
@@ -74,7 +83,10 @@ impl Bridge {
             link: connection.link(),
             presence,
             waiters: waiters.clone(),
+            answered: answered.clone(),
         };
+        let sender = connection.sender();
+        let topics = bridge.topics.clone();
         tokio::spawn(async move {
             while let Some(received) = connection.recv().await {
                 if received.topic == results {
@@ -84,9 +96,26 @@ impl Bridge {
                     };
                     let request_id = request_id(&message).to_string();
                     let waiter = waiters.lock().expect("lock").get(&request_id).cloned();
-                    // No waiter: a late or duplicate result, dropped.
-                    if let Some(w) = waiter {
-                        let _ = w.send((message, received.frame.body));
+                    match waiter {
+                        Some(w) => {
+                            let _ = w.send((message, received.frame.body));
+                        }
+                        // A late or duplicate result: dropped, but acknowledged so that the
+                        // developer side stops re-sending it.
+                        None if !matches!(message, DevMessage::Ack { .. }) => {
+                            let session = answered
+                                .lock()
+                                .expect("lock")
+                                .iter()
+                                .find(|(id, _)| *id == request_id)
+                                .map(|(_, s)| s.clone());
+                            if let Some(topic) = session.and_then(|s| topics.invocations(&s).ok()) {
+                                let _ = sender
+                                    .send(&topic, &StubMessage::ResultAck { request_id }, b"")
+                                    .await;
+                            }
+                        }
+                        None => {}
                     }
                 } else if let Ok(p) = received.frame.parse::<Presence>() {
                     presence_tx.send_modify(|map| {
@@ -262,6 +291,13 @@ impl Bridge {
     }
 
     async fn ack_result(&self, session: &Presence, request_id: String) {
+        {
+            let mut answered = self.answered.lock().expect("lock");
+            if answered.len() == ANSWERED {
+                answered.pop_front();
+            }
+            answered.push_back((request_id.clone(), session.session.clone()));
+        }
         if let Ok(topic) = self.topics.invocations(&session.session) {
             let _ = self
                 .sender

@@ -32,6 +32,8 @@ pub struct Settings {
     pub no_dev_window: Duration,
     /// Echo stub output (for debugging the chain).
     pub echo_stubs: bool,
+    /// Freeze idle stubs (SIGSTOP) and thaw them for the next invocation, as Lambda does.
+    pub freeze: bool,
 }
 
 /// What an invocation asks for.
@@ -127,7 +129,12 @@ impl Pool {
             .expect("the semaphore is never closed");
         let warm = self.idle.lock().expect("lock").pop();
         let mut env = match warm {
-            Some(env) => env,
+            Some(env) => {
+                if self.settings.freeze {
+                    signal(env.process.pid, libc::SIGCONT);
+                }
+                env
+            }
             None => match self.start_env().await {
                 Ok(env) => env,
                 Err(e) => {
@@ -192,6 +199,12 @@ impl Pool {
             Ok(_) => true,
         };
         if healthy {
+            // Frozen between invocations, as Lambda freezes an idle execution environment:
+            // the stub's thaw path (a connection possibly dead after the pause) runs every
+            // time.
+            if self.settings.freeze {
+                signal(env.process.pid, libc::SIGSTOP);
+            }
             self.idle.lock().expect("lock").push(env);
         }
         let result = match result {
@@ -248,6 +261,13 @@ impl Pool {
             env_id,
         })
     }
+}
+
+/// Send `sig` to process `pid`.
+#[allow(unsafe_code)]
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid we started and still own (not yet reaped).
+    let _ = unsafe { libc::kill(pid as i32, sig) };
 }
 
 /// The environment Lambda gives every runtime, as the official clients need it.

@@ -39,6 +39,10 @@ pub struct CloudOptions {
     /// Show the stubs' own output.
     #[arg(long)]
     pub show_stubs: bool,
+    /// Do not freeze idle stubs (by default they are stopped between invocations, as Lambda
+    /// freezes idle execution environments).
+    #[arg(long)]
+    pub no_freeze: bool,
 }
 
 /// The running local cloud.
@@ -76,6 +80,7 @@ impl LocalCloud {
             max_envs: options.max_envs.max(1),
             no_dev_window: Duration::from_millis(options.no_dev_window_ms),
             echo_stubs: options.show_stubs,
+            freeze: !options.no_freeze,
         };
         let emulator = Arc::new(Emulator::new(project, settings));
         let addr = SocketAddr::from(([127, 0, 0, 1], options.port));

@@ -28,6 +28,13 @@ use worker::Workers;
 /// Request ids remembered for deduplication.
 const REMEMBERED: usize = 10_000;
 
+/// How often an unacknowledged result is sent again.
+const RESULT_RETRY: Duration = Duration::from_millis(1000);
+
+/// How long past the invocation's deadline a result is still re-sent (the stub answers
+/// before the deadline, so later copies only meet a stub that has moved on).
+const RESULT_GRACE: Duration = Duration::from_millis(500);
+
 /// How long before the stub's deadline `live dev` stops waiting for a build, so its own
 /// answer (build still running) reaches the stub in time.
 const BUILD_WAIT_MARGIN: Duration = Duration::from_millis(500);
@@ -258,7 +265,8 @@ fn print_ready(
 /// duplicate the same way).
 enum Seen {
     Running,
-    Answered(DevMessage, Bytes),
+    /// Answered with this result; `acked` once the stub confirmed receiving it.
+    Answered(DevMessage, Bytes, bool),
 }
 
 #[derive(Default)]
@@ -295,7 +303,7 @@ impl Session {
             let mut seen = state.seen.lock().expect("lock");
             match seen.map.get(&invocation.request_id) {
                 Some(Seen::Running) => return,
-                Some(Seen::Answered(message, body)) => Some((message.clone(), body.clone())),
+                Some(Seen::Answered(message, body, _)) => Some((message.clone(), body.clone())),
                 None => {
                     seen.map
                         .insert(invocation.request_id.clone(), Seen::Running);
@@ -376,7 +384,26 @@ impl Session {
                 .map
                 .get_mut(&invocation.request_id)
             {
-                *seen = Seen::Answered(message, body);
+                *seen = Seen::Answered(message.clone(), body.clone(), false);
+            }
+            // A result published while the link was down is lost with the broker's session:
+            // send it again until the stub acknowledges it or its deadline has passed.
+            let budget = Duration::from_millis(invocation.remaining_ms) + RESULT_GRACE;
+            while start.elapsed() < budget {
+                tokio::time::sleep(RESULT_RETRY).await;
+                let acked = matches!(
+                    state
+                        .seen
+                        .lock()
+                        .expect("lock")
+                        .map
+                        .get(&invocation.request_id),
+                    Some(Seen::Answered(_, _, true)) | None
+                );
+                if acked {
+                    break;
+                }
+                let _ = state.sender.send(&results, &message, &body).await;
             }
         });
     }
@@ -414,9 +441,13 @@ impl Session {
         }
     }
 
-    fn acked(&self, _request_id: &str) {
-        // Results are sent once for now; the stub's acknowledgement is the signal to stop
-        // re-sending once results are retransmitted.
+    /// The stub received the result of `request_id`: stop re-sending it.
+    fn acked(&self, request_id: &str) {
+        if let Some(Seen::Answered(_, _, acked)) =
+            self.seen.lock().expect("lock").map.get_mut(request_id)
+        {
+            *acked = true;
+        }
     }
 
     fn print(
