@@ -186,6 +186,8 @@ impl Bridge {
     ) -> Reply {
         let mut attempt = 0;
         let mut acked = false;
+        // Only reconnections from now on call for an early resend.
+        self.link.borrow_and_update();
         if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
             return reply;
         }
@@ -217,6 +219,17 @@ impl Bridge {
                     attempt += 1;
                     if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
                         return reply;
+                    }
+                }
+                changed = self.link.changed(), if !acked => {
+                    // A reconnection loses what was in flight with the old connection (clean
+                    // sessions): send again now rather than at the next retransmission.
+                    let up = matches!(*self.link.borrow_and_update(), Link::Up { .. });
+                    if changed.is_ok() && up {
+                        attempt += 1;
+                        if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
+                            return reply;
+                        }
                     }
                 }
                 changed = self.presence.changed() => {

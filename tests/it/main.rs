@@ -3,5 +3,6 @@
 mod broker_cli;
 mod chain;
 mod layout;
+mod outages;
 mod parts;
 mod reload;

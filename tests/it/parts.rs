@@ -4,21 +4,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::http::Http;
-use tests::live::{live_cloud, live_dev, project, raw_function};
+use tests::live::{live_broker, live_cloud, live_dev, project, raw_function};
 use tests::{bin, Child};
-
-fn live_broker() -> (Child, String) {
-    let mut cmd = Command::new(bin("live"));
-    cmd.arg("broker");
-    let child = Child::spawn(cmd);
-    let line = child.wait_for_line(|l| l.starts_with("live broker ready: "));
-    let url = line.trim_start_matches("live broker ready: ").to_string();
-    (child, url)
-}
 
 #[tokio::test]
 async fn broker_cloud_and_dev_run_as_separate_processes() {
-    let (_broker, url) = live_broker();
+    let (_broker, url) = live_broker(&[]);
     let dir = project("split", &raw_function("echo"));
     let cloud = live_cloud(&dir, &["--broker", &url]);
     let dev = live_dev(&dir, &["--broker", &url]);
@@ -103,4 +94,28 @@ fn a_malformed_live_toml_is_named_with_its_line_and_the_fix() {
     let mut child = Child::spawn(cmd);
     assert!(!child.wait_exit().success());
     child.wait_for_line(|l| l.contains("live.toml") && l.contains("line 4"));
+}
+
+#[tokio::test]
+async fn in_the_split_setup_no_stub_or_worker_outlives_its_killed_parent() {
+    let (_broker, url) = live_broker(&[]);
+    let dir = project("split-kill", &raw_function("echo"));
+    let cloud = live_cloud(&dir, &["--broker", &url]);
+    let dev = live_dev(&dir, &["--broker", &url]);
+    let reply = Http::default()
+        .invoke(&cloud.front_door, "echo", &[], "{}")
+        .await;
+    let stub: u32 = reply.header("x-live-stub-pid").parse().unwrap();
+    let worker = reply.json()["pid"].as_u64().unwrap() as u32;
+    assert!(alive(stub) && alive(worker));
+    dev.child.signal(9);
+    cloud.child.signal(9);
+    let start = Instant::now();
+    while alive(stub) || alive(worker) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "stub {stub} or worker {worker} outlived its parent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

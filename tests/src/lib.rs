@@ -6,6 +6,7 @@ pub mod bench;
 pub mod http;
 pub mod live;
 mod process;
+pub mod proxy;
 mod python;
 
 pub use process::{Child, DEADLINE};

@@ -182,3 +182,24 @@ pub fn listens_on(pid: u32, port: u16) -> bool {
             .unwrap_or(false)
     })
 }
+
+/// Start `live broker` with `args`; returns it and its URL.
+pub fn live_broker(args: &[&str]) -> (Child, String) {
+    let mut cmd = Command::new(bin("live"));
+    cmd.arg("broker").args(args);
+    let child = Child::spawn(cmd);
+    let line = child.wait_for_line(|l| l.starts_with("live broker ready: "));
+    (
+        child,
+        line.trim_start_matches("live broker ready: ").to_string(),
+    )
+}
+
+/// The port of a `ws://127.0.0.1:PORT/mqtt` URL.
+pub fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the URL")
+}

@@ -1,0 +1,251 @@
+//! Nothing lost: invocations survive a broker restart, a `live dev` restart, dropped
+//! connections and long freezes; oversized payloads are refused clearly; nothing outlives
+//! a killed `live`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tests::http::Http;
+use tests::live::{live_broker, live_cloud, live_dev, port_of, project, raw_function};
+use tests::proxy::FaultProxy;
+
+/// Wait until `path` holds a pid (the handler started), within 30 s.
+async fn handler_started(path: &std::path::Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the handler never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_broker_killed_mid_invocation_and_restarted_loses_nothing_and_runs_the_handler_once() {
+    let (mut broker, url) = live_broker(&[]);
+    let port = port_of(&url).to_string();
+    let dir = project("broker-restart", &raw_function("echo"));
+    let cloud = live_cloud(&dir, &["--broker", &url]);
+    let dev = live_dev(&dir, &["--broker", &url]);
+    let started = dir.join("started.pid");
+    let event = format!(r#"{{"sleep_ms":1500,"file":"{}"}}"#, started.display());
+    let call = {
+        let base = cloud.front_door.clone();
+        tokio::spawn(async move { Http::default().invoke(&base, "echo", &[], event).await })
+    };
+    handler_started(&started).await;
+    broker.signal(9);
+    broker.wait_exit();
+    let restarted = Instant::now();
+    let (_broker, again) = live_broker(&["--port", &port]);
+    assert_eq!(again, url);
+    assert!(restarted.elapsed() < Duration::from_secs(2));
+    let reply = call.await.unwrap();
+    assert_eq!(
+        reply.header("x-amz-function-error"),
+        "",
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["count"], 1, "the handler ran more than once");
+    let request_id = reply.header("x-live-request-id").to_string();
+    dev.invocation(&request_id);
+    let runs = dev
+        .child
+        .output()
+        .lines()
+        .filter(|l| l.contains("\"invocation\"") && l.contains(&request_id))
+        .count();
+    assert_eq!(runs, 1, "live dev ran {request_id} {runs} times");
+}
+
+#[tokio::test]
+async fn live_dev_killed_mid_invocation_and_restarted_still_answers_before_the_deadline() {
+    let (_broker, url) = live_broker(&[]);
+    let dir = project("dev-restart", &raw_function("echo"));
+    let cloud = live_cloud(&dir, &["--broker", &url]);
+    let first = live_dev(&dir, &["--broker", &url]);
+    let started = dir.join("started.pid");
+    let event = format!(r#"{{"sleep_ms":1000,"file":"{}"}}"#, started.display());
+    let start = Instant::now();
+    let call = {
+        let base = cloud.front_door.clone();
+        tokio::spawn(async move { Http::default().invoke(&base, "echo", &[], event).await })
+    };
+    let old_worker = handler_started(&started).await;
+    first.child.signal(9);
+    let second = live_dev(&dir, &["--broker", &url]);
+    let reply = call.await.unwrap();
+    assert_eq!(
+        reply.header("x-amz-function-error"),
+        "",
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_ne!(
+        reply.json()["pid"].as_u64().unwrap(),
+        u64::from(old_worker),
+        "answered by the new live dev's worker"
+    );
+    second.invocation(reply.header("x-live-request-id"));
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "past the function's 30 s deadline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_invocations_through_dropping_connections_all_complete_once() {
+    let (_broker, url) = live_broker(&[]);
+    let proxy =
+        Arc::new(FaultProxy::start(format!("127.0.0.1:{}", port_of(&url)).parse().unwrap()).await);
+    let via = format!("ws://{}/mqtt", proxy.addr);
+    let dir = project("chaos", &format!("{}timeout = 10\n", raw_function("echo")));
+    let cloud = live_cloud(&dir, &["--broker", &via, "--no-dev-window-ms", "8000"]);
+    let dev = live_dev(&dir, &["--broker", &via]);
+    let stop = proxy.chaos(
+        Duration::from_millis(200),
+        Duration::from_millis(1500),
+        Duration::from_millis(1000),
+    );
+
+    let http = Http::default();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (http, base, next) = (http.clone(), cloud.front_door.clone(), next.clone());
+        clients.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let url = format!("{base}/2015-03-31/functions/echo/invocations");
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 1000 {
+                let call = http.try_send("POST", &url, &[], "{}");
+                outcomes.push(
+                    match tokio::time::timeout(Duration::from_secs(15), call).await {
+                        Err(_) => Err("hung".to_string()),
+                        Ok(Err(e)) => Err(format!("http: {e}")),
+                        Ok(Ok(reply)) if !reply.header("x-amz-function-error").is_empty() => {
+                            Err(reply.json()["errorType"]
+                                .as_str()
+                                .unwrap_or("?")
+                                .to_string())
+                        }
+                        Ok(Ok(reply)) => {
+                            let id = reply.header("x-live-request-id").to_string();
+                            let own = reply.json()["headers"]["lambda-runtime-aws-request-id"]
+                                == id.as_str();
+                            if own {
+                                Ok(id)
+                            } else {
+                                Err("someone else's result".to_string())
+                            }
+                        }
+                    },
+                );
+            }
+            outcomes
+        }));
+    }
+    let mut completed = HashSet::new();
+    let mut errors: HashMap<String, usize> = HashMap::new();
+    for client in clients {
+        for outcome in client.await.unwrap() {
+            match outcome {
+                Ok(id) => {
+                    completed.insert(id);
+                }
+                Err(cause) => *errors.entry(cause).or_default() += 1,
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let runs = dev.child.output();
+    let mut per_request: HashMap<String, usize> = HashMap::new();
+    for line in runs.lines().filter(|l| l.contains("\"invocation\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *per_request
+            .entry(v["request_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let duplicated = per_request.values().filter(|n| **n > 1).count();
+    let hung = errors.get("hung").copied().unwrap_or(0);
+    println!(
+        "accounting: completed {}, errored {:?}, duplicated {duplicated}, hung {hung}, connection drops {}",
+        completed.len(),
+        errors,
+        proxy.drops.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(
+        proxy.drops.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the proxy hardly dropped anything"
+    );
+    assert_eq!(completed.len(), 1000, "errors: {errors:?}");
+    assert_eq!(duplicated, 0);
+}
+
+#[tokio::test]
+async fn an_invocation_after_a_sixty_second_freeze_completes() {
+    let dir = project("frozen", &raw_function("echo"));
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let first = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    let stub: u32 = first.header("x-live-stub-pid").parse().unwrap();
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{stub}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or("")
+            .to_string()
+    };
+    // SIGSTOP takes effect when the kernel next schedules the stub: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !state().contains("stopped") {
+        assert!(
+            Instant::now() < deadline,
+            "idle stubs are frozen: {}",
+            state()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The pause under test: longer than the stub's keep-alive, so the broker drops its
+    // connection while it is frozen.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let second = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    assert_eq!(
+        second.header("x-amz-function-error"),
+        "",
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
+    assert_eq!(
+        second.header("x-live-stub-pid"),
+        stub.to_string(),
+        "the warm, frozen environment was reused"
+    );
+    assert_eq!(second.json()["count"], 2);
+}
+
+#[tokio::test]
+async fn a_seven_megabyte_payload_gets_a_clear_size_error_and_nothing_crashes() {
+    let dir = project("huge", &raw_function("echo"));
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let huge = format!(
+        r#"{{"mode":"echo","data":"{}"}}"#,
+        "x".repeat(7 * 1024 * 1024)
+    );
+    let reply = http.invoke(&dev.front_door, "echo", &[], huge).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.header("x-amzn-errortype"), "RequestTooLargeException");
+    assert!(reply.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("6291456"));
+    let after = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.header("x-amz-function-error"), "");
+}
