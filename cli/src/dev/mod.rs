@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use watch::FileWatcher;
 use worker::Workers;
 
-/// Request ids remembered for deduplication.
-const REMEMBERED: usize = 10_000;
+/// Answered request ids remembered for deduplication (retransmissions arrive within seconds;
+/// this bounds the memory of a long session).
+const REMEMBERED: usize = 4096;
 
 /// How often an unacknowledged result is sent again.
 const RESULT_RETRY: Duration = Duration::from_millis(1000);
@@ -265,8 +266,12 @@ fn print_ready(
 /// duplicate the same way).
 enum Seen {
     Running,
-    /// Answered with this result; `acked` once the stub confirmed receiving it.
-    Answered(DevMessage, Bytes, bool),
+    /// Answered: the result is kept, to re-send and to answer a duplicate, until the stub
+    /// acknowledges it or its deadline passes (boxed: most entries are `Done`).
+    Answered(Box<(DevMessage, Bytes)>),
+    /// Acknowledged or expired: only the id is kept, so a late duplicate does not run the
+    /// handler again.
+    Done,
 }
 
 #[derive(Default)]
@@ -302,8 +307,8 @@ impl Session {
         let previous = {
             let mut seen = state.seen.lock().expect("lock");
             match seen.map.get(&invocation.request_id) {
-                Some(Seen::Running) => return,
-                Some(Seen::Answered(message, body, _)) => Some((message.clone(), body.clone())),
+                Some(Seen::Running | Seen::Done) => return,
+                Some(Seen::Answered(answer)) => Some(answer.as_ref().clone()),
                 None => {
                     seen.map
                         .insert(invocation.request_id.clone(), Seen::Running);
@@ -364,6 +369,8 @@ impl Session {
                     Some(error_type),
                 ),
             };
+            // Kept until acknowledged: a compact copy, not a slice pinning hyper's read buffer.
+            let body = Bytes::copy_from_slice(&body);
             if let Err(e) = state.sender.send(&results, &message, &body).await {
                 tracing::warn!(
                     "could not send the result of {}: {e}",
@@ -384,26 +391,36 @@ impl Session {
                 .map
                 .get_mut(&invocation.request_id)
             {
-                *seen = Seen::Answered(message.clone(), body.clone(), false);
+                *seen = Seen::Answered(Box::new((message.clone(), body.clone())));
             }
             // A result published while the link was down is lost with the broker's session:
             // send it again until the stub acknowledges it or its deadline has passed.
             let budget = Duration::from_millis(invocation.remaining_ms) + RESULT_GRACE;
             while start.elapsed() < budget {
                 tokio::time::sleep(RESULT_RETRY).await;
-                let acked = matches!(
+                let pending = matches!(
                     state
                         .seen
                         .lock()
                         .expect("lock")
                         .map
                         .get(&invocation.request_id),
-                    Some(Seen::Answered(_, _, true)) | None
+                    Some(Seen::Answered(..))
                 );
-                if acked {
+                if !pending {
                     break;
                 }
                 let _ = state.sender.send(&results, &message, &body).await;
+            }
+            // Past the deadline the stub has answered on its own: keep only the id.
+            if let Some(seen) = state
+                .seen
+                .lock()
+                .expect("lock")
+                .map
+                .get_mut(&invocation.request_id)
+            {
+                *seen = Seen::Done;
             }
         });
     }
@@ -443,10 +460,10 @@ impl Session {
 
     /// The stub received the result of `request_id`: stop re-sending it.
     fn acked(&self, request_id: &str) {
-        if let Some(Seen::Answered(_, _, acked)) =
+        if let Some(seen @ Seen::Answered(..)) =
             self.seen.lock().expect("lock").map.get_mut(request_id)
         {
-            *acked = true;
+            *seen = Seen::Done;
         }
     }
 

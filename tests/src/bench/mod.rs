@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod reload;
+pub mod soak;
 
 use crate::{bin, Child};
 use std::process::Command;

@@ -1,9 +1,9 @@
 //! The benchmark command behind `cargo xtask bench [NAME]`: starts everything itself on
 //! loopback, measures, prints the figures and rewrites its section of BENCHMARKS.md. Built in
-//! release by the xtask. Sections: `broker`, `reload`; none named runs all.
+//! release by the xtask. Sections: `broker`, `soak`, `reload`; none named runs all.
 
 use std::fmt::Write as _;
-use tests::bench::{broker, ms, reload, write_section, Stats};
+use tests::bench::{broker, ms, reload, soak, write_section, Stats};
 
 const WARMUP: usize = 200;
 const SAMPLES: usize = 2_000;
@@ -17,6 +17,11 @@ async fn main() -> anyhow::Result<()> {
         let section = broker_section().await?;
         println!("{section}");
         write_section("broker", &section)?;
+    }
+    if run("soak") {
+        let section = soak_section().await?;
+        println!("{section}");
+        write_section("soak", &section)?;
     }
     if run("reload") {
         let section = reload_section().await?;
@@ -142,5 +147,42 @@ async fn reload_section() -> anyhow::Result<String> {
          when it leaves the sequential client's request hanging (the client gives up after \
          30 s and counts it lost). Target: median <= 100 ms; 0 invocations lost.\n\n{table}",
         reload::SAVES
+    ))
+}
+
+async fn soak_section() -> anyhow::Result<String> {
+    let r = soak::run().await?;
+    let growth = |before: u64, after: u64| after as f64 / before.max(1) as f64;
+    Ok(format!(
+        "## Soak (`cargo xtask bench soak`)\n\n\
+         {} sequential invocations through the whole chain (`live dev` with its embedded \
+         cloud: front door, emulator, stub frozen between invocations, broker, worker running \
+         the raw Python runtime client), after {} warm-up. Resident memory (VmRSS) before and \
+         after, and the error count.\n\n\
+         | process | before | after | after / before |\n\
+         | --- | ---: | ---: | ---: |\n\
+         | `live dev` | {} kB | {} kB | {:.2} |\n\
+         | stub (`bootstrap`) | {} kB | {} kB | {:.2} |\n\n\
+         `live dev` along the way (invocations after the warm-up: kB): {}. `live dev` \
+         remembers the last 4,096 answered request ids to drop duplicates; the growth while \
+         that window fills is bounded, flat once it is full.\n\n\
+         Errors: {} of {}. Took {:.1} s ({:.0} invocations/s, sequential).\n",
+        soak::INVOCATIONS,
+        soak::WARMUP,
+        r.dev_before_kb,
+        r.dev_after_kb,
+        growth(r.dev_before_kb, r.dev_after_kb),
+        r.stub_before_kb,
+        r.stub_after_kb,
+        growth(r.stub_before_kb, r.stub_after_kb),
+        r.samples
+            .iter()
+            .map(|(n, kb)| format!("{n}: {kb}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.errors,
+        soak::INVOCATIONS,
+        r.elapsed.as_secs_f64(),
+        soak::INVOCATIONS as f64 / r.elapsed.as_secs_f64()
     ))
 }
