@@ -65,10 +65,10 @@ pub async fn run() -> anyhow::Result<Report> {
             dev_before = rss_kb(dev_pid);
             stub_before = rss_kb(stub);
         }
-        if i >= WARMUP && (i - WARMUP) % 2500 == 0 {
+        if i >= WARMUP && (i - WARMUP).is_multiple_of(2500) {
             samples.push((i - WARMUP, rss_kb(dev_pid)));
         }
-        if std::env::var("SOAK_TRACE").is_ok() && i % 2500 == 0 {
+        if std::env::var("SOAK_TRACE").is_ok() && i.is_multiple_of(2500) {
             eprintln!(
                 "soak {i}: live dev {} kB, stub {} kB",
                 rss_kb(dev_pid),
