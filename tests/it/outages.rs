@@ -249,3 +249,38 @@ async fn a_seven_megabyte_payload_gets_a_clear_size_error_and_nothing_crashes() 
     assert_eq!(after.status, 200);
     assert_eq!(after.header("x-amz-function-error"), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_payloads_is_paced_through_the_bridge_not_dropped() {
+    // 12 x 5 MB at once: 60 MB towards one developer session, about the broker's 64 MiB
+    // outbox bound, far above its 8 MiB flow-control bound.
+    let dir = project("burst", &raw_function("echo"));
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let calls: Vec<_> = (0..12u8)
+        .map(|n| {
+            let (http, base) = (http.clone(), dev.front_door.clone());
+            let payload = format!(
+                r#"{{"mode":"echo","n":{n},"data":"{}"}}"#,
+                char::from(b'a' + n).to_string().repeat(5 * 1024 * 1024)
+            );
+            tokio::spawn(async move {
+                let reply = http.invoke(&base, "echo", &[], payload.clone()).await;
+                (reply, payload)
+            })
+        })
+        .collect();
+    for call in calls {
+        let (reply, payload) = call.await.unwrap();
+        assert_eq!(
+            reply.header("x-amz-function-error"),
+            "",
+            "{}",
+            String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)])
+        );
+        assert!(
+            reply.body == payload.as_bytes(),
+            "a payload changed or was cut"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! One client connection of the broker: WebSocket upgrade and CONNECT under a deadline, then a
 //! reader that parses MQTT packets and a writer that drains the connection's outbox.
 
-use super::router::{Inbox, Router};
+use super::router::{Congested, Inbox, Router};
 use crate::protocol::{MAX_MQTT_PAYLOAD, MAX_TOPIC_BYTES};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -204,8 +204,12 @@ async fn read_loop(
                     return End::Dropped(format!("malformed packet: {e}"));
                 }
             };
-            if let Some(end) = handle(packet, router, client_id, conn) {
+            let mut congested = Vec::new();
+            if let Some(end) = handle(packet, router, client_id, conn, &mut congested) {
                 return end;
+            }
+            for subscriber in congested {
+                wait_for_room(router, subscriber).await;
             }
         }
         let next = match tokio::time::timeout(idle_limit, stream.next()).await {
@@ -228,8 +232,38 @@ async fn read_loop(
     }
 }
 
-/// Act on one packet; `Some` ends the connection.
-fn handle(packet: Packet, router: &Router, client_id: &str, conn: u64) -> Option<End> {
+/// Flow control: wait until a congested subscriber's outbox is back under the soft bound
+/// before reading more from this publisher; one that drains nothing for the stall timeout
+/// has stopped reading and is disconnected.
+async fn wait_for_room(router: &Router, subscriber: Congested) {
+    let soft = router.config().soft_queued_bytes;
+    let stall = router.config().stall_timeout;
+    loop {
+        let before = subscriber.queued.bytes.load(Ordering::Relaxed);
+        if before <= soft {
+            return;
+        }
+        let drained = subscriber.queued.drained.notified();
+        // Re-check after registering, so a drain in between is not missed.
+        if subscriber.queued.bytes.load(Ordering::Relaxed) <= soft {
+            return;
+        }
+        if tokio::time::timeout(stall, drained).await.is_err() {
+            router.stalled(&subscriber.client_id, subscriber.conn);
+            return;
+        }
+    }
+}
+
+/// Act on one packet; `Some` ends the connection. Subscribers a publish congested are added
+/// to `congested`.
+fn handle(
+    packet: Packet,
+    router: &Router,
+    client_id: &str,
+    conn: u64,
+    congested: &mut Vec<Congested>,
+) -> Option<End> {
     match packet {
         Packet::Publish(publish) => {
             if publish.payload.len() > MAX_MQTT_PAYLOAD {
@@ -253,7 +287,7 @@ fn handle(packet: Packet, router: &Router, client_id: &str, conn: u64) -> Option
                 return Some(End::Dropped("QoS 2".into()));
             }
             let ack = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
-            router.publish(publish);
+            congested.extend(router.publish(publish));
             if let Some(pkid) = ack {
                 router.reply(client_id, conn, Packet::PubAck(PubAck::new(pkid)));
             }
@@ -309,6 +343,7 @@ async fn write_loop(
         sink.send(Message::Binary(out.split().freeze()))
             .await
             .map_err(|e| e.to_string())?;
+        inbox.drained();
     }
     let _ = sink.close().await;
     Ok(())

@@ -3,8 +3,9 @@
 //!
 //! QoS 0 and 1, retained messages, last wills, `+` and `#`, client-id takeover; TCP_NODELAY
 //! and flushed writes; handshake and keep-alive timeouts; a bounded outbox per subscriber
-//! whose overflow disconnects that subscriber with a log line; graceful shutdown that
-//! releases the port. Sessions are always clean (CONNACK says no session is present): the
+//! with flow control (above a soft bound its publishers wait for room) and whose overflow or
+//! stall disconnects that subscriber with a log line; graceful shutdown that releases the
+//! port. Sessions are always clean (CONNACK says no session is present): the
 //! bridge protocol acknowledges at its own level instead.
 
 mod conn;
@@ -29,6 +30,13 @@ pub struct BrokerConfig {
     pub max_queued_messages: usize,
     /// The most payload bytes queued for one subscriber before it is disconnected as too slow.
     pub max_queued_bytes: usize,
+    /// Above this many queued bytes for a subscriber, publishers to it wait for room before
+    /// the broker reads more from them: flow control from the slowest reader back to the
+    /// sender, instead of unbounded queues.
+    pub soft_queued_bytes: usize,
+    /// How long a publisher waits for a congested subscriber to make room; a subscriber that
+    /// drains nothing for this long has stopped reading and is disconnected.
+    pub stall_timeout: Duration,
     /// When set, every CONNECT must carry this user name and password.
     pub credentials: Option<(String, String)>,
 }
@@ -39,6 +47,8 @@ impl Default for BrokerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_queued_messages: 4096,
             max_queued_bytes: 64 * 1024 * 1024,
+            soft_queued_bytes: 8 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(10),
             credentials: None,
         }
     }

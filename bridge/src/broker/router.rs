@@ -24,11 +24,21 @@ struct Outbox {
     queued: Arc<Queued>,
 }
 
-/// What a connection's outbox holds now; the writer decrements as it sends.
+/// What a connection's outbox holds now; the writer decrements as it sends and wakes the
+/// publishers waiting for room.
 #[derive(Default)]
 pub(crate) struct Queued {
     pub messages: AtomicUsize,
     pub bytes: AtomicUsize,
+    pub drained: Notify,
+}
+
+/// A subscriber whose outbox is above the soft bound after a publish: its publisher waits
+/// for room before reading more (flow control), or disconnects it if it makes no progress.
+pub(crate) struct Congested {
+    pub client_id: String,
+    pub conn: u64,
+    pub queued: Arc<Queued>,
 }
 
 /// The receiving half, owned by the connection's writer.
@@ -44,6 +54,11 @@ impl Inbox {
             self.queued.messages.fetch_sub(1, Ordering::Relaxed);
             self.queued.bytes.fetch_sub(size, Ordering::Relaxed);
         }
+    }
+
+    /// Tell waiting publishers that the outbox drained (after a write).
+    pub fn drained(&self) {
+        self.queued.drained.notify_waiters();
     }
 }
 
@@ -152,9 +167,34 @@ impl Router {
 
     /// Route a client's PUBLISH: store or clear it if retained, deliver it to every matching
     /// subscription.
-    pub fn publish(&self, publish: Publish) {
+    /// Returns the subscribers now above the soft bound, which the publisher waits for.
+    pub fn publish(&self, publish: Publish) -> Vec<Congested> {
         let mut state = self.state.lock().expect("router lock");
+        let topic = publish.topic.clone();
         self.route(&mut state, VecDeque::from([publish]));
+        let soft = self.config.soft_queued_bytes;
+        state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.outbox.queued.bytes.load(Ordering::Relaxed) > soft)
+            .filter(|(_, s)| s.subscriptions.iter().any(|(f, _)| matches(&topic, f)))
+            .map(|(id, s)| Congested {
+                client_id: id.clone(),
+                conn: s.conn,
+                queued: s.outbox.queued.clone(),
+            })
+            .collect()
+    }
+
+    /// Disconnect a subscriber that made no progress for the stall timeout, loudly.
+    pub fn stalled(&self, client_id: &str, conn: u64) {
+        let mut state = self.state.lock().expect("router lock");
+        if state.sessions.get(client_id).map(|s| s.conn) != Some(conn) {
+            return;
+        }
+        let pending =
+            self.drop_overflowed(&mut state, vec![client_id.to_string()], VecDeque::new());
+        self.route(&mut state, pending);
     }
 
     /// Add subscriptions for `conn`, queue the SUBACK, then the retained messages they match.

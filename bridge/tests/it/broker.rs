@@ -373,6 +373,7 @@ async fn a_subscriber_that_stops_reading_is_disconnected_loudly_never_skipped() 
     let b = broker_with(BrokerConfig {
         max_queued_messages: 64,
         max_queued_bytes: 4 * 1024 * 1024,
+        stall_timeout: Duration::from_millis(500),
         ..BrokerConfig::default()
     })
     .await;
@@ -431,4 +432,50 @@ async fn a_subscriber_that_stops_reading_is_disconnected_loudly_never_skipped() 
         logs.contains("disconnecting a subscriber that stopped reading") && logs.contains("slow"),
         "no log line names the slow subscriber:\n{logs}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_to_a_slow_reader_is_paced_not_dropped() {
+    // The outbox may hold 4 MiB; a 20 MB burst to a reader slower than the sender fits only
+    // because the broker makes the publisher wait above 1 MiB.
+    let b = broker_with(BrokerConfig {
+        soft_queued_bytes: 1024 * 1024,
+        max_queued_bytes: 4 * 1024 * 1024,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let url = b.url();
+    let mut slow = connect_with(
+        &url,
+        "slow-reader",
+        Options {
+            read_delay: Some(Duration::from_millis(3)),
+            ..Options::default()
+        },
+    )
+    .await;
+    slow.subscribe("burst", QoS::AtLeastOnce).await;
+    let publisher = connect(&url, "burster").await;
+    let total = 200u32;
+    let send = tokio::spawn(async move {
+        for i in 0..total {
+            let mut payload = vec![0u8; 100_000];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            publisher
+                .client
+                .publish("burst", QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        publisher
+    });
+    for i in 0..total {
+        let p = slow.next_publish().await;
+        assert_eq!(
+            p.payload[..4],
+            i.to_be_bytes(),
+            "message {i} lost or reordered"
+        );
+    }
+    let _publisher = send.await.unwrap();
 }

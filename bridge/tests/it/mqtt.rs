@@ -29,6 +29,8 @@ pub struct Options {
     pub will: Option<LastWill>,
     /// Stop polling the event loop after the first SUBACK until `resume` fires.
     pub pause_after_suback: bool,
+    /// Pause this long after each PUBLISH received: a reader slower than the sender.
+    pub read_delay: Option<Duration>,
 }
 
 pub async fn connect(url: &str, id: &str) -> TestClient {
@@ -59,12 +61,16 @@ pub async fn connect_with(url: &str, id: &str, opts: Options) -> TestClient {
     let (tx, events) = mpsc::unbounded_channel();
     let (resume_tx, resume_rx) = tokio::sync::oneshot::channel();
     let pause = opts.pause_after_suback;
+    let read_delay = opts.read_delay;
     let task = tokio::spawn(async move {
         let mut resume = Some(resume_rx);
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(packet)) => {
                     let suback = matches!(packet, Packet::SubAck(_));
+                    if let (Some(delay), Packet::Publish(_)) = (read_delay, &packet) {
+                        tokio::time::sleep(delay).await;
+                    }
                     if tx.send(Seen::Packet(packet)).is_err() {
                         return;
                     }
