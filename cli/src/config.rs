@@ -31,6 +31,8 @@ pub struct Project {
     pub app: String,
     pub stage: String,
     pub functions: BTreeMap<String, Function>,
+    /// Build Rust functions with `--release` (a command-line choice, not a live.toml key).
+    pub release: bool,
 }
 
 /// One function's table.
@@ -165,6 +167,7 @@ impl Project {
             app: if app.is_empty() { "app".into() } else { app },
             stage: default_stage(),
             functions,
+            release: false,
         })
     }
 
@@ -232,6 +235,7 @@ impl Project {
             app: file.app,
             stage,
             functions: file.functions,
+            release: false,
         })
     }
 }

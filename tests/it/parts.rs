@@ -119,3 +119,24 @@ async fn in_the_split_setup_no_stub_or_worker_outlives_its_killed_parent() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test]
+async fn live_cloud_direct_runs_handlers_without_stub_or_bridge() {
+    let dir = project("direct", &raw_function("echo"));
+    let cloud = live_cloud(&dir, &["--direct"]);
+    let reply = Http::default()
+        .invoke(&cloud.front_door, "echo", &[], "{}")
+        .await;
+    assert_eq!(
+        reply.header("x-amz-function-error"),
+        "",
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    // The process the emulator started is the handler itself.
+    assert_eq!(
+        reply.header("x-live-stub-pid"),
+        reply.json()["pid"].to_string()
+    );
+    cloud.child.wait_for_line(|l| l.contains("(none: direct)"));
+}

@@ -34,6 +34,9 @@ pub struct Settings {
     pub echo_stubs: bool,
     /// Freeze idle stubs (SIGSTOP) and thaw them for the next invocation, as Lambda does.
     pub freeze: bool,
+    /// Run each function's own runtime instead of the stub (no bridge at all): the direct
+    /// baseline the benchmarks compare the chain with.
+    pub direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
 }
 
 /// What an invocation asks for.
@@ -230,20 +233,38 @@ impl Pool {
             .await
             .map_err(|e| format!("could not bind a Runtime API port: {e}"))?;
         let env_id = crate::ids::env_id();
-        let mut cmd = tokio::process::Command::new(&self.settings.stub);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        let mut cmd = match self
+            .settings
+            .direct
+            .as_ref()
+            .and_then(|d| d.get(&self.name))
+        {
+            Some(launch) => {
+                let mut cmd = tokio::process::Command::new(&launch.program);
+                cmd.args(&launch.args)
+                    .current_dir(&launch.dir)
+                    .envs(&self.function.env);
+                cmd
+            }
+            None => {
+                let mut cmd = tokio::process::Command::new(&self.settings.stub);
+                cmd.env_clear()
+                    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                    .env("LIVE_BRIDGE_URL", &self.settings.bridge_url)
+                    .env("LIVE_APP", &self.app)
+                    .env("LIVE_STAGE", &self.stage)
+                    .env("LIVE_FUNCTION", &self.name)
+                    .env(
+                        "LIVE_NO_DEV_WINDOW_MS",
+                        self.settings.no_dev_window.as_millis().to_string(),
+                    );
+                cmd
+            }
+        };
+        cmd.env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
             .envs(lambda_env(&self.name, &self.function, &env_id))
             .env("AWS_LAMBDA_RUNTIME_API", api.local_addr().to_string())
-            .env("_HANDLER", "bootstrap")
-            .env("LIVE_BRIDGE_URL", &self.settings.bridge_url)
-            .env("LIVE_APP", &self.app)
-            .env("LIVE_STAGE", &self.stage)
-            .env("LIVE_FUNCTION", &self.name)
-            .env(
-                "LIVE_NO_DEV_WINDOW_MS",
-                self.settings.no_dev_window.as_millis().to_string(),
-            );
+            .env("_HANDLER", "bootstrap");
         let echo = if self.settings.echo_stubs {
             Echo::Prefixed(format!("[stub {}] ", self.name))
         } else {

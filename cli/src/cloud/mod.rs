@@ -43,6 +43,9 @@ pub struct CloudOptions {
     /// freezes idle execution environments).
     #[arg(long)]
     pub no_freeze: bool,
+    /// Build Rust functions in release mode.
+    #[arg(long)]
+    pub release: bool,
 }
 
 /// The running local cloud.
@@ -62,9 +65,24 @@ impl LocalCloud {
         options: &CloudOptions,
         broker_url: Option<String>,
     ) -> anyhow::Result<LocalCloud> {
-        let stub = find_stub(options.stub.clone())?;
+        Self::start_with(project, options, broker_url, None).await
+    }
+
+    /// [`LocalCloud::start`], or with `direct` launches: the emulator runs the handlers
+    /// themselves, with no stub and no broker.
+    pub async fn start_with(
+        project: &Project,
+        options: &CloudOptions,
+        broker_url: Option<String>,
+        direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
+    ) -> anyhow::Result<LocalCloud> {
+        let stub = match &direct {
+            Some(_) => PathBuf::new(),
+            None => find_stub(options.stub.clone())?,
+        };
         let (broker, bridge_url) = match broker_url {
             Some(url) => (None, url),
+            None if direct.is_some() => (None, "(none: direct)".to_string()),
             None => {
                 let addr = SocketAddr::from(([127, 0, 0, 1], options.broker_port));
                 let broker = Broker::start(addr, BrokerConfig::default())
@@ -80,7 +98,8 @@ impl LocalCloud {
             max_envs: options.max_envs.max(1),
             no_dev_window: Duration::from_millis(options.no_dev_window_ms),
             echo_stubs: options.show_stubs,
-            freeze: !options.no_freeze,
+            freeze: !options.no_freeze && direct.is_none(),
+            direct,
         };
         let emulator = Arc::new(Emulator::new(project, settings));
         let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
@@ -169,6 +188,10 @@ pub struct CloudArgs {
     /// Use this broker (for example `live broker`'s URL) instead of embedding one.
     #[arg(long)]
     pub broker: Option<String>,
+    /// Build the handlers and run them directly under the emulator, with no stub and no
+    /// bridge: the baseline the benchmarks compare the whole chain with.
+    #[arg(long, conflicts_with = "broker")]
+    pub direct: bool,
     #[command(flatten)]
     pub cloud: CloudOptions,
 }
@@ -184,8 +207,18 @@ pub fn load_project(config: Option<&PathBuf>) -> anyhow::Result<Project> {
 
 /// Run `live cloud` until `shutdown`.
 pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let project = load_project(args.config.as_ref())?;
-    let cloud = LocalCloud::start(&project, &args.cloud, args.broker).await?;
+    let mut project = load_project(args.config.as_ref())?;
+    project.release = args.cloud.release;
+    let direct = if args.direct {
+        let names: Vec<String> = project.functions.keys().cloned().collect();
+        let launches = crate::dev::build::build_some(&project, &names)
+            .await
+            .map_err(|f| anyhow::anyhow!("build failed:\n{}", f.first_error))?;
+        Some(launches)
+    } else {
+        None
+    };
+    let cloud = LocalCloud::start_with(&project, &args.cloud, args.broker, direct).await?;
     println!(
         "live cloud ready: http://{} (app {}, stage {})\n{}",
         cloud.front_door,

@@ -103,6 +103,7 @@ async fn cargo_build(
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = tokio::process::Command::new(cargo);
     cmd.args(["build", "--message-format=json-render-diagnostics"])
+        .args(project.release.then_some("--release"))
         .current_dir(&project.root)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -2,6 +2,7 @@
 //! description here; each measured path in its own module.
 
 pub mod broker;
+pub mod chain;
 pub mod reload;
 pub mod soak;
 

@@ -214,7 +214,7 @@ pub async fn live() -> anyhow::Result<Report> {
 }
 
 /// The `cargo-lambda` virtual environment, installed from PyPI when missing.
-fn cargo_lambda_bin() -> anyhow::Result<PathBuf> {
+pub fn cargo_lambda_bin() -> anyhow::Result<PathBuf> {
     let venv = crate::target_dir().join("live-bench-venv");
     let bin = venv.join("bin");
     if !bin.join("cargo-lambda").exists() {

@@ -1,8 +1,10 @@
 //! The benchmark command behind `cargo xtask bench [NAME]`: starts everything itself on
 //! loopback, measures, prints the figures and rewrites its section of BENCHMARKS.md. Built in
-//! release by the xtask. Sections: `broker`, `soak`, `reload`; none named runs all.
+//! release by the xtask. Sections: `broker`, `chain`, `soak`, `reload`; none named runs all.
 
 use std::fmt::Write as _;
+use std::time::Duration;
+use tests::bench::chain::{self, Path};
 use tests::bench::{broker, ms, reload, soak, write_section, Stats};
 
 const WARMUP: usize = 200;
@@ -17,6 +19,11 @@ async fn main() -> anyhow::Result<()> {
         let section = broker_section().await?;
         println!("{section}");
         write_section("broker", &section)?;
+    }
+    if run("chain") {
+        let section = chain_section().await?;
+        println!("{section}");
+        write_section("chain", &section)?;
     }
     if run("soak") {
         let section = soak_section().await?;
@@ -184,5 +191,142 @@ async fn soak_section() -> anyhow::Result<String> {
         soak::INVOCATIONS,
         r.elapsed.as_secs_f64(),
         soak::INVOCATIONS as f64 / r.elapsed.as_secs_f64()
+    ))
+}
+
+struct PathFigures {
+    seq: Stats,
+    throughput: Vec<(usize, f64, usize)>,
+    payloads: Vec<(&'static str, Stats)>,
+}
+
+async fn measure(path: Path) -> anyhow::Result<PathFigures> {
+    eprintln!("bench: {} ...", path.name());
+    let running = chain::start(path).await?;
+    let seq = chain::sequential(&running.url, WARMUP, SAMPLES).await?;
+    let mut throughput = Vec::new();
+    for connections in [1, 8, 32] {
+        let (rate, errors) =
+            chain::throughput(&running.url, connections, Duration::from_secs(10)).await;
+        throughput.push((connections, rate, errors));
+    }
+    let mut payloads = Vec::new();
+    for (name, size, reps) in [
+        ("1 KB", 1_000, 20),
+        ("100 KB", 100_000, 20),
+        ("1 MB", 1_000_000, 10),
+        ("5 MiB", 5 * 1024 * 1024, 5),
+    ] {
+        payloads.push((name, chain::payload(&running.url, size, reps).await?));
+    }
+    drop(running);
+    Ok(PathFigures {
+        seq,
+        throughput,
+        payloads,
+    })
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2}", a.as_secs_f64() / b.as_secs_f64())
+}
+
+async fn chain_section() -> anyhow::Result<String> {
+    let bare = broker::broker_round_trip(WARMUP, SAMPLES, PAYLOAD).await?;
+    let direct = measure(Path::Direct).await?;
+    let chain = measure(Path::Chain).await?;
+    let peer = measure(Path::Peer).await?;
+    let mut t = String::new();
+    writeln!(t, "Sequential latency, {SAMPLES} invocations after {WARMUP} warm-up, one keep-alive connection:\n")?;
+    writeln!(t, "| path | p50 | p90 | p99 | max | p99 / p50 |")?;
+    writeln!(t, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+    for (name, f) in [
+        ("direct", &direct),
+        ("chain", &chain),
+        ("peer (cargo lambda watch)", &peer),
+    ] {
+        writeln!(
+            t,
+            "| {name} | {} | {} | {} | {} | {} |",
+            ms(f.seq.p(50.0)),
+            ms(f.seq.p(90.0)),
+            ms(f.seq.p(99.0)),
+            ms(f.seq.max()),
+            ratio(f.seq.p(99.0), f.seq.p(50.0))
+        )?;
+    }
+    writeln!(
+        t,
+        "| bare broker round trip | {} | {} | {} | {} | |",
+        ms(bare.p(50.0)),
+        ms(bare.p(90.0)),
+        ms(bare.p(99.0)),
+        ms(bare.max())
+    )?;
+    writeln!(t, "\nRatios (p50): chain / direct {}, chain / peer {}; chain p50 - direct p50 = {} against 1.5x the bare broker p50 = {}.\n",
+        ratio(chain.seq.p(50.0), direct.seq.p(50.0)),
+        ratio(chain.seq.p(50.0), peer.seq.p(50.0)),
+        ms(chain.seq.p(50.0).saturating_sub(direct.seq.p(50.0))),
+        ms(bare.p(50.0).mul_f64(1.5)))?;
+    writeln!(t, "Throughput, invocations/s for 10 s (errors):\n")?;
+    writeln!(
+        t,
+        "| connections | direct | chain | peer | chain / direct | chain / peer |"
+    )?;
+    writeln!(t, "| ---: | ---: | ---: | ---: | ---: | ---: |")?;
+    for i in 0..3 {
+        let (c, d, de) = direct.throughput[i];
+        let (_, ch, che) = chain.throughput[i];
+        let (_, p, pe) = peer.throughput[i];
+        writeln!(
+            t,
+            "| {c} | {d:.0} ({de}) | {ch:.0} ({che}) | {p:.0} ({pe}) | {:.2} | {:.2} |",
+            ch / d.max(1e-9),
+            ch / p.max(1e-9)
+        )?;
+    }
+    writeln!(t, "\nPayload round trips (event echoed back), median:\n")?;
+    writeln!(
+        t,
+        "| payload | direct | chain | peer | chain / direct | chain / peer |"
+    )?;
+    writeln!(t, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+    for i in 0..direct.payloads.len() {
+        let (name, d) = (&direct.payloads[i].0, direct.payloads[i].1.median());
+        let (c, p) = (chain.payloads[i].1.median(), peer.payloads[i].1.median());
+        writeln!(
+            t,
+            "| {name} | {} | {} | {} | {} | {} |",
+            ms(d),
+            ms(c),
+            ms(p),
+            ratio(c, d),
+            ratio(c, p)
+        )?;
+    }
+    let stub = tests::target_dir().join("release").join("bootstrap");
+    let stub_size = std::fs::metadata(&stub).map(|m| m.len()).unwrap_or(0);
+    let zip = std::env::temp_dir().join("live-bench-stub.zip");
+    let _ = std::process::Command::new("python3")
+        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED, compresslevel=9); z.write(sys.argv[2], 'bootstrap'); z.close()"])
+        .arg(&zip)
+        .arg(&stub)
+        .status();
+    let zip_size = std::fs::metadata(&zip).map(|m| m.len()).unwrap_or(0);
+    writeln!(
+        t,
+        "\nStub: `bootstrap` release binary {:.2} MB, zipped (deflate 9) {:.2} MB.",
+        stub_size as f64 / 1e6,
+        zip_size as f64 / 1e6
+    )?;
+    Ok(format!(
+        "## The whole chain against direct and the peer (`cargo xtask bench chain`)\n\n\
+         One echo handler (`tests/fixtures/echo`, `lambda_runtime`, release builds) on three \
+         paths, one after the other in one run: **direct** is `live cloud --direct` (Invoke \
+         API -> local Runtime API -> handler, no stub, no broker); **chain** is `live dev \
+         --release` with its embedded cloud (Invoke API -> emulator -> stub, frozen between \
+         invocations -> broker -> `live dev` -> handler); **peer** is `cargo lambda watch \
+         --release` 1.9.2 from PyPI with its default settings. The load client is this \
+         benchmark process (Rust, hyper, keep-alive connections), sharing the 2 cores.\n\n{t}"
     ))
 }

@@ -1,0 +1,213 @@
+//! The whole chain against its baselines on one echo handler (`tests/fixtures/echo`, release
+//! builds): **direct** (Invoke API -> local Runtime API -> handler, `live cloud --direct`),
+//! **chain** (Invoke API -> emulator -> stub -> broker -> `live dev` -> handler) and **peer**
+//! (`cargo lambda watch --release`, default settings). One load client, in this process, on
+//! hyper with keep-alive connections.
+
+use super::Stats;
+use crate::http::Http;
+use crate::live::fixture_target_dir;
+use crate::Child;
+use anyhow::{bail, Context};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The three paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Direct,
+    Chain,
+    Peer,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Chain => "chain",
+            Path::Peer => "peer",
+        }
+    }
+}
+
+/// A running path and the URL to invoke the echo function at.
+pub struct Running {
+    pub child: Child,
+    pub url: String,
+}
+
+fn fixture() -> std::path::PathBuf {
+    crate::live::fixtures().join("echo")
+}
+
+/// Start `path` and wait until it answers.
+pub async fn start(path: Path) -> anyhow::Result<Running> {
+    let (child, url) = match path {
+        Path::Direct | Path::Chain => {
+            let mut cmd = Command::new(crate::bin("live"));
+            if path == Path::Direct {
+                cmd.args(["cloud", "--direct", "--release", "-c"])
+                    .arg(fixture());
+            } else {
+                cmd.args(["dev", "--release", "--json", "-c"])
+                    .arg(fixture());
+            }
+            cmd.env("CARGO_TARGET_DIR", fixture_target_dir());
+            let child = Child::spawn(cmd);
+            let line = child.wait_for_line_within(Duration::from_secs(900), |l| {
+                l.starts_with("live cloud ready: ") || l.contains("\"ready\"")
+            });
+            let base = if path == Path::Direct {
+                line.trim_start_matches("live cloud ready: ")
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            } else {
+                let v: serde_json::Value = serde_json::from_str(&line)?;
+                v["front_door"].as_str().unwrap_or("").to_string()
+            };
+            (
+                child,
+                format!("{base}/2015-03-31/functions/echo/invocations"),
+            )
+        }
+        Path::Peer => {
+            let bin = super::reload::cargo_lambda_bin()?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let mut cmd = Command::new("cargo");
+            cmd.args([
+                "lambda",
+                "watch",
+                "--release",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
+            .current_dir(fixture())
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("CARGO_TARGET_DIR", fixture_target_dir());
+            (
+                Child::spawn(cmd),
+                format!("http://127.0.0.1:{port}/2015-03-31/functions/echo/invocations"),
+            )
+        }
+    };
+    let http = Http::default();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(120),
+            http.try_send("POST", &url, &[], "{}"),
+        )
+        .await;
+        if matches!(attempt, Ok(Ok(ref r)) if r.status == 200) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{} never answered:\n{}", path.name(), child.output());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Running { child, url })
+}
+
+async fn call(http: &Http, url: &str, body: bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(60),
+        http.try_send("POST", url, &[], body),
+    )
+    .await
+    .context("no answer within 60 s")?
+    .map_err(anyhow::Error::msg)?;
+    if reply.status != 200 || !reply.header("x-amz-function-error").is_empty() {
+        bail!(
+            "status {}: {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)])
+        );
+    }
+    Ok(reply.body)
+}
+
+/// Sequential latency: `warmup` then `samples` small invocations on one connection.
+pub async fn sequential(url: &str, warmup: usize, samples: usize) -> anyhow::Result<Stats> {
+    let http = Http::default();
+    let body = bytes::Bytes::from_static(br#"{"n":1}"#);
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        let start = Instant::now();
+        call(&http, url, body.clone()).await?;
+        if i >= warmup {
+            times.push(start.elapsed());
+        }
+    }
+    Ok(Stats::new(times))
+}
+
+/// Invocations per second with `connections` concurrent keep-alive connections for `span`,
+/// and the errors.
+pub async fn throughput(url: &str, connections: usize, span: Duration) -> (f64, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, errors) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (stop, done, errors, url) =
+                (stop.clone(), done.clone(), errors.clone(), url.to_string());
+            tokio::spawn(async move {
+                let http = Http::default();
+                let body = bytes::Bytes::from_static(br#"{"n":1}"#);
+                while !stop.load(Ordering::Relaxed) {
+                    match call(&http, &url, body.clone()).await {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    tokio::time::sleep(span).await;
+    stop.store(true, Ordering::Relaxed);
+    let counted = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    for t in tasks {
+        let _ = t.await;
+    }
+    (
+        counted as f64 / elapsed.as_secs_f64(),
+        errors.load(Ordering::Relaxed),
+    )
+}
+
+/// The median round trip of an event of `size` bytes (echoed back), over `reps`.
+pub async fn payload(url: &str, size: usize, reps: usize) -> anyhow::Result<Stats> {
+    let http = Http::default();
+    let body = bytes::Bytes::from(format!(
+        r#"{{"data":"{}"}}"#,
+        "x".repeat(size.saturating_sub(11))
+    ));
+    call(&http, url, body.clone()).await?;
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let back = call(&http, url, body.clone()).await?;
+        times.push(start.elapsed());
+        if back.len() != body.len() {
+            bail!("{size} bytes went out, {} came back", back.len());
+        }
+    }
+    Ok(Stats::new(times))
+}
