@@ -1,6 +1,7 @@
 //! The benchmark command behind `cargo xtask bench [NAME]`: starts everything itself on
 //! loopback, measures, prints the figures and rewrites its section of BENCHMARKS.md. Built in
-//! release by the xtask. Sections: `broker`, `chain`, `soak`, `reload`; none named runs all.
+//! release by the xtask. Sections: `broker`, `chain`, `stub`, `soak`, `reload`; none named
+//! runs all.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -24,6 +25,11 @@ async fn main() -> anyhow::Result<()> {
         let section = chain_section().await?;
         println!("{section}");
         write_section("chain", &section)?;
+    }
+    if run("stub") {
+        let section = stub_section()?;
+        println!("{section}");
+        write_section("stub", &section)?;
     }
     if run("soak") {
         let section = soak_section().await?;
@@ -304,21 +310,6 @@ async fn chain_section() -> anyhow::Result<String> {
             ratio(c, p)
         )?;
     }
-    let stub = tests::target_dir().join("release").join("bootstrap");
-    let stub_size = std::fs::metadata(&stub).map(|m| m.len()).unwrap_or(0);
-    let zip = std::env::temp_dir().join("live-bench-stub.zip");
-    let _ = std::process::Command::new("python3")
-        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED, compresslevel=9); z.write(sys.argv[2], 'bootstrap'); z.close()"])
-        .arg(&zip)
-        .arg(&stub)
-        .status();
-    let zip_size = std::fs::metadata(&zip).map(|m| m.len()).unwrap_or(0);
-    writeln!(
-        t,
-        "\nStub: `bootstrap` release binary {:.2} MB, zipped (deflate 9) {:.2} MB.",
-        stub_size as f64 / 1e6,
-        zip_size as f64 / 1e6
-    )?;
     Ok(format!(
         "## The whole chain against direct and the peer (`cargo xtask bench chain`)\n\n\
          One echo handler (`tests/fixtures/echo`, `lambda_runtime`, release builds) on three \
@@ -328,5 +319,37 @@ async fn chain_section() -> anyhow::Result<String> {
          invocations -> broker -> `live dev` -> handler); **peer** is `cargo lambda watch \
          --release` 1.9.2 from PyPI with its default settings. The load client is this \
          benchmark process (Rust, hyper, keep-alive connections), sharing the 2 cores.\n\n{t}"
+    ))
+}
+
+/// Size of a file, and of it alone in a zip (deflate 9), as Lambda takes it.
+fn sizes(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+    let size = std::fs::metadata(path)?.len();
+    let zip = std::env::temp_dir().join("live-bench-stub.zip");
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED, compresslevel=9); z.write(sys.argv[2], 'bootstrap'); z.close()"])
+        .arg(&zip)
+        .arg(path)
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "could not zip {}", path.display());
+    Ok((size, std::fs::metadata(&zip)?.len()))
+}
+
+fn stub_section() -> anyhow::Result<String> {
+    let target = tests::target_dir();
+    let (release, release_zip) = sizes(&target.join("release").join("bootstrap"))?;
+    let (deployed, deployed_zip) = sizes(&target.join("stub").join("bootstrap"))?;
+    Ok(format!(
+        "## Stub size (`cargo xtask bench stub`)\n\n\
+         | build | binary | zipped (deflate 9) |\n\
+         | --- | ---: | ---: |\n\
+         | `cargo build --release` (workspace) | {:.2} MB | {:.2} MB |\n\
+         | `cargo build --profile stub -p stub` (what is deployed: built alone, `opt-level = \"s\"`, fat LTO, one codegen unit, `panic = \"abort\"`, stripped) | {:.2} MB | {:.2} MB |\n\n\
+         Target: zip <= 2 MB.\n",
+        release as f64 / 1e6,
+        release_zip as f64 / 1e6,
+        deployed as f64 / 1e6,
+        deployed_zip as f64 / 1e6
     ))
 }

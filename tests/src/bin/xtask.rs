@@ -102,6 +102,10 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--release", "--workspace", "--bins"]);
     run("build in release", build)?;
+    // The stub as it is deployed: built alone, with its own size-minded profile.
+    let mut stub = cargo();
+    stub.args(["build", "--profile", "stub", "-p", "stub"]);
+    run("build the deployable stub", stub)?;
     let mut bench = Command::new(tests::target_dir().join("release").join("bench"));
     bench.args(args).current_dir(tests::workspace_root());
     run("run the benchmarks", bench)
