@@ -202,11 +202,11 @@ impl Bridge {
                     match message {
                         DevMessage::Ack { .. } => acked = true,
                         DevMessage::Response { request_id, headers } => {
-                            self.ack_result(&session, request_id).await;
+                            self.ack_result(&session, request_id);
                             return Reply::Response { headers, body };
                         }
                         DevMessage::Error { request_id, error_type, headers } => {
-                            self.ack_result(&session, request_id).await;
+                            self.ack_result(&session, request_id);
                             return Reply::Error {
                                 error_type: error_type.unwrap_or_else(|| "Unhandled".into()),
                                 headers,
@@ -303,7 +303,8 @@ impl Bridge {
         }
     }
 
-    async fn ack_result(&self, session: &Presence, request_id: String) {
+    /// Acknowledge a result, off the critical path: the reply goes to Lambda first.
+    fn ack_result(&self, session: &Presence, request_id: String) {
         {
             let mut answered = self.answered.lock().expect("lock");
             if answered.len() == ANSWERED {
@@ -312,10 +313,12 @@ impl Bridge {
             answered.push_back((request_id.clone(), session.session.clone()));
         }
         if let Ok(topic) = self.topics.invocations(&session.session) {
-            let _ = self
-                .sender
-                .send(&topic, &StubMessage::ResultAck { request_id }, b"")
-                .await;
+            let sender = self.sender.clone();
+            tokio::spawn(async move {
+                let _ = sender
+                    .send(&topic, &StubMessage::ResultAck { request_id }, b"")
+                    .await;
+            });
         }
     }
 
