@@ -211,3 +211,40 @@ pub async fn payload(url: &str, size: usize, reps: usize) -> anyhow::Result<Stat
     }
     Ok(Stats::new(times))
 }
+
+/// `n` invocations sent at once, each on its own connection: how many came back with their
+/// own result, with an error, or not within `timeout`.
+pub async fn in_flight(url: &str, n: usize, timeout: Duration) -> (usize, usize, usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let http = Http::default();
+                let body = bytes::Bytes::from(format!(r#"{{"n":{i}}}"#));
+                match tokio::time::timeout(timeout, http.try_send("POST", &url, &[], body)).await {
+                    Err(_) => 2,
+                    Ok(Ok(r)) if r.status == 200 && r.header("x-amz-function-error").is_empty() => {
+                        let own = serde_json::from_slice::<serde_json::Value>(&r.body)
+                            .map(|v| v["n"] == i)
+                            .unwrap_or(false);
+                        if own {
+                            0
+                        } else {
+                            1
+                        }
+                    }
+                    Ok(_) => 1,
+                }
+            })
+        })
+        .collect();
+    let (mut ok, mut errors, mut hung) = (0, 0, 0);
+    for t in tasks {
+        match t.await.unwrap_or(1) {
+            0 => ok += 1,
+            1 => errors += 1,
+            _ => hung += 1,
+        }
+    }
+    (ok, errors, hung)
+}

@@ -204,16 +204,32 @@ struct PathFigures {
     seq: Stats,
     throughput: Vec<(usize, f64, usize)>,
     payloads: Vec<(&'static str, Stats)>,
+    /// 1,000 at once: own results, errors, not answered in 60 s.
+    in_flight: (usize, usize, usize),
+    /// Resident memory of the serving process (`live dev` for the chain), kB: idle, and
+    /// during the 32-connection throughput run.
+    rss_idle_kb: u64,
+    rss_load_kb: u64,
 }
 
 async fn measure(path: Path) -> anyhow::Result<PathFigures> {
     eprintln!("bench: {} ...", path.name());
     let running = chain::start(path).await?;
+    let pid = running.child.pid();
+    let rss_idle_kb = tests::bench::soak::rss_kb(pid);
     let seq = chain::sequential(&running.url, WARMUP, SAMPLES).await?;
     let mut throughput = Vec::new();
+    let mut rss_load_kb = 0;
     for connections in [1, 8, 32] {
-        let (rate, errors) =
-            chain::throughput(&running.url, connections, Duration::from_secs(10)).await;
+        let sample = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            tests::bench::soak::rss_kb(pid)
+        };
+        let load = chain::throughput(&running.url, connections, Duration::from_secs(10));
+        let ((rate, errors), rss) = tokio::join!(load, sample);
+        if connections == 32 {
+            rss_load_kb = rss;
+        }
         throughput.push((connections, rate, errors));
     }
     let mut payloads = Vec::new();
@@ -225,11 +241,15 @@ async fn measure(path: Path) -> anyhow::Result<PathFigures> {
     ] {
         payloads.push((name, chain::payload(&running.url, size, reps).await?));
     }
+    let in_flight = chain::in_flight(&running.url, 1000, Duration::from_secs(60)).await;
     drop(running);
     Ok(PathFigures {
         seq,
         throughput,
         payloads,
+        in_flight,
+        rss_idle_kb,
+        rss_load_kb,
     })
 }
 
@@ -310,6 +330,18 @@ async fn chain_section() -> anyhow::Result<String> {
             ratio(c, p)
         )?;
     }
+    writeln!(
+        t,
+        "\n1,000 invocations sent at once, each on its own connection, 60 s timeout:\n"
+    )?;
+    writeln!(t, "| path | own result | error | no answer |")?;
+    writeln!(t, "| --- | ---: | ---: | ---: |")?;
+    for (name, f) in [("direct", &direct), ("chain", &chain), ("peer", &peer)] {
+        let (ok, errors, hung) = f.in_flight;
+        writeln!(t, "| {name} | {ok} | {errors} | {hung} |")?;
+    }
+    writeln!(t, "\nResident memory of the serving process (`live dev` for the chain, which holds the front door, emulator, broker and session; `live cloud --direct`; `cargo lambda watch`'s `cargo` process, not its emulator child): idle {} / {} / {} kB, under the 32-connection load {} / {} / {} kB (direct / chain / peer).",
+        direct.rss_idle_kb, chain.rss_idle_kb, peer.rss_idle_kb, direct.rss_load_kb, chain.rss_load_kb, peer.rss_load_kb)?;
     Ok(format!(
         "## The whole chain against direct and the peer (`cargo xtask bench chain`)\n\n\
          One echo handler (`tests/fixtures/echo`, `lambda_runtime`, release builds) on three \
