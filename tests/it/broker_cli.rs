@@ -2,7 +2,7 @@
 //! WebSocket) checking conformance, a last will when a client process is killed, and a clean
 //! stop on Ctrl+C that releases the port.
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use rumqttc::QoS;
 use std::process::Command;
 use std::time::Duration;
 use tests::{bin, python, Child, DEADLINE};
@@ -26,36 +26,12 @@ async fn subscriber(
     url: &str,
     filter: &str,
 ) -> (
-    AsyncClient,
+    rumqttc::AsyncClient,
     tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
 ) {
-    let mut options = MqttOptions::new("watcher", url, 0);
-    options.set_transport(Transport::Ws);
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut subscribed_tx = Some(subscribed_tx);
-        while let Ok(event) = eventloop.poll().await {
-            match event {
-                Event::Incoming(Packet::SubAck(_)) => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Event::Incoming(Packet::Publish(p)) => {
-                    let _ = tx.send(p);
-                }
-                _ => {}
-            }
-        }
-    });
-    tokio::time::timeout(DEADLINE, subscribed)
+    tests::bench::broker::client(url, "watcher", filter)
         .await
         .expect("subscribed within the deadline")
-        .unwrap();
-    (client, rx)
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! `runtime-server`).
 
 #[cfg(feature = "runtime-server")]
+pub mod http_server;
+#[cfg(feature = "runtime-server")]
 pub mod server;
 
 /// `GET`: the next invocation, held open until there is one.

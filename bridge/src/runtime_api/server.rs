@@ -9,12 +9,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
 /// An invocation handed to the runtime on `/next`.
 #[derive(Debug, Clone)]
@@ -130,7 +128,12 @@ impl RuntimeApi {
             init_error: Mutex::new(None),
             info,
         });
-        let task = tokio::spawn(serve(listener, shared.clone()));
+        let task = tokio::spawn(super::http_server::serve(
+            listener,
+            shared.clone(),
+            |req, shared| async move { route(req, &shared).await },
+            std::future::pending(),
+        ));
         Ok(RuntimeApi {
             addr,
             queue,
@@ -159,30 +162,6 @@ impl RuntimeApi {
 impl Drop for RuntimeApi {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    // Dropping the set (when this task is aborted) aborts every connection.
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(route(req, &shared).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
     }
 }
 

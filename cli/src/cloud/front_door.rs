@@ -9,11 +9,9 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 /// The largest synchronous request payload Lambda accepts.
 const MAX_SYNC_REQUEST: usize = 6_291_456;
@@ -30,28 +28,13 @@ pub async fn serve(
     emulator: Arc<Emulator>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let emulator = emulator.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let emulator = emulator.clone();
-                        async move { Ok::<_, Infallible>(route(req, &emulator).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+    bridge::runtime_api::http_server::serve(
+        listener,
+        emulator,
+        |req, emulator| async move { route(req, &emulator).await },
+        shutdown,
+    )
+    .await
 }
 
 async fn route(req: hyper::Request<Incoming>, emulator: &Emulator) -> Response<Body> {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn client(
+/// A plain `rumqttc` client subscribed to `filter` (SUBACK received); received publishes
+/// arrive on the channel.
+pub async fn client(
     url: &str,
     id: &str,
     filter: &str,
