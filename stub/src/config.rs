@@ -11,6 +11,7 @@
 //! | `LIVE_NO_DEV_WINDOW_MS` | no | how long to wait for a developer session before answering "no developer connected" (default 3000) |
 //! | `LIVE_ENV_ID` | no | this execution environment's id (default: the last 32 characters of `AWS_LAMBDA_LOG_STREAM_NAME`, else random) |
 //! | `LIVE_BROKER_USERNAME`, `LIVE_BROKER_PASSWORD` | no | credentials for a broker that requires them |
+//! | `LIVE_STUB_TIMING` | no | print `live stub: bridge connected` to stderr once connected (cold-start benchmarks) |
 
 use std::time::Duration;
 

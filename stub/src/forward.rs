@@ -87,6 +87,19 @@ impl Bridge {
         };
         let sender = connection.sender();
         let topics = bridge.topics.clone();
+        if std::env::var_os("LIVE_STUB_TIMING").is_some() {
+            // For cold-start measurements: say when the bridge is first up.
+            let mut link = connection.link();
+            tokio::spawn(async move {
+                if link
+                    .wait_for(|l| matches!(l, Link::Up { .. }))
+                    .await
+                    .is_ok()
+                {
+                    eprintln!("live stub: bridge connected");
+                }
+            });
+        }
         tokio::spawn(async move {
             while let Some(received) = connection.recv().await {
                 if received.topic == results {

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod chain;
+pub mod cold;
 pub mod reload;
 pub mod soak;
 

@@ -1,7 +1,7 @@
 //! The benchmark command behind `cargo xtask bench [NAME]`: starts everything itself on
 //! loopback, measures, prints the figures and rewrites its section of BENCHMARKS.md. Built in
-//! release by the xtask. Sections: `broker`, `chain`, `stub`, `soak`, `reload`; none named
-//! runs all.
+//! release by the xtask. Sections: `broker`, `chain`, `stub`, `cold`, `soak`, `reload`; none
+//! named runs all.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -30,6 +30,11 @@ async fn main() -> anyhow::Result<()> {
         let section = stub_section()?;
         println!("{section}");
         write_section("stub", &section)?;
+    }
+    if run("cold") {
+        let section = cold_section().await?;
+        println!("{section}");
+        write_section("cold", &section)?;
     }
     if run("soak") {
         let section = soak_section().await?;
@@ -383,5 +388,32 @@ fn stub_section() -> anyhow::Result<String> {
         release_zip as f64 / 1e6,
         deployed as f64 / 1e6,
         deployed_zip as f64 / 1e6
+    ))
+}
+
+async fn cold_section() -> anyhow::Result<String> {
+    let stub = tests::target_dir().join("stub").join("bootstrap");
+    let bare = tests::live::fixture_target_dir()
+        .join("release")
+        .join("echo");
+    anyhow::ensure!(bare.exists(), "{} is missing: run `cargo xtask bench chain` first (it builds the echo fixture in release)", bare.display());
+    let (stubs, bares) = tests::bench::cold::run(&stub, &bare).await?;
+    Ok(format!(
+        "## Stub cold start (`cargo xtask bench cold`)\n\n\
+         From process start to the bridge connected (an in-process broker on loopback) and \
+         the first `/next` sent, for the deployable stub (`--profile stub`), against a bare \
+         `lambda_runtime` binary (the echo fixture, release) from start to its first `/next`; \
+         {} starts each, alternating.\n\n\
+         | binary | p50 | max |\n\
+         | --- | ---: | ---: |\n\
+         | stub | {} | {} |\n\
+         | bare `lambda_runtime` | {} | {} |\n\n\
+         Ratio p50 stub / bare: {:.1}x (target <= 10x).\n",
+        tests::bench::cold::RUNS,
+        ms(stubs.median()),
+        ms(stubs.max()),
+        ms(bares.median()),
+        ms(bares.max()),
+        stubs.median().as_secs_f64() / bares.median().as_secs_f64()
     ))
 }
