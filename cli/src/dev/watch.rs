@@ -84,7 +84,10 @@ pub async fn collect(
 pub struct FileWatcher {
     watcher: Mutex<notify::RecommendedWatcher>,
     barrier_dir: PathBuf,
+    /// The last sentinel token whose write has started.
     next: AtomicU64,
+    /// Serialises sentinel writes, so concurrent callers can share one.
+    writer: tokio::sync::Mutex<()>,
     cleaned: AtomicU64,
     passed: watch::Receiver<u64>,
 }
@@ -141,6 +144,7 @@ impl FileWatcher {
                 watcher: Mutex::new(watcher),
                 barrier_dir,
                 next: AtomicU64::new(0),
+                writer: tokio::sync::Mutex::new(()),
                 cleaned: AtomicU64::new(0),
                 passed,
             },
@@ -158,15 +162,30 @@ impl FileWatcher {
 
     /// Return once every file event that happened before this call has been delivered.
     pub async fn barrier(&self) {
-        let token = self.next.fetch_add(1, Ordering::SeqCst) + 1;
-        let path = self.barrier_dir.join(format!("b-{token}"));
-        if let Err(e) = std::fs::write(&path, b"") {
-            tracing::warn!(
-                "could not write the watcher's sentinel {}: {e}",
-                path.display()
-            );
-            return;
-        }
+        // Concurrent invocations share sentinels: any sentinel written after this call began
+        // proves the same order, so a caller that finds one started since its entry waits for
+        // it instead of writing its own.
+        let entered = self.next.load(Ordering::SeqCst);
+        let token = {
+            let _writer = self.writer.lock().await;
+            let started = self.next.load(Ordering::SeqCst);
+            if started > entered {
+                started
+            } else {
+                let token = started + 1;
+                let path = self.barrier_dir.join(format!("b-{token}"));
+                // Counted as started before the write, so a later caller piggybacks on it.
+                self.next.store(token, Ordering::SeqCst);
+                if let Err(e) = std::fs::write(&path, b"") {
+                    tracing::warn!(
+                        "could not write the watcher's sentinel {}: {e}",
+                        path.display()
+                    );
+                    return;
+                }
+                token
+            }
+        };
         let mut passed = self.passed.clone();
         let reached = tokio::time::timeout(BARRIER_TIMEOUT, passed.wait_for(|p| *p >= token)).await;
         if reached.is_err() {
