@@ -385,15 +385,10 @@ impl Session {
                 error_type.as_deref(),
                 &body,
             );
-            if let Some(seen) = state
-                .seen
-                .lock()
-                .expect("lock")
-                .map
-                .get_mut(&invocation.request_id)
-            {
-                *seen = Seen::Answered(Box::new((message.clone(), body.clone())));
-            }
+            state.mark(
+                &invocation.request_id,
+                Seen::Answered(Box::new((message.clone(), body.clone()))),
+            );
             // A result published while the link was down is lost with the broker's session:
             // send it again until the stub acknowledges it or its deadline has passed.
             let budget = Duration::from_millis(invocation.remaining_ms) + RESULT_GRACE;
@@ -414,15 +409,7 @@ impl Session {
                 let _ = state.sender.send(&results, &message, &body).await;
             }
             // Past the deadline the stub has answered on its own: keep only the id.
-            if let Some(seen) = state
-                .seen
-                .lock()
-                .expect("lock")
-                .map
-                .get_mut(&invocation.request_id)
-            {
-                *seen = Seen::Done;
-            }
+            state.mark(&invocation.request_id, Seen::Done);
         });
     }
 
@@ -461,10 +448,17 @@ impl Session {
 
     /// The stub received the result of `request_id`: stop re-sending it.
     fn acked(&self, request_id: &str) {
-        if let Some(seen @ Seen::Answered(..)) =
+        if let Some(entry @ Seen::Answered(..)) =
             self.seen.lock().expect("lock").map.get_mut(request_id)
         {
-            *seen = Seen::Done;
+            *entry = Seen::Done;
+        }
+    }
+
+    /// Record what is known of `request_id`, if it is still remembered.
+    fn mark(&self, request_id: &str, seen: Seen) {
+        if let Some(entry) = self.seen.lock().expect("lock").map.get_mut(request_id) {
+            *entry = seen;
         }
     }
 
