@@ -140,3 +140,50 @@ async fn live_cloud_direct_runs_handlers_without_stub_or_bridge() {
     );
     cloud.child.wait_for_line(|l| l.contains("(none: direct)"));
 }
+
+#[tokio::test]
+async fn a_broker_with_credentials_serves_only_clients_that_present_them() {
+    let (_broker, url) = live_broker(&["--username", "team", "--password", "s3cret"]);
+    let dir = project("creds", &raw_function("echo"));
+    let creds = [
+        "--broker",
+        url.as_str(),
+        "--username",
+        "team",
+        "--password",
+        "s3cret",
+    ];
+    let cloud = live_cloud(&dir, &creds);
+    let dev = live_dev(&dir, &creds);
+    let reply = Http::default()
+        .invoke(&cloud.front_door, "echo", &[], "{}")
+        .await;
+    assert_eq!(
+        reply.header("x-amz-function-error"),
+        "",
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    dev.invocation(reply.header("x-live-request-id"));
+
+    let mut cmd = Command::new(bin("live"));
+    cmd.args(["dev", "--json", "-c"]).arg(&dir).args([
+        "--broker",
+        &url,
+        "--username",
+        "team",
+        "--password",
+        "wrong",
+    ]);
+    let mut refused = Child::spawn(cmd);
+    assert!(!refused.wait_exit().success());
+    let output = refused.output();
+    assert!(
+        output.contains("could not join the bridge") && output.contains("BadUserNamePassword"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("wrong"),
+        "a password was printed: {output}"
+    );
+}

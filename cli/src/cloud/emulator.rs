@@ -37,6 +37,8 @@ pub struct Settings {
     /// Run each function's own runtime instead of the stub (no bridge at all): the direct
     /// baseline the benchmarks compare the chain with.
     pub direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
+    /// Broker credentials for the stubs.
+    pub credentials: Option<(String, String)>,
 }
 
 /// What an invocation asks for.
@@ -258,6 +260,10 @@ impl Pool {
                         "LIVE_NO_DEV_WINDOW_MS",
                         self.settings.no_dev_window.as_millis().to_string(),
                     );
+                if let Some((user, password)) = &self.settings.credentials {
+                    cmd.env("LIVE_BROKER_USERNAME", user)
+                        .env("LIVE_BROKER_PASSWORD", password);
+                }
                 cmd
             }
         };
