@@ -19,10 +19,21 @@ pub struct BrokerArgs {
     /// Address to listen on. Anything but loopback requires --username and --password.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub host: IpAddr,
-    /// User name every client must present (with --password).
+    #[command(flatten)]
+    pub credentials: Credentials,
+    /// Seconds a new connection may take to upgrade to WebSocket and send CONNECT.
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout: u64,
+}
+
+/// Broker credentials: `live broker` requires them of every client; `live cloud` and
+/// `live dev` present them (and `live cloud` gives them to its stubs).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Credentials {
+    /// Broker user name (with --password).
     #[arg(long, env = "LIVE_BROKER_USERNAME", requires = "password")]
     pub username: Option<String>,
-    /// Password every client must present (with --username). Never logged.
+    /// Broker password (with --username). Never logged.
     #[arg(
         long,
         env = "LIVE_BROKER_PASSWORD",
@@ -30,14 +41,18 @@ pub struct BrokerArgs {
         hide_env_values = true
     )]
     pub password: Option<String>,
-    /// Seconds a new connection may take to upgrade to WebSocket and send CONNECT.
-    #[arg(long, default_value_t = 10)]
-    pub handshake_timeout: u64,
+}
+
+impl Credentials {
+    /// The user name and password, when both are given.
+    pub fn pair(&self) -> Option<(String, String)> {
+        self.username.clone().zip(self.password.clone())
+    }
 }
 
 /// Bind, print the ready line, serve until `shutdown`.
 pub async fn run(args: BrokerArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    if !args.host.is_loopback() && args.username.is_none() {
+    if !args.host.is_loopback() && args.credentials.username.is_none() {
         bail!(
             "refusing to listen on {} without credentials: anyone on the network could read \
              invocations; pass --username and --password (or LIVE_BROKER_USERNAME and \
@@ -54,7 +69,7 @@ pub async fn run(args: BrokerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         .context("could not read the bound address")?;
     let config = BrokerConfig {
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
-        credentials: args.username.zip(args.password),
+        credentials: args.credentials.pair(),
         ..BrokerConfig::default()
     };
     println!("live broker ready: ws://{local}/mqtt");

@@ -33,10 +33,7 @@ async fn a_broker_killed_mid_invocation_and_restarted_loses_nothing_and_runs_the
     let dev = live_dev(&dir, &["--broker", &url]);
     let started = dir.join("started.pid");
     let event = format!(r#"{{"sleep_ms":1500,"file":"{}"}}"#, started.display());
-    let call = {
-        let base = cloud.front_door.clone();
-        tokio::spawn(async move { Http::default().invoke(&base, "echo", &[], event).await })
-    };
+    let call = Http::default().spawn_invoke(&cloud.front_door, "echo", event);
     handler_started(&started).await;
     broker.signal(9);
     broker.wait_exit();
@@ -45,12 +42,7 @@ async fn a_broker_killed_mid_invocation_and_restarted_loses_nothing_and_runs_the
     assert_eq!(again, url);
     assert!(restarted.elapsed() < Duration::from_secs(2));
     let reply = call.await.unwrap();
-    assert_eq!(
-        reply.header("x-amz-function-error"),
-        "",
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_no_function_error();
     assert_eq!(reply.json()["count"], 1, "the handler ran more than once");
     let request_id = reply.header("x-live-request-id").to_string();
     dev.invocation(&request_id);
@@ -72,20 +64,12 @@ async fn live_dev_killed_mid_invocation_and_restarted_still_answers_before_the_d
     let started = dir.join("started.pid");
     let event = format!(r#"{{"sleep_ms":1000,"file":"{}"}}"#, started.display());
     let start = Instant::now();
-    let call = {
-        let base = cloud.front_door.clone();
-        tokio::spawn(async move { Http::default().invoke(&base, "echo", &[], event).await })
-    };
+    let call = Http::default().spawn_invoke(&cloud.front_door, "echo", event);
     let old_worker = handler_started(&started).await;
     first.child.signal(9);
     let second = live_dev(&dir, &["--broker", &url]);
     let reply = call.await.unwrap();
-    assert_eq!(
-        reply.header("x-amz-function-error"),
-        "",
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_no_function_error();
     assert_ne!(
         reply.json()["pid"].as_u64().unwrap(),
         u64::from(old_worker),
@@ -215,12 +199,7 @@ async fn an_invocation_after_a_sixty_second_freeze_completes() {
     // connection while it is frozen.
     tokio::time::sleep(Duration::from_secs(60)).await;
     let second = http.invoke(&dev.front_door, "echo", &[], "{}").await;
-    assert_eq!(
-        second.header("x-amz-function-error"),
-        "",
-        "{}",
-        String::from_utf8_lossy(&second.body)
-    );
+    second.assert_no_function_error();
     assert_eq!(
         second.header("x-live-stub-pid"),
         stub.to_string(),
@@ -272,12 +251,7 @@ async fn a_burst_of_large_payloads_is_paced_through_the_bridge_not_dropped() {
         .collect();
     for call in calls {
         let (reply, payload) = call.await.unwrap();
-        assert_eq!(
-            reply.header("x-amz-function-error"),
-            "",
-            "{}",
-            String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)])
-        );
+        reply.assert_no_function_error();
         assert!(
             reply.body == payload.as_bytes(),
             "a payload changed or was cut"

@@ -20,12 +20,7 @@ async fn broker_cloud_and_dev_run_as_separate_processes() {
     let reply = Http::default()
         .invoke(&cloud.front_door, "echo", &[], "{}")
         .await;
-    assert_eq!(
-        reply.header("x-amz-function-error"),
-        "",
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_no_function_error();
     assert_eq!(reply.json()["function"], "echo");
     dev.invocation(reply.header("x-live-request-id"));
 }
@@ -47,11 +42,7 @@ async fn no_stub_or_worker_outlives_live_dev_killed_with_sigkill() {
     let http = Http::default();
     let mut pids = Vec::new();
     let calls: Vec<_> = (0..4)
-        .map(|_| {
-            let http = http.clone();
-            let base = dev.front_door.clone();
-            tokio::spawn(async move { http.invoke(&base, "echo", &[], "{}").await })
-        })
+        .map(|_| http.spawn_invoke(&dev.front_door, "echo", "{}"))
         .collect();
     for call in calls {
         let reply = call.await.unwrap();
@@ -60,11 +51,16 @@ async fn no_stub_or_worker_outlives_live_dev_killed_with_sigkill() {
     }
     assert!(pids.iter().all(|&p| alive(p)));
     dev.child.signal(9);
+    all_gone(&pids, "live dev was killed");
+}
+
+/// Wait until none of `pids` is alive, at most 10 s.
+fn all_gone(pids: &[u32], after: &str) {
     let start = Instant::now();
     while pids.iter().any(|&p| alive(p)) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "still running after live dev was killed: {:?}",
+            "still running after {after}: {:?}",
             pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -110,14 +106,7 @@ async fn in_the_split_setup_no_stub_or_worker_outlives_its_killed_parent() {
     assert!(alive(stub) && alive(worker));
     dev.child.signal(9);
     cloud.child.signal(9);
-    let start = Instant::now();
-    while alive(stub) || alive(worker) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "stub {stub} or worker {worker} outlived its parent"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    all_gone(&[stub, worker], "their parents were killed");
 }
 
 #[tokio::test]
@@ -127,12 +116,7 @@ async fn live_cloud_direct_runs_handlers_without_stub_or_bridge() {
     let reply = Http::default()
         .invoke(&cloud.front_door, "echo", &[], "{}")
         .await;
-    assert_eq!(
-        reply.header("x-amz-function-error"),
-        "",
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_no_function_error();
     // The process the emulator started is the handler itself.
     assert_eq!(
         reply.header("x-live-stub-pid"),
@@ -158,12 +142,7 @@ async fn a_broker_with_credentials_serves_only_clients_that_present_them() {
     let reply = Http::default()
         .invoke(&cloud.front_door, "echo", &[], "{}")
         .await;
-    assert_eq!(
-        reply.header("x-amz-function-error"),
-        "",
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_no_function_error();
     dev.invocation(reply.header("x-live-request-id"));
 
     let mut cmd = Command::new(bin("live"));

@@ -63,12 +63,7 @@ async fn a_save_is_never_answered_with_old_code() {
         // The gap between the save and the request is the variable under test.
         tokio::time::sleep(Duration::from_millis(delay)).await;
         let reply = http.invoke(&dev.front_door, "a", &[], "{}").await;
-        assert_eq!(
-            reply.header("x-amz-function-error"),
-            "",
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        reply.assert_no_function_error();
         let got = reply.json()["version"].as_u64().unwrap();
         println!("round {round}: saved {version}, invoked after {delay} ms, got {got}");
         if got != version {
@@ -121,12 +116,7 @@ async fn a_compile_error_is_answered_at_once_and_the_next_good_build_recovers() 
     )
     .unwrap();
     let fixed = http.invoke(&dev.front_door, "a", &[], "{}").await;
-    assert_eq!(
-        fixed.header("x-amz-function-error"),
-        "",
-        "{}",
-        String::from_utf8_lossy(&fixed.body)
-    );
+    fixed.assert_no_function_error();
     assert_eq!(fixed.json()["version"], 7);
 }
 
@@ -162,12 +152,8 @@ async fn a_worker_killed_mid_invocation_is_named_and_replaced() {
     let dev = live_dev(&dir, &[]);
     let http = Http::default();
     let marker = dir.join("worker.pid");
-    let call = {
-        let http = http.clone();
-        let base = dev.front_door.clone();
-        let event = format!(r#"{{"mode":"sleep","file":"{}"}}"#, marker.display());
-        tokio::spawn(async move { http.invoke(&base, "echo", &[], event).await })
-    };
+    let event = format!(r#"{{"mode":"sleep","file":"{}"}}"#, marker.display());
+    let call = http.spawn_invoke(&dev.front_door, "echo", event);
     let deadline = Instant::now() + Duration::from_secs(30);
     let pid = loop {
         if let Some(pid) = std::fs::read_to_string(&marker)

@@ -22,6 +22,17 @@ impl Reply {
             .unwrap_or("")
     }
 
+    /// Assert the invocation did not end in a function error, showing the error body if it
+    /// did.
+    pub fn assert_no_function_error(&self) {
+        assert_eq!(
+            self.header("x-amz-function-error"),
+            "",
+            "{}",
+            String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
+        );
+    }
+
     /// The body as JSON (panics with the body when it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
@@ -79,6 +90,22 @@ impl Http {
             headers: parts.headers,
             body,
         })
+    }
+
+    /// [`Http::invoke`] in a task of its own, for invocations a test acts on while they run.
+    pub fn spawn_invoke(
+        &self,
+        base: &str,
+        function: &str,
+        body: impl Into<Bytes>,
+    ) -> tokio::task::JoinHandle<Reply> {
+        let (http, base, function, body) = (
+            self.clone(),
+            base.to_string(),
+            function.to_string(),
+            body.into(),
+        );
+        tokio::spawn(async move { http.invoke(&base, &function, &[], body).await })
     }
 
     /// `POST` to the Invoke API of `function` at `base` (`http://host:port`).

@@ -46,25 +46,8 @@ pub struct CloudOptions {
     /// Build Rust functions in release mode.
     #[arg(long)]
     pub release: bool,
-    /// User name for a broker that requires credentials (with --password); given to the
-    /// stubs too.
-    #[arg(long, env = "LIVE_BROKER_USERNAME", requires = "password")]
-    pub username: Option<String>,
-    /// Password for a broker that requires credentials (with --username). Never logged.
-    #[arg(
-        long,
-        env = "LIVE_BROKER_PASSWORD",
-        requires = "username",
-        hide_env_values = true
-    )]
-    pub password: Option<String>,
-}
-
-impl CloudOptions {
-    /// The broker credentials, when given.
-    pub fn credentials(&self) -> Option<(String, String)> {
-        self.username.clone().zip(self.password.clone())
-    }
+    #[command(flatten)]
+    pub credentials: crate::broker::Credentials,
 }
 
 /// The running local cloud.
@@ -119,7 +102,7 @@ impl LocalCloud {
             echo_stubs: options.show_stubs,
             freeze: !options.no_freeze && direct.is_none(),
             direct,
-            credentials: options.credentials(),
+            credentials: options.credentials.pair(),
         };
         let emulator = Arc::new(Emulator::new(project, settings));
         let addr = SocketAddr::from(([127, 0, 0, 1], options.port));

@@ -154,7 +154,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     options.subscriptions = vec![inv_topic];
     options.presence = Some(presence(&topics, &session, names.clone()));
     options.keep_alive = Duration::from_secs(10);
-    options.credentials = args.cloud.credentials();
+    options.credentials = args.cloud.credentials.pair();
     let mut connection = Connection::open(options)?;
     connection
         .ready(Duration::from_secs(10))
