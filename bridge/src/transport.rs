@@ -235,7 +235,10 @@ impl Connection {
         }
     }
 
-    /// Frame `message` and `body` and publish it, in chunks when large, at QoS 1.
+    /// Frame `message` and `body` and publish it, in chunks when large, at QoS 0: the bridge
+    /// protocol acknowledges and retransmits end to end (an invocation until the developer
+    /// side acknowledges it, a result until the stub does), so a PUBACK per hop would only
+    /// add messages to every invocation.
     pub async fn send<M: Serialize>(
         &self,
         topic: &str,
@@ -288,7 +291,10 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Frame `message` and `body` and publish it, in chunks when large, at QoS 1.
+    /// Frame `message` and `body` and publish it, in chunks when large, at QoS 0: the bridge
+    /// protocol acknowledges and retransmits end to end (an invocation until the developer
+    /// side acknowledges it, a result until the stub does), so a PUBACK per hop would only
+    /// add messages to every invocation.
     pub async fn send<M: Serialize>(
         &self,
         topic: &str,
@@ -296,8 +302,7 @@ impl Sender {
         body: &[u8],
     ) -> Result<(), TransportError> {
         for payload in encode(message, body)? {
-            self.publish(topic, payload, QoS::AtLeastOnce, false)
-                .await?;
+            self.publish(topic, payload, QoS::AtMostOnce, false).await?;
         }
         Ok(())
     }

@@ -106,6 +106,9 @@ struct Shared {
     current: Mutex<Option<Current>>,
     init_error: Mutex<Option<Outcome>>,
     info: FunctionInfo,
+    /// Whether the runtime is waiting in `/next` with nothing queued (idle, as Lambda sees
+    /// an environment it may freeze).
+    idle: tokio::sync::watch::Sender<bool>,
 }
 
 /// A Runtime API server for one runtime process. Dropping it stops the server.
@@ -127,6 +130,7 @@ impl RuntimeApi {
             current: Mutex::new(None),
             init_error: Mutex::new(None),
             info,
+            idle: tokio::sync::watch::Sender::new(false),
         });
         let task = tokio::spawn(super::http_server::serve(
             listener,
@@ -145,6 +149,12 @@ impl RuntimeApi {
     /// The address, as `AWS_LAMBDA_RUNTIME_API` wants it (`host:port`).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether the runtime waits in `/next` with nothing queued: `true` once it has finished
+    /// with its last invocation and asked for the next one. Closed when the server stops.
+    pub fn idle(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.idle.subscribe()
     }
 
     /// Queue `invocation` for the runtime's `/next` and wait for its outcome. `None` when the
@@ -237,7 +247,24 @@ fn extension_id() -> String {
 }
 
 async fn next(shared: &Shared) -> Response<Body> {
-    let received = shared.queue.lock().await.recv().await;
+    let received = {
+        let mut queue = shared.queue.lock().await;
+        match queue.try_recv() {
+            Ok(queued) => Some(queued),
+            Err(_) => {
+                // Idle until an invocation arrives or the request goes away.
+                struct Idle<'a>(&'a tokio::sync::watch::Sender<bool>);
+                impl Drop for Idle<'_> {
+                    fn drop(&mut self) {
+                        self.0.send_replace(false);
+                    }
+                }
+                shared.idle.send_replace(true);
+                let _idle = Idle(&shared.idle);
+                queue.recv().await
+            }
+        }
+    };
     let Some((invocation, reply_tx)) = received else {
         return runtime_error(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -68,6 +68,59 @@ struct Env {
     api: RuntimeApi,
     process: Supervised,
     env_id: String,
+    /// Where the environment stands between invocations (only used when freezing).
+    freeze: Arc<Mutex<Freeze>>,
+    /// Invocations run, to tell one idle period from the next.
+    served: u64,
+}
+
+/// An execution environment between invocations, as Lambda treats it: it freezes one only
+/// once its runtime has asked for the next invocation, so that what the runtime does after
+/// posting a result (the stub acknowledging it on the bridge) is not held until the thaw.
+#[derive(Debug, PartialEq, Eq)]
+enum Freeze {
+    Busy,
+    /// Finished invocation N; frozen as soon as the runtime waits in `/next`.
+    Finishing(u64),
+    Frozen,
+    /// Dropped: its process may be reaped, never signal it again.
+    Gone,
+}
+
+impl Env {
+    /// Take the environment for an invocation, thawing it if it was frozen.
+    fn take(&self) {
+        let mut state = self.freeze.lock().expect("lock");
+        if *state == Freeze::Frozen {
+            signal(self.process.pid, libc::SIGCONT);
+        }
+        *state = Freeze::Busy;
+    }
+
+    /// The invocation is done: freeze the environment once its runtime is idle, unless it
+    /// is taken again first.
+    fn finish(&mut self) {
+        self.served += 1;
+        let served = self.served;
+        *self.freeze.lock().expect("lock") = Freeze::Finishing(served);
+        let (freeze, mut idle, pid) = (self.freeze.clone(), self.api.idle(), self.process.pid);
+        tokio::spawn(async move {
+            if idle.wait_for(|idle| *idle).await.is_err() {
+                return;
+            }
+            let mut state = freeze.lock().expect("lock");
+            if *state == Freeze::Finishing(served) {
+                signal(pid, libc::SIGSTOP);
+                *state = Freeze::Frozen;
+            }
+        });
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        *self.freeze.lock().expect("lock") = Freeze::Gone;
+    }
 }
 
 /// One function's execution environments.
@@ -135,9 +188,7 @@ impl Pool {
         let warm = self.idle.lock().expect("lock").pop();
         let mut env = match warm {
             Some(env) => {
-                if self.settings.freeze {
-                    signal(env.process.pid, libc::SIGCONT);
-                }
+                env.take();
                 env
             }
             None => match self.start_env().await {
@@ -208,7 +259,7 @@ impl Pool {
             // the stub's thaw path (a connection possibly dead after the pause) runs every
             // time.
             if self.settings.freeze {
-                signal(env.process.pid, libc::SIGSTOP);
+                env.finish();
             }
             self.idle.lock().expect("lock").push(env);
         }
@@ -286,6 +337,8 @@ impl Pool {
             api,
             process,
             env_id,
+            freeze: Arc::new(Mutex::new(Freeze::Busy)),
+            served: 0,
         })
     }
 }

@@ -5,7 +5,7 @@
 
 use super::build::{build_some, BuildFailure, Launch};
 use super::output::Output;
-use super::watch::{collect, FileWatcher, Raw, MAX_BATCH, QUIET};
+use super::watch::{collect, FileWatcher, Passed, Raw, MAX_BATCH, QUIET};
 use super::watchset::WatchSet;
 use crate::config::Project;
 use std::collections::{BTreeMap, BTreeSet};
@@ -212,7 +212,7 @@ impl Builds {
 pub async fn run_watcher(
     mut rx: mpsc::Receiver<Raw>,
     watcher: Arc<FileWatcher>,
-    passed: watch::Sender<u64>,
+    passed: Passed,
     watchset: WatchSet,
     roots: Vec<std::path::PathBuf>,
     builds: Arc<Builds>,
@@ -237,9 +237,6 @@ pub async fn run_watcher(
             output.changed(batch.paths.len(), &names);
             builds.mark_changed(&affected);
         }
-        if let Some(token) = batch.barrier {
-            passed.send_modify(|p| *p = (*p).max(token));
-            watcher.clean(token);
-        }
+        passed.applied(&batch);
     }
 }

@@ -2,16 +2,19 @@
 //! callback that never blocks, a pure debounce over a batch of events, and barriers that tell
 //! when every event before a given moment has been delivered.
 //!
-//! A barrier writes a sentinel file into a directory watched by the same inotify instance as
-//! the project; inotify keeps one queue per instance, in the order the kernel saw the
-//! operations, so once the sentinel's event arrives every earlier save's event has too.
+//! A barrier renames a sentinel file (`b-N` to `b-N+1`) in a directory watched by the same
+//! inotify instance as the project; inotify keeps one queue per instance, in the order the
+//! kernel saw the operations, so once the rename's event arrives every earlier save's event
+//! has too. One rename is one system call and one read on the watcher's thread, and leaves
+//! nothing to clean up.
 
 use super::watchset::ignored;
+use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -31,7 +34,7 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Raw {
     /// A path was created, written, renamed or removed.
     Changed(PathBuf),
-    /// The sentinel of barrier N was written.
+    /// The sentinel was renamed to barrier N.
     Barrier(u64),
     /// Events were lost (the queue or the kernel's overflowed): assume everything changed.
     Overflow,
@@ -44,10 +47,15 @@ pub struct Batch {
     /// The highest barrier seen in the batch.
     pub barrier: Option<u64>,
     pub overflow: bool,
+    /// How many changes (paths and overflows) the batch took from the channel.
+    pub changes: usize,
 }
 
 impl Batch {
     fn add(&mut self, raw: Raw) {
+        if !matches!(raw, Raw::Barrier(_)) {
+            self.changes += 1;
+        }
         match raw {
             Raw::Changed(p) => {
                 self.paths.insert(p);
@@ -80,15 +88,33 @@ pub async fn collect(
     batch
 }
 
+/// The consumer's side of barriers: it says which changes it has applied and which barriers
+/// have passed. While no change is waiting to be applied, the watcher's thread passes a
+/// barrier itself, which spares the waiting invocation a hop through the consumer.
+pub struct Passed {
+    tx: Arc<watch::Sender<u64>>,
+    /// Changes sent into the channel and not yet applied by the consumer.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Passed {
+    /// The consumer has applied `batch`'s changes; its barrier, if any, has passed.
+    pub fn applied(&self, batch: &Batch) {
+        self.pending.fetch_sub(batch.changes, Ordering::SeqCst);
+        if let Some(token) = batch.barrier {
+            self.tx.send_modify(|p| *p = (*p).max(token));
+        }
+    }
+}
+
 /// The running watcher and its barrier.
 pub struct FileWatcher {
     watcher: Mutex<notify::RecommendedWatcher>,
     barrier_dir: PathBuf,
-    /// The last sentinel token whose write has started.
+    /// The last sentinel token whose rename has started (the sentinel's current name).
     next: AtomicU64,
-    /// Serialises sentinel writes, so concurrent callers can share one.
+    /// Serialises sentinel renames, so concurrent callers can share one.
     writer: tokio::sync::Mutex<()>,
-    cleaned: AtomicU64,
     passed: watch::Receiver<u64>,
 }
 
@@ -99,17 +125,27 @@ impl FileWatcher {
     pub fn start(
         roots: &[PathBuf],
         tx: mpsc::Sender<Raw>,
-    ) -> anyhow::Result<(FileWatcher, watch::Sender<u64>)> {
+    ) -> anyhow::Result<(FileWatcher, Passed)> {
+        remove_stale_barrier_dirs();
         let barrier_dir = std::env::temp_dir().join(format!("live-barrier-{}", std::process::id()));
         std::fs::create_dir_all(&barrier_dir)?;
+        std::fs::write(barrier_dir.join("b-0"), b"")?;
         let barrier_dir = super::watchset::canonical(&barrier_dir);
         let sentinels = barrier_dir.clone();
+        let (passed_tx, passed) = watch::channel(0);
+        let passed_tx = Arc::new(passed_tx);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let consumer = Passed {
+            tx: passed_tx.clone(),
+            pending: pending.clone(),
+        };
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 let event = match res {
                     Ok(event) => event,
                     Err(e) => {
                         tracing::warn!("file watcher: {e}; rebuilding everything to be safe");
+                        pending.fetch_add(1, Ordering::SeqCst);
                         let _ = tx.try_send(Raw::Overflow);
                         return;
                     }
@@ -118,18 +154,36 @@ impl FileWatcher {
                     return;
                 }
                 if event.need_rescan() {
+                    pending.fetch_add(1, Ordering::SeqCst);
                     let _ = tx.try_send(Raw::Overflow);
                 }
                 for path in event.paths {
                     let raw = if path.starts_with(&sentinels) {
-                        match (event.kind, sentinel_token(&path)) {
-                            (EventKind::Remove(_), _) | (_, None) => continue,
-                            (_, Some(n)) => Raw::Barrier(n),
+                        // The new name tells the token; the old name's events say nothing more.
+                        let old_name = matches!(
+                            event.kind,
+                            EventKind::Remove(_)
+                                | EventKind::Modify(ModifyKind::Name(
+                                    RenameMode::From | RenameMode::Both
+                                ))
+                        );
+                        match sentinel_token(&path) {
+                            // Every change before it applied already: passed at once.
+                            Some(n) if !old_name && pending.load(Ordering::SeqCst) == 0 => {
+                                passed_tx.send_modify(|p| *p = (*p).max(n));
+                                continue;
+                            }
+                            Some(n) if !old_name => Raw::Barrier(n),
+                            _ => continue,
                         }
                     } else {
+                        // Counted before it is sent, so no barrier after it can pass first.
+                        pending.fetch_add(1, Ordering::SeqCst);
                         Raw::Changed(path)
                     };
                     if tx.try_send(raw).is_err() {
+                        // Lost, and so never applied: everything is rebuilt instead, and
+                        // barriers take the slow path from now on.
                         let _ = tx.try_send(Raw::Overflow);
                     }
                 }
@@ -138,17 +192,15 @@ impl FileWatcher {
         for root in roots {
             watch_tree(&mut watcher, root)?;
         }
-        let (passed_tx, passed) = watch::channel(0);
         Ok((
             FileWatcher {
                 watcher: Mutex::new(watcher),
                 barrier_dir,
                 next: AtomicU64::new(0),
                 writer: tokio::sync::Mutex::new(()),
-                cleaned: AtomicU64::new(0),
                 passed,
             },
-            passed_tx,
+            consumer,
         ))
     }
 
@@ -173,13 +225,15 @@ impl FileWatcher {
                 started
             } else {
                 let token = started + 1;
-                let path = self.barrier_dir.join(format!("b-{token}"));
-                // Counted as started before the write, so a later caller piggybacks on it.
+                let from = self.barrier_dir.join(format!("b-{started}"));
+                let to = self.barrier_dir.join(format!("b-{token}"));
+                // Counted as started before the rename, so a later caller piggybacks on it.
                 self.next.store(token, Ordering::SeqCst);
-                if let Err(e) = std::fs::write(&path, b"") {
+                // Should the sentinel have gone (a temp cleaner), a new one does as well.
+                if let Err(e) = std::fs::rename(&from, &to).or_else(|_| std::fs::write(&to, b"")) {
                     tracing::warn!(
                         "could not write the watcher's sentinel {}: {e}",
-                        path.display()
+                        to.display()
                     );
                     return;
                 }
@@ -194,12 +248,21 @@ impl FileWatcher {
             );
         }
     }
+}
 
-    /// Remove the sentinels of barriers up to `token`.
-    pub fn clean(&self, token: u64) {
-        let from = self.cleaned.fetch_max(token, Ordering::SeqCst);
-        for n in from + 1..=token {
-            let _ = std::fs::remove_file(self.barrier_dir.join(format!("b-{n}")));
+/// Remove the sentinel folders of `live dev` processes that are gone (killed before they
+/// could clean up).
+fn remove_stale_barrier_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("live-barrier-"));
+        if let Some(pid) = pid.filter(|p| p.parse::<u32>().is_ok()) {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
     }
 }

@@ -53,6 +53,10 @@ pub async fn start(path: Path) -> anyhow::Result<Running> {
             } else {
                 cmd.args(["dev", "--release", "--json", "-c"])
                     .arg(fixture());
+                // For `cargo xtask bench probe`: extra `live dev` options to compare.
+                if let Ok(extra) = std::env::var("LIVE_PROBE_ARGS") {
+                    cmd.args(extra.split_whitespace());
+                }
             }
             cmd.env("CARGO_TARGET_DIR", fixture_target_dir());
             let child = Child::spawn(cmd);

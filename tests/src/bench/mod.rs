@@ -120,3 +120,44 @@ pub fn write_section(name: &str, body: &str) -> std::io::Result<()> {
     }
     std::fs::write(path, text)
 }
+
+/// CPU time used so far (user + system, in clock ticks of 10 ms) by `root` and every process
+/// below it, summed per executable name (`root` itself under its own name), plus this process
+/// under `"client"`.
+pub fn cpu_ticks(root: u32) -> std::collections::BTreeMap<String, u64> {
+    let stat = |pid: &str| -> Option<(u32, u64)> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+        let ppid = fields.get(1)?.parse().ok()?;
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some((ppid, ticks))
+    };
+    let mut procs = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let (Ok(pid), Some((ppid, ticks))) = (name.parse::<u32>(), stat(&name)) {
+            procs.push((pid, ppid, ticks));
+        }
+    }
+    let mut tree = vec![root];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, ppid, _) in &procs {
+            if tree.contains(ppid) && !tree.contains(pid) {
+                tree.push(*pid);
+                grew = true;
+            }
+        }
+    }
+    let mut by_name = std::collections::BTreeMap::new();
+    for (pid, _, ticks) in procs.iter().filter(|(pid, _, _)| tree.contains(pid)) {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+            .unwrap_or_default();
+        *by_name.entry(exe).or_insert(0) += ticks;
+    }
+    by_name.insert("client".into(), stat("self").map_or(0, |(_, t)| t));
+    by_name
+}

@@ -1,7 +1,7 @@
 //! The benchmark command behind `cargo xtask bench [NAME]`: starts everything itself on
 //! loopback, measures, prints the figures and rewrites its section of BENCHMARKS.md. Built in
 //! release by the xtask. Sections: `broker`, `chain`, `stub`, `cold`, `soak`, `reload`; none
-//! named runs all.
+//! named runs all; `probe [PATH]...` prints a short look at some paths without writing.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -15,6 +15,9 @@ const PAYLOAD: usize = 64;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
+    if wanted.first().map(String::as_str) == Some("probe") {
+        return probe(&wanted[1..]).await;
+    }
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     if run("broker") {
         let section = broker_section().await?;
@@ -47,6 +50,44 @@ async fn main() -> anyhow::Result<()> {
         write_section("reload", &section)?;
     }
     eprintln!("bench: wrote BENCHMARKS.md");
+    Ok(())
+}
+
+/// `cargo xtask bench probe [direct|chain|peer]...`: a short look at the sequential p50 and
+/// the 32-connection throughput of some paths, printed only (BENCHMARKS.md is untouched); for
+/// iterating on the hot path.
+async fn probe(paths: &[String]) -> anyhow::Result<()> {
+    for path in [Path::Direct, Path::Chain, Path::Peer] {
+        if !paths.is_empty() && !paths.iter().any(|p| p == path.name()) {
+            continue;
+        }
+        let running = chain::start(path).await?;
+        let seq = chain::sequential(&running.url, WARMUP, SAMPLES / 2).await?;
+        let before = tests::bench::cpu_ticks(running.child.pid());
+        let (rate, errors) = chain::throughput(&running.url, 32, Duration::from_secs(5)).await;
+        let after = tests::bench::cpu_ticks(running.child.pid());
+        let invocations = rate * 5.0;
+        let cpu: Vec<String> = after
+            .iter()
+            .map(|(name, t)| {
+                let used = t - before.get(name).copied().unwrap_or(0);
+                format!("{name} {:.0} us", used as f64 * 10_000.0 / invocations)
+            })
+            .collect();
+        println!(
+            "probe {}: CPU per invocation at 32 connections: {}",
+            path.name(),
+            cpu.join(", ")
+        );
+        let big = chain::payload(&running.url, 5 * 1024 * 1024, 5).await?;
+        println!(
+            "probe {}: p50 {} p99 {}; 32 connections {rate:.0}/s ({errors} errors); 5 MiB {}",
+            path.name(),
+            ms(seq.p(50.0)),
+            ms(seq.p(99.0)),
+            ms(big.median())
+        );
+    }
     Ok(())
 }
 
