@@ -127,9 +127,50 @@ pub struct Received {
     pub frame: Frame,
 }
 
+/// How a connection reaches its broker: over WebSocket (`rumqttc`), or, for a broker in this
+/// process, straight into its router.
+#[derive(Clone)]
+enum Client {
+    Mqtt(AsyncClient),
+    #[cfg(feature = "broker")]
+    Local(Arc<crate::broker::LocalSession>),
+}
+
+impl Client {
+    async fn publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: Bytes,
+    ) -> Result<(), TransportError> {
+        match self {
+            Client::Mqtt(client) => client
+                .publish_bytes(topic, qos, retain, payload)
+                .await
+                .map_err(|_| TransportError::Closed),
+            #[cfg(feature = "broker")]
+            Client::Local(session) => {
+                session.publish(topic, qos, retain, payload).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn disconnect(&self) {
+        match self {
+            Client::Mqtt(client) => {
+                let _ = client.disconnect().await;
+            }
+            #[cfg(feature = "broker")]
+            Client::Local(session) => session.disconnect(true),
+        }
+    }
+}
+
 /// A live connection to the broker, reconnecting in the background until closed.
 pub struct Connection {
-    client: AsyncClient,
+    client: Client,
     incoming: mpsc::Receiver<Received>,
     link: watch::Receiver<Link>,
     last_error: watch::Receiver<String>,
@@ -181,7 +222,7 @@ impl Connection {
         };
         let task = tokio::spawn(driver.run(eventloop));
         Ok(Connection {
-            client,
+            client: Client::Mqtt(client),
             incoming,
             link,
             last_error,
@@ -191,6 +232,46 @@ impl Connection {
             url: options.url,
             task,
         })
+    }
+
+    /// Join a broker running in this process without a socket: the same session,
+    /// subscriptions, presence and will as [`Connection::open`], without WebSocket framing,
+    /// MQTT encoding and two loopback hops per message. The link comes up at once and stays
+    /// up until closed (a broker in this process does not go away on its own).
+    #[cfg(feature = "broker")]
+    pub fn open_local(options: ConnectOptions, broker: &crate::broker::LocalBroker) -> Connection {
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+        let (link_tx, link) = watch::channel(Link::Down);
+        let (_, last_error) = watch::channel(String::from("in-process"));
+        let rejected = Arc::new(AtomicU64::new(0));
+        let epoch = epoch_after(0);
+        let will = options.presence.as_ref().map(|presence| {
+            let (topic, _, offline) = presence(epoch);
+            LastWill::new(topic, offline, QoS::AtLeastOnce, true)
+        });
+        let (session, inbox) = broker.connect(&options.client_id, will);
+        let session = Arc::new(session);
+        let presence_topic = options.presence.clone().map(|p| (p(0).0, p.clone()));
+        let task = tokio::spawn(run_local(
+            session.clone(),
+            inbox,
+            options.clone(),
+            epoch,
+            incoming_tx,
+            link_tx,
+            rejected.clone(),
+        ));
+        Connection {
+            client: Client::Local(session),
+            incoming,
+            link,
+            last_error,
+            rejected,
+            presence_topic,
+            epoch: Arc::new(AtomicU64::new(epoch)),
+            url: options.url,
+            task,
+        }
     }
 
     /// Wait until the link is up (connected and subscribed), at most `timeout`.
@@ -271,10 +352,10 @@ impl Connection {
             let (_, _, offline) = presence(self.epoch.load(Ordering::Relaxed));
             let _ = self
                 .client
-                .publish_bytes(topic, QoS::AtLeastOnce, true, offline)
+                .publish(topic, QoS::AtLeastOnce, true, offline)
                 .await;
         }
-        let _ = self.client.disconnect().await;
+        self.client.disconnect().await;
         if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
             .await
             .is_err()
@@ -287,7 +368,7 @@ impl Connection {
 /// Sends on a [`Connection`] from any task; cheap to clone.
 #[derive(Clone)]
 pub struct Sender {
-    client: AsyncClient,
+    client: Client,
 }
 
 impl Sender {
@@ -315,10 +396,7 @@ impl Sender {
         qos: QoS,
         retain: bool,
     ) -> Result<(), TransportError> {
-        self.client
-            .publish_bytes(topic, qos, retain, payload)
-            .await
-            .map_err(|_| TransportError::Closed)
+        self.client.publish(topic, qos, retain, payload).await
     }
 }
 
@@ -423,8 +501,7 @@ impl Driver {
     }
 
     fn reject(&self, e: &ProtocolError) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("dropped a bridge message: {e}");
+        reject(&self.rejected, e);
     }
 
     /// Wait out a jittered backoff, re-arm the will for the next connection, return the next
@@ -440,17 +517,83 @@ impl Driver {
         let Some(presence) = &self.options.presence else {
             return;
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let previous = self.epoch.load(Ordering::Relaxed);
-        let epoch = now.max(previous + 1);
+        let epoch = epoch_after(self.epoch.load(Ordering::Relaxed));
         self.epoch.store(epoch, Ordering::Relaxed);
         let (topic, _, offline) = presence(epoch);
         eventloop
             .mqtt_options
             .set_last_will(LastWill::new(topic, offline, QoS::AtLeastOnce, true));
     }
+}
+
+/// An in-process connection's life: announce and subscribe after the CONNACK, then
+/// reassemble what arrives, until the connection is closed or taken over.
+#[cfg(feature = "broker")]
+async fn run_local(
+    session: Arc<crate::broker::LocalSession>,
+    mut inbox: crate::broker::LocalInbox,
+    options: ConnectOptions,
+    epoch: u64,
+    incoming: mpsc::Sender<Received>,
+    link: watch::Sender<Link>,
+    rejected: Arc<AtomicU64>,
+) {
+    let mut reassembler = Reassembler::default();
+    let mut swept = Instant::now();
+    while let Some(packet) = inbox.recv().await {
+        match packet {
+            Packet::ConnAck(_) => {
+                if let Some(presence) = &options.presence {
+                    let (topic, online, _) = presence(epoch);
+                    session
+                        .publish(&topic, QoS::AtLeastOnce, true, online)
+                        .await;
+                }
+                if options.subscriptions.is_empty() {
+                    let _ = link.send(Link::Up { generation: 1 });
+                } else {
+                    session.subscribe(&options.subscriptions);
+                }
+            }
+            Packet::SubAck(_) => {
+                let _ = link.send(Link::Up { generation: 1 });
+            }
+            Packet::Publish(publish) => match reassembler.push(publish.payload, Instant::now()) {
+                Ok(Some(frame)) => {
+                    let received = Received {
+                        topic: publish.topic,
+                        frame,
+                    };
+                    if incoming.send(received).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => reject(&rejected, &e),
+            },
+            _ => {}
+        }
+        if swept.elapsed() >= Duration::from_secs(1) {
+            swept = Instant::now();
+            for e in reassembler.expire(swept) {
+                reject(&rejected, &e);
+            }
+        }
+    }
+    let _ = link.send(Link::Closed);
+}
+
+fn reject(rejected: &AtomicU64, e: &ProtocolError) {
+    rejected.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!("dropped a bridge message: {e}");
+}
+
+/// A fresh presence epoch: now in milliseconds, and above `previous`.
+fn epoch_after(previous: u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now.max(previous + 1)
 }
 
 /// Between half and all of `d`, so that many clients do not reconnect in step.

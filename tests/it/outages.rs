@@ -3,6 +3,7 @@
 //! a killed `live`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tests::http::Http;
@@ -102,10 +103,14 @@ async fn a_thousand_invocations_through_dropping_connections_all_complete_once()
     let mut clients = Vec::new();
     for _ in 0..8 {
         let (http, base, next) = (http.clone(), cloud.front_door.clone(), next.clone());
+        let drops = proxy.drops.clone();
         clients.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             let url = format!("{base}/2015-03-31/functions/echo/invocations");
-            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 1000 {
+            // At least 1,000 invocations, and on until the proxy has dropped every connection
+            // at least 5 times (however quick the chain), at most 20,000.
+            let more = |n: usize| n < 1000 || (drops.load(SeqCst) < 5 && n < 20_000);
+            while more(next.fetch_add(1, SeqCst)) {
                 let call = http.try_send("POST", &url, &[], "{}");
                 outcomes.push(
                     match tokio::time::timeout(Duration::from_secs(15), call).await {
@@ -135,8 +140,10 @@ async fn a_thousand_invocations_through_dropping_connections_all_complete_once()
     }
     let mut completed = HashSet::new();
     let mut errors: HashMap<String, usize> = HashMap::new();
+    let mut sent = 0;
     for client in clients {
         for outcome in client.await.unwrap() {
+            sent += 1;
             match outcome {
                 Ok(id) => {
                     completed.insert(id);
@@ -145,7 +152,7 @@ async fn a_thousand_invocations_through_dropping_connections_all_complete_once()
             }
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, SeqCst);
     let runs = dev.child.output();
     let mut per_request: HashMap<String, usize> = HashMap::new();
     for line in runs.lines().filter(|l| l.contains("\"invocation\"")) {
@@ -157,16 +164,17 @@ async fn a_thousand_invocations_through_dropping_connections_all_complete_once()
     let duplicated = per_request.values().filter(|n| **n > 1).count();
     let hung = errors.get("hung").copied().unwrap_or(0);
     println!(
-        "accounting: completed {}, errored {:?}, duplicated {duplicated}, hung {hung}, connection drops {}",
+        "accounting: sent {sent}, completed {}, errored {:?}, duplicated {duplicated}, hung {hung}, connection drops {}",
         completed.len(),
         errors,
-        proxy.drops.load(std::sync::atomic::Ordering::SeqCst)
+        proxy.drops.load(SeqCst)
     );
     assert!(
-        proxy.drops.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        proxy.drops.load(SeqCst) >= 5,
         "the proxy hardly dropped anything"
     );
-    assert_eq!(completed.len(), 1000, "errors: {errors:?}");
+    assert!(sent >= 1000);
+    assert_eq!(completed.len(), sent, "errors: {errors:?}");
     assert_eq!(duplicated, 0);
 }
 

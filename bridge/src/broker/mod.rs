@@ -9,7 +9,11 @@
 //! bridge protocol acknowledges at its own level instead.
 
 mod conn;
+mod local;
 mod router;
+
+pub use local::LocalBroker;
+pub(crate) use local::{LocalInbox, LocalSession};
 
 use router::Router;
 use std::future::Future;
@@ -64,7 +68,14 @@ pub async fn run(
     config: BrokerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let router = Arc::new(Router::new(config));
+    serve(listener, Arc::new(Router::new(config)), shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -101,6 +112,7 @@ pub async fn run(
 /// A broker running in the background of this process.
 pub struct Broker {
     addr: SocketAddr,
+    router: Arc<Router>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<io::Result<()>>,
 }
@@ -111,11 +123,13 @@ impl Broker {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, config, async {
+        let router = Arc::new(Router::new(config));
+        let task = tokio::spawn(serve(listener, router.clone(), async {
             let _ = stopped.await;
         }));
         Ok(Broker {
             addr,
+            router,
             stop: Some(stop),
             task,
         })
@@ -129,6 +143,14 @@ impl Broker {
     /// The URL clients connect to: `ws://HOST:PORT/mqtt`.
     pub fn url(&self) -> String {
         format!("ws://{}/mqtt", self.addr)
+    }
+
+    /// A handle for clients in this process, which join without a socket
+    /// ([`crate::transport::Connection::open_local`]).
+    pub fn local(&self) -> LocalBroker {
+        LocalBroker {
+            router: self.router.clone(),
+        }
     }
 
     /// Stop accepting, close every connection and wait until the port is released.

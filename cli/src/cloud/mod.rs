@@ -61,6 +61,12 @@ pub struct LocalCloud {
 }
 
 impl LocalCloud {
+    /// The embedded broker, for a client in this process to join without a socket; `None`
+    /// when the cloud uses another broker.
+    pub fn local_broker(&self) -> Option<bridge::broker::LocalBroker> {
+        self.broker.as_ref().map(Broker::local)
+    }
+
     /// Start the broker (unless `broker_url` names one), the emulator and the front door.
     pub async fn start(
         project: &Project,

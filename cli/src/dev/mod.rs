@@ -29,6 +29,10 @@ use worker::Workers;
 /// this bounds the memory of a long session).
 const REMEMBERED: usize = 4096;
 
+/// How long an invocation runs before it is acknowledged on its own (a quicker result is
+/// the acknowledgement); well within the stub's 1 s retransmission.
+const ACK_AFTER: Duration = Duration::from_millis(200);
+
 /// How often an unacknowledged result is sent again.
 const RESULT_RETRY: Duration = Duration::from_millis(1000);
 
@@ -155,7 +159,12 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     options.presence = Some(presence(&topics, &session, names.clone()));
     options.keep_alive = Duration::from_secs(10);
     options.credentials = args.cloud.credentials.pair();
-    let mut connection = Connection::open(options)?;
+    // The session joins its own embedded broker in-process (the stubs still cross it over
+    // WebSocket); another broker, over WebSocket.
+    let mut connection = match cloud.as_ref().and_then(LocalCloud::local_broker) {
+        Some(broker) => Connection::open_local(options, &broker),
+        None => Connection::open(options)?,
+    };
     connection
         .ready(Duration::from_secs(10))
         .await
@@ -305,11 +314,11 @@ impl Session {
         let ack = DevMessage::Ack {
             request_id: invocation.request_id.clone(),
         };
-        let _ = state.sender.send(&results, &ack, b"").await;
         let previous = {
             let mut seen = state.seen.lock().expect("lock");
             match seen.map.get(&invocation.request_id) {
-                Some(Seen::Running | Seen::Done) => return,
+                // A retransmission: the stub has not heard from us yet.
+                Some(Seen::Running | Seen::Done) => Some((ack.clone(), Bytes::new())),
                 Some(Seen::Answered(answer)) => Some(answer.as_ref().clone()),
                 None => {
                     seen.map
@@ -325,15 +334,25 @@ impl Session {
             }
         };
         if let Some((message, body)) = previous {
-            // A duplicate of an answered invocation: the same answer again, the handler not
-            // run twice.
+            // A duplicate: acknowledged again while it runs, or the same answer again once
+            // answered; the handler is not run twice.
             let _ = state.sender.send(&results, &message, &body).await;
             return;
         }
         let state = state.clone();
         tokio::spawn(async move {
             let start = Instant::now();
-            let ran = state.run(&invocation, body).await;
+            // The result acknowledges the invocation; a separate acknowledgement goes out
+            // only if the result takes a while, well before the stub's retransmission.
+            let run = state.run(&invocation, body);
+            tokio::pin!(run);
+            let ran = tokio::select! {
+                ran = &mut run => ran,
+                _ = tokio::time::sleep(ACK_AFTER) => {
+                    let _ = state.sender.send(&results, &ack, b"").await;
+                    run.await
+                }
+            };
             let elapsed = start.elapsed();
             let request_id = invocation.request_id.clone();
             let (message, body, error_type) = match ran.outcome {

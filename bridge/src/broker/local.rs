@@ -1,0 +1,101 @@
+//! A client of the broker inside the broker's own process: the router's sessions,
+//! subscriptions, retained messages, wills and flow control, without a socket, WebSocket
+//! framing or MQTT encoding in between. `live dev` joins its embedded broker this way; the
+//! stubs, and every other client, connect over WebSocket.
+
+use super::conn::wait_for_room;
+use super::router::{Inbox, Router};
+use rumqttc::{ConnAck, ConnectReturnCode, LastWill, Packet, Publish, QoS, SubscribeFilter};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// A handle on a running broker for clients in the same process; cheap to clone.
+#[derive(Clone)]
+pub struct LocalBroker {
+    pub(super) router: Arc<Router>,
+}
+
+/// One in-process connection.
+pub(crate) struct LocalSession {
+    router: Arc<Router>,
+    client_id: String,
+    conn: u64,
+}
+
+/// What the connection receives (its CONNACK first), and the signal that it was taken over
+/// or dropped as too slow.
+pub(crate) struct LocalInbox {
+    pub inbox: Inbox,
+    pub kick: Arc<Notify>,
+}
+
+impl LocalInbox {
+    /// The next packet for this connection, `None` once it is gone.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        let item = tokio::select! {
+            item = self.inbox.rx.recv() => item?,
+            _ = self.kick.notified() => return None,
+        };
+        self.inbox.taken(&item);
+        self.inbox.drained();
+        Some(item.packet)
+    }
+}
+
+impl LocalBroker {
+    /// Connect as `client_id` (taking over an earlier connection with that id), with `will`
+    /// published if the connection ends without [`LocalSession::disconnect`].
+    pub(crate) fn connect(
+        &self,
+        client_id: &str,
+        will: Option<LastWill>,
+    ) -> (LocalSession, LocalInbox) {
+        let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
+        let registration = self.router.register(client_id, will, connack);
+        (
+            LocalSession {
+                router: self.router.clone(),
+                client_id: client_id.to_string(),
+                conn: registration.conn,
+            },
+            LocalInbox {
+                inbox: registration.inbox,
+                kick: registration.kick,
+            },
+        )
+    }
+}
+
+impl LocalSession {
+    /// Route a publish, then wait while a subscriber it reached is above the soft bound (the
+    /// same flow control a WebSocket publisher gets).
+    pub async fn publish(&self, topic: &str, qos: QoS, retain: bool, payload: bytes::Bytes) {
+        let mut publish = Publish::from_bytes(topic, qos, payload);
+        publish.retain = retain;
+        for subscriber in self.router.publish(publish) {
+            wait_for_room(&self.router, subscriber).await;
+        }
+    }
+
+    /// Subscribe to `filters` at QoS 1; the SUBACK arrives in the inbox.
+    pub fn subscribe(&self, filters: &[String]) {
+        let filters = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+            .collect();
+        self.router
+            .subscribe(&self.client_id, self.conn, 1, filters);
+    }
+
+    /// End the connection; `clean` suppresses the will.
+    pub fn disconnect(&self, clean: bool) {
+        self.router.disconnect(&self.client_id, self.conn, clean);
+    }
+}
+
+impl Drop for LocalSession {
+    fn drop(&mut self) {
+        // Gone without a clean disconnect: as if its socket had dropped (a no-op after one).
+        self.router.disconnect(&self.client_id, self.conn, false);
+    }
+}
