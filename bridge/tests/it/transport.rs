@@ -1,5 +1,6 @@
 //! The bridge connection over the embedded broker: chunked messages end to end, presence with
-//! its will, and reconnection with resubscription after the broker restarts.
+//! its will, reconnection with resubscription after the broker restarts, and the in-process
+//! connection meeting WebSocket clients on the same broker.
 
 use bridge::broker::{Broker, BrokerConfig};
 use bridge::transport::{ConnectOptions, Connection, Link};
@@ -64,6 +65,66 @@ async fn a_six_megabyte_message_crosses_the_broker_intact() {
     assert_eq!(got.frame.parse::<StubMessage>().unwrap(), msg);
     assert!(got.frame.body == body);
     assert_eq!(dev.rejected(), 0);
+}
+
+#[tokio::test]
+async fn an_in_process_connection_meets_websocket_clients_with_presence_and_will() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let topics = Topics::new("app", "dev").unwrap();
+    let inv = topics.invocations("s1").unwrap();
+    let results = topics.results("env1").unwrap();
+    let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
+    let mut stub = open(&b.url(), "stub", vec![results.clone()]).await;
+
+    let mut options = ConnectOptions::new(b.url(), "dev-s1");
+    options.subscriptions = vec![inv.clone()];
+    options.presence = Some(presence_for(topics.clone(), "s1"));
+    let mut dev = Connection::open_local(options, &b.local());
+    dev.ready(WAIT).await.unwrap();
+    let online: Presence = tokio::time::timeout(WAIT, watcher.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .frame
+        .parse()
+        .unwrap();
+    assert!(online.online && online.session == "s1");
+
+    // A chunked message from a WebSocket client arrives whole, and an answer goes back.
+    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    let msg = StubMessage::ResultAck {
+        request_id: "r".into(),
+    };
+    stub.send(&inv, &msg, &body).await.unwrap();
+    let got = tokio::time::timeout(WAIT, dev.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.topic, inv);
+    assert_eq!(got.frame.parse::<StubMessage>().unwrap(), msg);
+    assert!(got.frame.body == body);
+    let answer = DevMessage::Ack {
+        request_id: "r".into(),
+    };
+    dev.sender().send(&results, &answer, b"ok").await.unwrap();
+    let back = tokio::time::timeout(WAIT, stub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.frame.parse::<DevMessage>().unwrap(), answer);
+    assert_eq!(&back.frame.body[..], b"ok");
+
+    // Dropped without closing: the will marks the session offline.
+    drop(dev);
+    let offline: Presence = tokio::time::timeout(WAIT, watcher.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .frame
+        .parse()
+        .unwrap();
+    assert!(!offline.online && offline.supersedes(&online));
 }
 
 #[tokio::test]
