@@ -39,6 +39,19 @@ pub struct Settings {
     pub direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
     /// Broker credentials for the stubs.
     pub credentials: Option<(String, String)>,
+    /// Told each request id as the invocation starts, before the stub has it.
+    pub on_invoke: Option<OnInvoke>,
+}
+
+/// A callback with each invocation's request id as the emulator receives it (`live dev`
+/// starts its watcher barrier there).
+#[derive(Clone)]
+pub struct OnInvoke(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for OnInvoke {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnInvoke")
+    }
 }
 
 /// What an invocation asks for.
@@ -180,6 +193,9 @@ impl Pool {
     /// Run one invocation in a warm environment, or a new one, or wait for one.
     pub async fn invoke(&self, request: Request) -> Reply {
         let request_id = crate::ids::request_id();
+        if let Some(OnInvoke(on_invoke)) = &self.settings.on_invoke {
+            on_invoke(&request_id);
+        }
         let _slot = self
             .slots
             .acquire()

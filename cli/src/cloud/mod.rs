@@ -73,16 +73,18 @@ impl LocalCloud {
         options: &CloudOptions,
         broker_url: Option<String>,
     ) -> anyhow::Result<LocalCloud> {
-        Self::start_with(project, options, broker_url, None).await
+        Self::start_with(project, options, broker_url, None, None).await
     }
 
     /// [`LocalCloud::start`], or with `direct` launches: the emulator runs the handlers
-    /// themselves, with no stub and no broker.
+    /// themselves, with no stub and no broker; `on_invoke` hears of each request as it
+    /// arrives.
     pub async fn start_with(
         project: &Project,
         options: &CloudOptions,
         broker_url: Option<String>,
         direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
+        on_invoke: Option<emulator::OnInvoke>,
     ) -> anyhow::Result<LocalCloud> {
         let stub = match &direct {
             Some(_) => PathBuf::new(),
@@ -109,6 +111,7 @@ impl LocalCloud {
             freeze: !options.no_freeze && direct.is_none(),
             direct,
             credentials: options.credentials.pair(),
+            on_invoke,
         };
         let emulator = Arc::new(Emulator::new(project, settings));
         let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
@@ -227,7 +230,7 @@ pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     } else {
         None
     };
-    let cloud = LocalCloud::start_with(&project, &args.cloud, args.broker, direct).await?;
+    let cloud = LocalCloud::start_with(&project, &args.cloud, args.broker, direct, None).await?;
     println!(
         "live cloud ready: http://{} (app {}, stage {})\n{}",
         cloud.front_door,

@@ -144,7 +144,13 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
 
     let cloud = match &args.broker {
         Some(_) => None,
-        None => Some(LocalCloud::start(&project, &args.cloud, None).await?),
+        None => {
+            // The embedded front door starts each request's watcher barrier on arrival.
+            let hint = watcher
+                .clone()
+                .map(|w| crate::cloud::emulator::OnInvoke(Arc::new(move |id: &str| w.hint(id))));
+            Some(LocalCloud::start_with(&project, &args.cloud, None, None, hint).await?)
+        }
     };
     let bridge_url = match (&args.broker, &cloud) {
         (Some(url), _) => url.clone(),
@@ -446,7 +452,7 @@ impl Session {
         }
         // Every save that finished before the invocation arrived is now known to the builds.
         if let Some(watcher) = &self.watcher {
-            watcher.barrier().await;
+            watcher.barrier_for(&invocation.request_id).await;
         }
         let until = tokio::time::Instant::now()
             + Duration::from_millis(invocation.remaining_ms).saturating_sub(BUILD_WAIT_MARGIN);

@@ -11,7 +11,7 @@
 use super::watchset::ignored;
 use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,9 @@ pub const QUEUE: usize = 16 * 1024;
 /// How long a batch stays open after its last event, and at most.
 pub const QUIET: Duration = Duration::from_millis(10);
 pub const MAX_BATCH: Duration = Duration::from_millis(50);
+
+/// Hinted barriers remembered (requests that never reach the session are forgotten).
+const HINTS: usize = 1024;
 
 /// How long a barrier waits before giving up (only if the watcher lost events).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -114,7 +117,9 @@ pub struct FileWatcher {
     /// The last sentinel token whose rename has started (the sentinel's current name).
     next: AtomicU64,
     /// Serialises sentinel renames, so concurrent callers can share one.
-    writer: tokio::sync::Mutex<()>,
+    writer: Mutex<()>,
+    /// Barriers started for request ids not yet seen by the session, oldest first.
+    hints: Mutex<(HashMap<String, u64>, VecDeque<String>)>,
     passed: watch::Receiver<u64>,
 }
 
@@ -197,7 +202,8 @@ impl FileWatcher {
                 watcher: Mutex::new(watcher),
                 barrier_dir,
                 next: AtomicU64::new(0),
-                writer: tokio::sync::Mutex::new(()),
+                writer: Mutex::new(()),
+                hints: Mutex::default(),
                 passed,
             },
             consumer,
@@ -214,32 +220,67 @@ impl FileWatcher {
 
     /// Return once every file event that happened before this call has been delivered.
     pub async fn barrier(&self) {
-        // Concurrent invocations share sentinels: any sentinel written after this call began
-        // proves the same order, so a caller that finds one started since its entry waits for
-        // it instead of writing its own.
-        let entered = self.next.load(Ordering::SeqCst);
-        let token = {
-            let _writer = self.writer.lock().await;
-            let started = self.next.load(Ordering::SeqCst);
-            if started > entered {
-                started
-            } else {
-                let token = started + 1;
-                let from = self.barrier_dir.join(format!("b-{started}"));
-                let to = self.barrier_dir.join(format!("b-{token}"));
-                // Counted as started before the rename, so a later caller piggybacks on it.
-                self.next.store(token, Ordering::SeqCst);
-                // Should the sentinel have gone (a temp cleaner), a new one does as well.
-                if let Err(e) = std::fs::rename(&from, &to).or_else(|_| std::fs::write(&to, b"")) {
-                    tracing::warn!(
-                        "could not write the watcher's sentinel {}: {e}",
-                        to.display()
-                    );
-                    return;
+        if let Some(token) = self.start_barrier() {
+            self.wait_for(token).await;
+        }
+    }
+
+    /// Start a barrier now for `request_id`, to be waited for by [`FileWatcher::barrier_for`]
+    /// when the invocation reaches this session. The embedded cloud calls this as it receives
+    /// a request, so that the sentinel's round trip through the watcher overlaps the trip
+    /// through the stub and the broker instead of following it.
+    pub fn hint(&self, request_id: &str) {
+        if let Some(token) = self.start_barrier() {
+            let mut hints = self.hints.lock().expect("lock");
+            if hints.1.len() >= HINTS {
+                if let Some(old) = hints.1.pop_front() {
+                    hints.0.remove(&old);
                 }
-                token
             }
-        };
+            hints.0.insert(request_id.to_string(), token);
+            hints.1.push_back(request_id.to_string());
+        }
+    }
+
+    /// [`FileWatcher::barrier`] for an invocation: a barrier started when the request was
+    /// received (see [`FileWatcher::hint`]) proves the same, and has usually passed already.
+    pub async fn barrier_for(&self, request_id: &str) {
+        let hinted = self.hints.lock().expect("lock").0.remove(request_id);
+        match hinted {
+            Some(token) => self.wait_for(token).await,
+            None => self.barrier().await,
+        }
+    }
+
+    /// Rename the sentinel, or share a rename started since this call began; the token to
+    /// wait for, `None` if the sentinel cannot be written.
+    fn start_barrier(&self) -> Option<u64> {
+        // Concurrent invocations share sentinels: any sentinel renamed after this call began
+        // proves the same order, so a caller that finds one started since its entry waits for
+        // it instead of renaming again.
+        let entered = self.next.load(Ordering::SeqCst);
+        let _writer = self.writer.lock().expect("lock");
+        let started = self.next.load(Ordering::SeqCst);
+        if started > entered {
+            return Some(started);
+        }
+        let token = started + 1;
+        let from = self.barrier_dir.join(format!("b-{started}"));
+        let to = self.barrier_dir.join(format!("b-{token}"));
+        // Counted as started before the rename, so a later caller piggybacks on it.
+        self.next.store(token, Ordering::SeqCst);
+        // Should the sentinel have gone (a temp cleaner), a new one does as well.
+        if let Err(e) = std::fs::rename(&from, &to).or_else(|_| std::fs::write(&to, b"")) {
+            tracing::warn!(
+                "could not write the watcher's sentinel {}: {e}",
+                to.display()
+            );
+            return None;
+        }
+        Some(token)
+    }
+
+    async fn wait_for(&self, token: u64) {
         let mut passed = self.passed.clone();
         let reached = tokio::time::timeout(BARRIER_TIMEOUT, passed.wait_for(|p| *p >= token)).await;
         if reached.is_err() {
