@@ -57,9 +57,6 @@ pub async fn start(path: Path) -> anyhow::Result<Running> {
                 if let Ok(extra) = std::env::var("LIVE_PROBE_ARGS") {
                     cmd.args(extra.split_whitespace());
                 }
-                if let Ok(threads) = std::env::var("LIVE_PROBE_THREADS") {
-                    cmd.env("TOKIO_WORKER_THREADS", threads);
-                }
             }
             cmd.env("CARGO_TARGET_DIR", fixture_target_dir());
             let child = Child::spawn(cmd);
