@@ -3,7 +3,8 @@
 //! - [`protocol`]: the messages, as data, and the limits beside them;
 //! - [`wire`]: framing, chunking to IoT Core's payload limit, and bounded reassembly;
 //! - [`topics`]: the topic scheme under `live/{app}/{stage}/` and IoT Core's topic limits;
-//! - [`transport`]: the MQTT-over-WebSocket client connection (on `rumqttc`);
+//! - [`transport`]: the MQTT-over-WebSocket client connection (on `rumqttc`), or an
+//!   in-process one to a broker in the same process;
 //! - [`runtime_api`]: the Lambda Runtime API's paths and headers, and (feature
 //!   `runtime-server`) the local Runtime API server every local host uses;
 //! - [`broker`] (feature `broker`): the embedded MQTT-over-WebSocket broker.

@@ -98,6 +98,17 @@ pub enum DevMessage {
     },
 }
 
+impl DevMessage {
+    /// The invocation this message is about.
+    pub fn request_id(&self) -> &str {
+        match self {
+            DevMessage::Ack { request_id }
+            | DevMessage::Response { request_id, .. }
+            | DevMessage::Error { request_id, .. } => request_id,
+        }
+    }
+}
+
 /// Retained on a developer session's presence topic; its last will is the same record with
 /// `online: false`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

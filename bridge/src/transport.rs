@@ -4,7 +4,9 @@
 //! and a hook that rewrites each connection attempt's HTTP request (for SigV4 presigning).
 //!
 //! Callers `send` messages and `recv` reassembled frames; chunking, keep-alive and size
-//! limits stay inside.
+//! limits stay inside. A process that hosts the broker itself joins it in-process instead
+//! (`Connection::open_local`, feature `broker`): the same session, presence and will, no
+//! socket.
 
 use crate::protocol::MAX_MQTT_PAYLOAD;
 use crate::wire::{encode, Frame, ProtocolError, Reassembler};
@@ -33,6 +35,32 @@ pub type RequestSigner = Arc<
 /// Builds a connection's presence records for its epoch: `(topic, online, offline)`. The
 /// online record is published retained after every CONNACK; the offline one is the will.
 pub type PresenceFn = Arc<dyn Fn(u64) -> (String, Bytes, Bytes) + Send + Sync>;
+
+/// The presence records of developer session `session` serving `functions` (none listed:
+/// every function), for [`ConnectOptions::presence`].
+pub fn session_presence(
+    topics: &crate::Topics,
+    session: &str,
+    functions: Vec<String>,
+) -> Result<PresenceFn, crate::topics::TopicError> {
+    let topic = topics.presence(session)?;
+    let session = session.to_string();
+    Ok(Arc::new(move |epoch| {
+        let record = |online| {
+            let p = crate::Presence {
+                session: session.clone(),
+                online,
+                epoch,
+                version: crate::PROTOCOL_VERSION,
+                functions: functions.clone(),
+            };
+            encode(&p, b"")
+                .expect("a presence record fits one frame")
+                .remove(0)
+        };
+        (topic.clone(), record(true), record(false))
+    }))
+}
 
 /// The packet size limit set on the client: a maximal payload plus a maximal topic, rounded up.
 const CLIENT_MAX_PACKET: usize = 2 * MAX_MQTT_PAYLOAD;
@@ -103,6 +131,10 @@ pub enum TransportError {
     /// The URL is not a `ws://` or `wss://` URL.
     #[error("broker URL {0:?} is not a ws:// or wss:// URL")]
     BadUrl(String),
+    /// The broker refuses the publish (over its limits); only an in-process connection
+    /// hears why, a broker closes a WebSocket client's connection instead.
+    #[error("the broker refuses the message: {0}")]
+    Refused(String),
     /// The connection is closed for good.
     #[error("the bridge connection is closed")]
     Closed,
@@ -150,10 +182,10 @@ impl Client {
                 .await
                 .map_err(|_| TransportError::Closed),
             #[cfg(feature = "broker")]
-            Client::Local(session) => {
-                session.publish(topic, qos, retain, payload).await;
-                Ok(())
-            }
+            Client::Local(session) => session
+                .publish(topic, qos, retain, payload)
+                .await
+                .map_err(TransportError::Refused),
         }
     }
 
@@ -214,13 +246,12 @@ impl Connection {
         let driver = Driver {
             client: client.clone(),
             options: options.clone(),
-            incoming: incoming_tx,
             link: link_tx,
             last_error: error_tx,
-            rejected: rejected.clone(),
             epoch: epoch.clone(),
         };
-        let task = tokio::spawn(driver.run(eventloop));
+        let inbound = Inbound::new(incoming_tx, rejected.clone());
+        let task = tokio::spawn(driver.run(eventloop, inbound));
         Ok(Connection {
             client: Client::Mqtt(client),
             incoming,
@@ -257,9 +288,8 @@ impl Connection {
             inbox,
             options.clone(),
             epoch,
-            incoming_tx,
+            Inbound::new(incoming_tx, rejected.clone()),
             link_tx,
-            rejected.clone(),
         ));
         Connection {
             client: Client::Local(session),
@@ -410,31 +440,22 @@ impl Drop for Connection {
 struct Driver {
     client: AsyncClient,
     options: ConnectOptions,
-    incoming: mpsc::Sender<Received>,
     link: watch::Sender<Link>,
     last_error: watch::Sender<String>,
-    rejected: Arc<AtomicU64>,
     epoch: Arc<AtomicU64>,
 }
 
 impl Driver {
-    async fn run(self, mut eventloop: EventLoop) {
-        let mut reassembler = Reassembler::default();
+    async fn run(self, mut eventloop: EventLoop, mut inbound: Inbound) {
         let mut backoff = self.options.min_backoff;
         let mut generation = 0;
-        let mut swept = Instant::now();
         self.arm_will(&mut eventloop);
         loop {
             // `poll` is never raced against a timer: dropping it mid-connect would lose the
             // connection and open a second one. Partial messages are swept between events
             // instead (keep-alive pings guarantee events).
             let event = eventloop.poll().await;
-            if swept.elapsed() >= Duration::from_secs(1) {
-                swept = Instant::now();
-                for e in reassembler.expire(swept) {
-                    self.reject(&e);
-                }
-            }
+            inbound.sweep();
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     if ack.code != ConnectReturnCode::Success {
@@ -453,18 +474,8 @@ impl Driver {
                     let _ = self.link.send(Link::Up { generation });
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    match reassembler.push(publish.payload, Instant::now()) {
-                        Ok(Some(frame)) => {
-                            let received = Received {
-                                topic: publish.topic,
-                                frame,
-                            };
-                            if self.incoming.send(received).await.is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => self.reject(&e),
+                    if !inbound.deliver(publish).await {
+                        break;
                     }
                 }
                 Ok(_) => {}
@@ -500,10 +511,6 @@ impl Driver {
         }
     }
 
-    fn reject(&self, e: &ProtocolError) {
-        reject(&self.rejected, e);
-    }
-
     /// Wait out a jittered backoff, re-arm the will for the next connection, return the next
     /// backoff.
     async fn pause(&self, backoff: Duration, eventloop: &mut EventLoop) -> Duration {
@@ -534,20 +541,20 @@ async fn run_local(
     mut inbox: crate::broker::LocalInbox,
     options: ConnectOptions,
     epoch: u64,
-    incoming: mpsc::Sender<Received>,
+    mut inbound: Inbound,
     link: watch::Sender<Link>,
-    rejected: Arc<AtomicU64>,
 ) {
-    let mut reassembler = Reassembler::default();
-    let mut swept = Instant::now();
     while let Some(packet) = inbox.recv().await {
         match packet {
             Packet::ConnAck(_) => {
                 if let Some(presence) = &options.presence {
                     let (topic, online, _) = presence(epoch);
-                    session
+                    if let Err(e) = session
                         .publish(&topic, QoS::AtLeastOnce, true, online)
-                        .await;
+                        .await
+                    {
+                        tracing::warn!("presence refused by the broker: {e}");
+                    }
                 }
                 if options.subscriptions.is_empty() {
                     let _ = link.send(Link::Up { generation: 1 });
@@ -558,34 +565,68 @@ async fn run_local(
             Packet::SubAck(_) => {
                 let _ = link.send(Link::Up { generation: 1 });
             }
-            Packet::Publish(publish) => match reassembler.push(publish.payload, Instant::now()) {
-                Ok(Some(frame)) => {
-                    let received = Received {
-                        topic: publish.topic,
-                        frame,
-                    };
-                    if incoming.send(received).await.is_err() {
-                        break;
-                    }
+            Packet::Publish(publish) => {
+                let delivered = inbound.deliver(publish).await;
+                if !delivered {
+                    break;
                 }
-                Ok(None) => {}
-                Err(e) => reject(&rejected, &e),
-            },
+            }
             _ => {}
         }
-        if swept.elapsed() >= Duration::from_secs(1) {
-            swept = Instant::now();
-            for e in reassembler.expire(swept) {
-                reject(&rejected, &e);
-            }
-        }
+        inbound.sweep();
     }
     let _ = link.send(Link::Closed);
 }
 
-fn reject(rejected: &AtomicU64, e: &ProtocolError) {
-    rejected.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!("dropped a bridge message: {e}");
+/// What arrives on a connection, on its way to [`Connection::recv`]: reassembled, with
+/// invalid payloads and expired partial messages counted and dropped.
+struct Inbound {
+    reassembler: Reassembler,
+    swept: Instant,
+    incoming: mpsc::Sender<Received>,
+    rejected: Arc<AtomicU64>,
+}
+
+impl Inbound {
+    fn new(incoming: mpsc::Sender<Received>, rejected: Arc<AtomicU64>) -> Inbound {
+        Inbound {
+            reassembler: Reassembler::default(),
+            swept: Instant::now(),
+            incoming,
+            rejected,
+        }
+    }
+
+    /// Reassemble `publish`, passing on a completed frame; `false` once nobody receives.
+    async fn deliver(&mut self, publish: rumqttc::Publish) -> bool {
+        match self.reassembler.push(publish.payload, Instant::now()) {
+            Ok(Some(frame)) => {
+                let received = Received {
+                    topic: publish.topic,
+                    frame,
+                };
+                return self.incoming.send(received).await.is_ok();
+            }
+            Ok(None) => {}
+            Err(e) => self.reject(&e),
+        }
+        true
+    }
+
+    /// Drop partial messages past their time, at most once a second.
+    fn sweep(&mut self) {
+        if self.swept.elapsed() >= Duration::from_secs(1) {
+            self.swept = Instant::now();
+            for e in self.reassembler.expire(self.swept) {
+                self.reject(&e);
+            }
+        }
+    }
+
+    fn reject(&self, e: &ProtocolError) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("dropped a bridge message: {e}");
+    }
 }
 
 /// A fresh presence epoch: now in milliseconds, and above `previous`.

@@ -41,7 +41,8 @@ pub struct Project {
 pub struct Function {
     /// How to start a Lambda runtime client for it. Absent: a Rust binary built with cargo.
     pub command: Option<Vec<String>>,
-    /// How to build it before running (default for Rust: `cargo build --bin NAME`).
+    /// A build step for a function with a `command` (Rust functions, without one, are
+    /// built with one `cargo build` for all of them).
     pub build: Option<Vec<String>>,
     /// The cargo package holding the binary (Rust; default: found by cargo).
     pub package: Option<String>,

@@ -55,6 +55,8 @@ const ANSWERED: usize = 256;
 
 pub struct Bridge {
     config: Config,
+    /// "function F of app A on stage S", for error messages.
+    place: Arc<str>,
     topics: Topics,
     sender: Sender,
     link: watch::Receiver<Link>,
@@ -78,6 +80,11 @@ impl Bridge {
         let answered: Answered = Arc::default();
         let bridge = Bridge {
             config: config.clone(),
+            place: format!(
+                "function {:?} of app {:?} on stage {:?}",
+                config.function, config.app, config.stage
+            )
+            .into(),
             topics,
             sender: connection.sender(),
             link: connection.link(),
@@ -107,7 +114,7 @@ impl Bridge {
                         eprintln!("live stub: dropped an unreadable result message");
                         continue;
                     };
-                    let request_id = request_id(&message).to_string();
+                    let request_id = message.request_id().to_string();
                     let waiter = waiters.lock().expect("lock").get(&request_id).cloned();
                     match waiter {
                         Some(w) => {
@@ -151,10 +158,7 @@ impl Bridge {
         let remaining = Duration::from_millis(next.deadline_ms.saturating_sub(now_ms));
         let answer_by = Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN);
         let window = Instant::now() + self.config.no_dev_window;
-        let where_ = format!(
-            "function {:?} of app {:?} on stage {:?}",
-            self.config.function, self.config.app, self.config.stage
-        );
+        let where_ = self.place.clone();
 
         // The link and a developer session, within the no-developer window.
         let Some(session) = self.wait_for_session(window.min(answer_by)).await else {
@@ -197,11 +201,18 @@ impl Bridge {
         rx: &mut mpsc::UnboundedReceiver<(DevMessage, Bytes)>,
         where_: &str,
     ) -> Reply {
-        let mut attempt = 0;
         let mut acked = false;
+        let mut message = StubMessage::Invoke(Invocation {
+            request_id: next.request_id.clone(),
+            function: self.config.function.clone(),
+            env_id: self.config.env_id.clone(),
+            headers: next.headers.clone(),
+            remaining_ms: remaining.as_millis() as u64,
+            attempt: 0,
+        });
         // Only reconnections from now on call for an early resend.
         self.link.borrow_and_update();
-        if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
+        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body).await {
             return reply;
         }
         let mut retransmit =
@@ -229,8 +240,7 @@ impl Bridge {
                     }
                 }
                 _ = retransmit.tick(), if !acked => {
-                    attempt += 1;
-                    if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
+                    if let Err(reply) = self.send_invoke(&mut message, &session, &next.body).await {
                         return reply;
                     }
                 }
@@ -239,8 +249,7 @@ impl Bridge {
                     // sessions): send again now rather than at the next retransmission.
                     let up = matches!(*self.link.borrow_and_update(), Link::Up { .. });
                     if changed.is_ok() && up {
-                        attempt += 1;
-                        if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
+                        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body).await {
                             return reply;
                         }
                     }
@@ -259,8 +268,7 @@ impl Bridge {
                     if let (true, Some(c)) = (moved, chosen) {
                         session = c;
                         acked = false;
-                        attempt += 1;
-                        if let Err(reply) = self.send_invoke(next, &session, attempt, remaining).await {
+                        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body).await {
                             return reply;
                         }
                     }
@@ -287,26 +295,22 @@ impl Bridge {
         }
     }
 
+    /// Send `message` (an invocation) to `session`, and count the attempt for the next send.
     async fn send_invoke(
         &self,
-        next: &Next,
+        message: &mut StubMessage,
         session: &Presence,
-        attempt: u32,
-        remaining: Duration,
+        body: &[u8],
     ) -> Result<(), Reply> {
         let topic = self
             .topics
             .invocations(&session.session)
             .map_err(|e| Reply::failure("Live.BadSession", e.to_string()))?;
-        let message = StubMessage::Invoke(Invocation {
-            request_id: next.request_id.clone(),
-            function: self.config.function.clone(),
-            env_id: self.config.env_id.clone(),
-            headers: next.headers.clone(),
-            remaining_ms: remaining.as_millis() as u64,
-            attempt,
-        });
-        match self.sender.send(&topic, &message, &next.body).await {
+        let sent = self.sender.send(&topic, message, body).await;
+        if let StubMessage::Invoke(invocation) = message {
+            invocation.attempt += 1;
+        }
+        match sent {
             Ok(()) => Ok(()),
             Err(bridge::transport::TransportError::Protocol(e)) => Err(Reply::failure(
                 "Live.PayloadTooLarge",
@@ -387,12 +391,4 @@ fn version_mismatch(session: &Presence) -> Option<Reply> {
             ),
         )
     })
-}
-
-fn request_id(message: &DevMessage) -> &str {
-    match message {
-        DevMessage::Ack { request_id }
-        | DevMessage::Response { request_id, .. }
-        | DevMessage::Error { request_id, .. } => request_id,
-    }
 }

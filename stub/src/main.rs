@@ -52,7 +52,7 @@ async fn run() -> ExitCode {
                 headers,
                 body,
             } => {
-                api.fail(&next.request_id, Some(&error_type), &headers, body)
+                api.fail(&next.request_id, &error_type, &headers, body)
                     .await
             }
         }

@@ -110,21 +110,13 @@ impl RuntimeClient {
     }
 
     /// Post an error: the handler's own (headers and body unchanged) or the bridge's.
-    pub async fn fail(
-        &self,
-        request_id: &str,
-        error_type: Option<&str>,
-        headers: &[Header],
-        body: Bytes,
-    ) {
+    pub async fn fail(&self, request_id: &str, error_type: &str, headers: &[Header], body: Bytes) {
         let mut headers = headers.to_vec();
-        if let Some(error_type) = error_type {
-            if !headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(ERROR_TYPE))
-            {
-                headers.push((ERROR_TYPE.into(), error_type.into()));
-            }
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(ERROR_TYPE))
+        {
+            headers.push((ERROR_TYPE.into(), error_type.into()));
         }
         let path = runtime_api::error_path(request_id);
         self.post(&path, &headers, body).await;

@@ -7,21 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tests::http::Http;
-use tests::live::{fixture_copy, live_dev, project, raw_function};
-
-/// Set function `f`'s `VERSION` constant, as an editor saving the file would.
-fn set_version(dir: &Path, f: &str, version: u64) {
-    let path = dir.join(f).join("src/main.rs");
-    let source = std::fs::read_to_string(&path).unwrap();
-    let start = source.find("const VERSION: u64 = ").expect("VERSION line");
-    let end = start + source[start..].find(';').unwrap();
-    let updated = format!(
-        "{}const VERSION: u64 = {version}{}",
-        &source[..start],
-        &source[end..]
-    );
-    std::fs::write(&path, updated).unwrap();
-}
+use tests::live::{fixture_copy, live_dev, project, raw_function, set_version};
 
 fn set_shared(dir: &Path, version: u64) {
     let path = dir.join("common/src/lib.rs");
@@ -59,7 +45,7 @@ async fn a_save_is_never_answered_with_old_code() {
     let mut stale = Vec::new();
     for (round, delay) in delays().into_iter().enumerate() {
         let version = round as u64 + 1;
-        set_version(&dir, "a", version);
+        set_version(&dir, "a", version).unwrap();
         // The gap between the save and the request is the variable under test.
         tokio::time::sleep(Duration::from_millis(delay)).await;
         let reply = http.invoke(&dev.front_door, "a", &[], "{}").await;
@@ -135,7 +121,7 @@ async fn module_state_lives_per_environment_and_restarts_with_a_rebuild() {
         pids.windows(2).all(|w| w[0] == w[1]),
         "one environment, one worker: {pids:?}"
     );
-    set_version(&dir, "a", 42);
+    set_version(&dir, "a", 42).unwrap();
     let reply = http.invoke(&dev.front_door, "a", &[], "{}").await;
     assert_eq!(reply.json()["version"], 42);
     assert_eq!(
@@ -189,7 +175,7 @@ async fn only_the_functions_a_change_affects_rebuild() {
     let dir = fixture_copy("reload");
     let dev = live_dev(&dir, &[]);
     let mark = dev.child.mark();
-    set_version(&dir, "a", 5);
+    set_version(&dir, "a", 5).unwrap();
     let (mark, started) = dev.event_after(mark, "build_started");
     assert_eq!(started["functions"], serde_json::json!(["a"]));
     let (mark, _) = dev.event_after(mark, "build_finished");
@@ -241,7 +227,7 @@ async fn ten_saves_under_steady_load_lose_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        set_version(&dir, "a", 100 + save);
+        set_version(&dir, "a", 100 + save).unwrap();
         let (after, _) = dev.event_after(mark, "build_finished");
         mark = after;
     }

@@ -35,6 +35,29 @@ pub fn raw_function(name: &str) -> String {
     format!("[functions.{name}]\ncommand = [\"python3\", \"{{fixtures}}/raw_runtime.py\"]\n")
 }
 
+/// Set function `f`'s `VERSION` constant in a copy of the reload fixture, as an editor saving
+/// the file would.
+pub fn set_version(dir: &Path, f: &str, version: u64) -> std::io::Result<()> {
+    let path = dir.join(f).join("src/main.rs");
+    let source = std::fs::read_to_string(&path)?;
+    let line = |e: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+    let start = source
+        .find("const VERSION: u64 = ")
+        .ok_or_else(|| line("no VERSION line"))?;
+    let end = start
+        + source[start..]
+            .find(';')
+            .ok_or_else(|| line("no `;` after VERSION"))?;
+    std::fs::write(
+        &path,
+        format!(
+            "{}const VERSION: u64 = {version}{}",
+            &source[..start],
+            &source[end..]
+        ),
+    )
+}
+
 /// A scratch copy of `tests/fixtures/NAME` (without build output) that a test may edit.
 pub fn fixture_copy(name: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};

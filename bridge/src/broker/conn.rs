@@ -216,7 +216,7 @@ async fn read_loop(
                 return end;
             }
             for subscriber in congested {
-                wait_for_room(router, subscriber).await;
+                router.wait_for_room(subscriber).await;
             }
         }
         let next = match tokio::time::timeout(idle_limit, stream.next()).await {
@@ -239,29 +239,6 @@ async fn read_loop(
     }
 }
 
-/// Flow control: wait until a congested subscriber's outbox is back under the soft bound
-/// before reading more from this publisher; one that drains nothing for the stall timeout
-/// has stopped reading and is disconnected.
-pub(super) async fn wait_for_room(router: &Router, subscriber: Congested) {
-    let soft = router.config().soft_queued_bytes;
-    let stall = router.config().stall_timeout;
-    loop {
-        let before = subscriber.queued.bytes.load(Ordering::Relaxed);
-        if before <= soft {
-            return;
-        }
-        let drained = subscriber.queued.drained.notified();
-        // Re-check after registering, so a drain in between is not missed.
-        if subscriber.queued.bytes.load(Ordering::Relaxed) <= soft {
-            return;
-        }
-        if tokio::time::timeout(stall, drained).await.is_err() {
-            router.stalled(&subscriber.client_id, subscriber.conn);
-            return;
-        }
-    }
-}
-
 /// Act on one packet; `Some` ends the connection. Subscribers a publish congested are added
 /// to `congested`.
 fn handle(
@@ -273,25 +250,13 @@ fn handle(
 ) -> Option<End> {
     match packet {
         Packet::Publish(publish) => {
-            if publish.payload.len() > MAX_MQTT_PAYLOAD {
+            if let Some(why) = super::router::refusal(&publish) {
                 tracing::warn!(
                     client_id,
                     topic = %publish.topic,
-                    "refused PUBLISH: payload of {} bytes exceeds the limit of {MAX_MQTT_PAYLOAD}; closing connection",
-                    publish.payload.len()
+                    "refused PUBLISH: {why}; closing connection"
                 );
-                return Some(End::Dropped("payload too large".into()));
-            }
-            if let Err(e) = crate::topics::check_topic(&publish.topic) {
-                tracing::warn!(client_id, "refused PUBLISH: {e}; closing connection");
-                return Some(End::Dropped(e.to_string()));
-            }
-            if publish.qos == QoS::ExactlyOnce {
-                tracing::warn!(
-                    client_id,
-                    "refused PUBLISH: QoS 2 is not supported; closing connection"
-                );
-                return Some(End::Dropped("QoS 2".into()));
+                return Some(End::Dropped(why));
             }
             let ack = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
             congested.extend(router.publish(publish));

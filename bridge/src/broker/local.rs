@@ -3,7 +3,6 @@
 //! framing or MQTT encoding in between. `live dev` joins its embedded broker this way; the
 //! stubs, and every other client, connect over WebSocket.
 
-use super::conn::wait_for_room;
 use super::router::{Inbox, Router};
 use rumqttc::{ConnAck, ConnectReturnCode, LastWill, Packet, Publish, QoS, SubscribeFilter};
 use std::sync::Arc;
@@ -25,8 +24,8 @@ pub(crate) struct LocalSession {
 /// What the connection receives (its CONNACK first), and the signal that it was taken over
 /// or dropped as too slow.
 pub(crate) struct LocalInbox {
-    pub inbox: Inbox,
-    pub kick: Arc<Notify>,
+    inbox: Inbox,
+    kick: Arc<Notify>,
 }
 
 impl LocalInbox {
@@ -68,13 +67,24 @@ impl LocalBroker {
 
 impl LocalSession {
     /// Route a publish, then wait while a subscriber it reached is above the soft bound (the
-    /// same flow control a WebSocket publisher gets).
-    pub async fn publish(&self, topic: &str, qos: QoS, retain: bool, payload: bytes::Bytes) {
+    /// same checks and flow control a WebSocket publisher gets). `Err` says why the broker
+    /// refuses it (a WebSocket client's connection would be closed).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: bytes::Bytes,
+    ) -> Result<(), String> {
         let mut publish = Publish::from_bytes(topic, qos, payload);
         publish.retain = retain;
-        for subscriber in self.router.publish(publish) {
-            wait_for_room(&self.router, subscriber).await;
+        if let Some(why) = super::router::refusal(&publish) {
+            return Err(why);
         }
+        for subscriber in self.router.publish(publish) {
+            self.router.wait_for_room(subscriber).await;
+        }
+        Ok(())
     }
 
     /// Subscribe to `filters` at QoS 1; the SUBACK arrives in the inbox.

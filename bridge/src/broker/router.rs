@@ -3,6 +3,7 @@
 //! SUBACK and the retained messages it replays stay ordered before later publishes.
 
 use super::BrokerConfig;
+use crate::protocol::MAX_MQTT_PAYLOAD;
 use crate::topics::matches;
 use rumqttc::{LastWill, Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -41,7 +42,7 @@ pub(crate) struct Congested {
     pub queued: Arc<Queued>,
 }
 
-/// The receiving half, owned by the connection's writer.
+/// The receiving half, owned by the connection's writer (or the in-process client).
 pub(crate) struct Inbox {
     pub rx: mpsc::UnboundedReceiver<Outgoing>,
     pub queued: Arc<Queued>,
@@ -184,6 +185,27 @@ impl Router {
                 queued: s.outbox.queued.clone(),
             })
             .collect()
+    }
+
+    /// Flow control: wait until a congested subscriber's outbox is back under the soft bound
+    /// before taking more from its publisher (a connection stops reading its socket, an
+    /// in-process client waits); one that drains nothing for the stall timeout has stopped
+    /// reading and is disconnected.
+    pub async fn wait_for_room(&self, subscriber: Congested) {
+        loop {
+            let drained = subscriber.queued.drained.notified();
+            // Checked after registering for the signal, so a drain in between is not missed.
+            if subscriber.queued.bytes.load(Ordering::Relaxed) <= self.config.soft_queued_bytes {
+                return;
+            }
+            if tokio::time::timeout(self.config.stall_timeout, drained)
+                .await
+                .is_err()
+            {
+                self.stalled(&subscriber.client_id, subscriber.conn);
+                return;
+            }
+        }
     }
 
     /// Disconnect a subscriber that made no progress for the stall timeout, loudly.
@@ -336,6 +358,21 @@ impl Router {
         });
         true
     }
+}
+
+/// Why the broker refuses a client's PUBLISH (IoT Core's limits: payload size, topic shape,
+/// QoS 0 or 1), if it does.
+pub(crate) fn refusal(publish: &Publish) -> Option<String> {
+    if publish.payload.len() > MAX_MQTT_PAYLOAD {
+        return Some(format!(
+            "payload of {} bytes exceeds the limit of {MAX_MQTT_PAYLOAD}",
+            publish.payload.len()
+        ));
+    }
+    if let Err(e) = crate::topics::check_topic(&publish.topic) {
+        return Some(e.to_string());
+    }
+    (publish.qos == QoS::ExactlyOnce).then(|| "QoS 2 is not supported".to_string())
 }
 
 fn will_publish(will: LastWill) -> Publish {

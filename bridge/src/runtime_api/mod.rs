@@ -77,3 +77,11 @@ pub fn error_body(error_type: &str, message: &str) -> Vec<u8> {
     }))
     .expect("a JSON object serializes")
 }
+
+/// A failure as its error type and body in the documented shape ([`error_body`]).
+pub fn failure(error_type: &str, message: &str) -> (String, bytes::Bytes) {
+    (
+        error_type.to_string(),
+        bytes::Bytes::from(error_body(error_type, message)),
+    )
+}

@@ -4,10 +4,9 @@
 
 use bridge::broker::{Broker, BrokerConfig};
 use bridge::transport::{ConnectOptions, Connection, Link};
-use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
+use bridge::{DevMessage, Presence, StubMessage, Topics};
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -16,24 +15,8 @@ async fn broker_on(addr: SocketAddr) -> Broker {
     Broker::start(addr, BrokerConfig::default()).await.unwrap()
 }
 
-fn presence_for(topics: Topics, session: &'static str) -> bridge::transport::PresenceFn {
-    Arc::new(move |epoch| {
-        let record = |online| {
-            let p = Presence {
-                session: session.into(),
-                online,
-                epoch,
-                version: PROTOCOL_VERSION,
-                functions: vec!["hello".into()],
-            };
-            bridge::wire::encode(&p, b"").unwrap().remove(0)
-        };
-        (
-            topics.presence(session).unwrap(),
-            record(true),
-            record(false),
-        )
-    })
+fn presence_for(topics: Topics, session: &str) -> bridge::transport::PresenceFn {
+    bridge::transport::session_presence(&topics, session, vec!["hello".into()]).unwrap()
 }
 
 async fn open(url: &str, id: &str, subs: Vec<String>) -> Connection {
@@ -44,6 +27,25 @@ async fn open(url: &str, id: &str, subs: Vec<String>) -> Connection {
     c
 }
 
+/// The next frame `c` receives, within [`WAIT`].
+async fn next(c: &mut Connection) -> bridge::transport::Received {
+    tokio::time::timeout(WAIT, c.recv()).await.unwrap().unwrap()
+}
+
+/// A 6 MB message (47 chunks) sent by `from` on `topic` reaches `to` whole.
+async fn six_megabytes_arrive_whole(from: &Connection, to: &mut Connection, topic: &str) {
+    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    let msg = StubMessage::ResultAck {
+        request_id: "r".into(),
+    };
+    from.send(topic, &msg, &body).await.unwrap();
+    let got = next(to).await;
+    assert_eq!(got.topic, topic);
+    assert_eq!(got.frame.parse::<StubMessage>().unwrap(), msg);
+    assert!(got.frame.body == body);
+    assert_eq!(to.rejected(), 0);
+}
+
 #[tokio::test]
 async fn a_six_megabyte_message_crosses_the_broker_intact() {
     crate::mqtt::init_logging();
@@ -52,19 +54,7 @@ async fn a_six_megabyte_message_crosses_the_broker_intact() {
     let inv = topics.invocations("s1").unwrap();
     let mut dev = open(&b.url(), "dev", vec![inv.clone()]).await;
     let stub = open(&b.url(), "stub", vec![]).await;
-    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
-    let msg = StubMessage::ResultAck {
-        request_id: "r".into(),
-    };
-    stub.send(&inv, &msg, &body).await.unwrap();
-    let got = tokio::time::timeout(WAIT, dev.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.topic, inv);
-    assert_eq!(got.frame.parse::<StubMessage>().unwrap(), msg);
-    assert!(got.frame.body == body);
-    assert_eq!(dev.rejected(), 0);
+    six_megabytes_arrive_whole(&stub, &mut dev, &inv).await;
 }
 
 #[tokio::test]
@@ -82,48 +72,22 @@ async fn an_in_process_connection_meets_websocket_clients_with_presence_and_will
     options.presence = Some(presence_for(topics.clone(), "s1"));
     let mut dev = Connection::open_local(options, &b.local());
     dev.ready(WAIT).await.unwrap();
-    let online: Presence = tokio::time::timeout(WAIT, watcher.recv())
-        .await
-        .unwrap()
-        .unwrap()
-        .frame
-        .parse()
-        .unwrap();
+    let online: Presence = next(&mut watcher).await.frame.parse().unwrap();
     assert!(online.online && online.session == "s1");
 
     // A chunked message from a WebSocket client arrives whole, and an answer goes back.
-    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
-    let msg = StubMessage::ResultAck {
-        request_id: "r".into(),
-    };
-    stub.send(&inv, &msg, &body).await.unwrap();
-    let got = tokio::time::timeout(WAIT, dev.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.topic, inv);
-    assert_eq!(got.frame.parse::<StubMessage>().unwrap(), msg);
-    assert!(got.frame.body == body);
+    six_megabytes_arrive_whole(&stub, &mut dev, &inv).await;
     let answer = DevMessage::Ack {
         request_id: "r".into(),
     };
     dev.sender().send(&results, &answer, b"ok").await.unwrap();
-    let back = tokio::time::timeout(WAIT, stub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let back = next(&mut stub).await;
     assert_eq!(back.frame.parse::<DevMessage>().unwrap(), answer);
     assert_eq!(&back.frame.body[..], b"ok");
 
     // Dropped without closing: the will marks the session offline.
     drop(dev);
-    let offline: Presence = tokio::time::timeout(WAIT, watcher.recv())
-        .await
-        .unwrap()
-        .unwrap()
-        .frame
-        .parse()
-        .unwrap();
+    let offline: Presence = next(&mut watcher).await.frame.parse().unwrap();
     assert!(!offline.online && offline.supersedes(&online));
 }
 
@@ -138,18 +102,12 @@ async fn presence_is_retained_and_its_will_marks_a_dropped_session_offline() {
     dev.ready(WAIT).await.unwrap();
 
     let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
-    let online = tokio::time::timeout(WAIT, watcher.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let online = next(&mut watcher).await;
     let online: Presence = online.frame.parse().unwrap();
     assert!(online.online && online.session == "s1");
 
     drop(dev); // the task is aborted: the socket closes without DISCONNECT
-    let offline = tokio::time::timeout(WAIT, watcher.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let offline = next(&mut watcher).await;
     let offline: Presence = offline.frame.parse().unwrap();
     assert!(!offline.online);
     assert!(
@@ -180,10 +138,7 @@ async fn the_connection_comes_back_and_resubscribes_after_the_broker_restarts() 
         request_id: "r".into(),
     };
     dev.send(&res, &msg, b"").await.unwrap();
-    let got = tokio::time::timeout(WAIT, stub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = next(&mut stub).await;
     assert_eq!(got.frame.parse::<DevMessage>().unwrap(), msg);
 }
 
@@ -206,10 +161,7 @@ async fn garbage_on_a_bridge_topic_is_dropped_and_counted() {
         request_id: "after".into(),
     };
     other.send("live/app/dev/x", &msg, b"").await.unwrap();
-    let got = tokio::time::timeout(WAIT, dev.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = next(&mut dev).await;
     assert_eq!(got.frame.parse::<DevMessage>().unwrap(), msg);
     assert_eq!(dev.rejected(), 1);
 }

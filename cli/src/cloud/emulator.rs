@@ -6,7 +6,7 @@ use crate::config::{Function, Project};
 use crate::process::{Echo, Supervised};
 use bridge::protocol::Header;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
-use bridge::runtime_api::{self, error_body};
+use bridge::runtime_api::{self, failure};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -390,13 +390,6 @@ pub fn lambda_env(function: &str, config: &Function, env_id: &str) -> Vec<(Strin
         ("LANG".into(), "en_US.UTF-8".into()),
         ("TZ".into(), "UTC".into()),
     ]
-}
-
-fn failure(error_type: &str, message: &str) -> (String, Bytes) {
-    (
-        error_type.to_string(),
-        Bytes::from(error_body(error_type, message)),
-    )
 }
 
 fn trace_id(request_id: &str) -> String {

@@ -67,18 +67,9 @@ impl LocalCloud {
         self.broker.as_ref().map(Broker::local)
     }
 
-    /// Start the broker (unless `broker_url` names one), the emulator and the front door.
-    pub async fn start(
-        project: &Project,
-        options: &CloudOptions,
-        broker_url: Option<String>,
-    ) -> anyhow::Result<LocalCloud> {
-        Self::start_with(project, options, broker_url, None, None).await
-    }
-
-    /// [`LocalCloud::start`], or with `direct` launches: the emulator runs the handlers
-    /// themselves, with no stub and no broker; `on_invoke` hears of each request as it
-    /// arrives.
+    /// Start the broker (unless `broker_url` names one), the emulator and the front door;
+    /// with `direct` launches the emulator runs the handlers themselves, with no stub and no
+    /// broker; `on_invoke` hears of each request as it arrives.
     pub async fn start_with(
         project: &Project,
         options: &CloudOptions,

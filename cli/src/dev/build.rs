@@ -17,11 +17,10 @@ pub struct Launch {
     pub dir: PathBuf,
 }
 
-/// A failed build: the first compiler error and the whole output.
+/// A failed build: the first compiler error (with its context lines).
 #[derive(Debug, Clone)]
 pub struct BuildFailure {
     pub first_error: String,
-    pub output: String,
 }
 
 /// Build the functions `names` of `project` (one `cargo build` for the Rust ones); returns
@@ -79,21 +78,17 @@ async fn run_build(command: &[String], dir: &PathBuf) -> Result<(), BuildFailure
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Err(BuildFailure {
-        first_error: output
+    Err(failure(
+        output
             .lines()
             .find(|l| l.to_lowercase().contains("error"))
             .unwrap_or("the build command failed")
             .to_string(),
-        output,
-    })
+    ))
 }
 
-fn failure(message: String) -> BuildFailure {
-    BuildFailure {
-        first_error: message.clone(),
-        output: message,
-    }
+fn failure(first_error: String) -> BuildFailure {
+    BuildFailure { first_error }
 }
 
 async fn cargo_build(
@@ -176,10 +171,7 @@ async fn cargo_build(
                     .join("\n")
             })
             .unwrap_or_else(|| "cargo build failed".into());
-        return Err(BuildFailure {
-            first_error,
-            output: stderr.join("\n"),
-        });
+        return Err(failure(first_error));
     }
     for (bin, function) in &wanted {
         if !launches.contains_key(function) {

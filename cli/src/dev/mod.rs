@@ -12,8 +12,8 @@ mod worker;
 use crate::cloud::{load_project, CloudOptions, LocalCloud};
 use anyhow::Context;
 use bridge::runtime_api::server::Outcome;
-use bridge::transport::{ConnectOptions, Connection, PresenceFn, Sender};
-use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
+use bridge::transport::{session_presence, ConnectOptions, Connection, Sender};
+use bridge::{DevMessage, StubMessage, Topics};
 use bytes::Bytes;
 use output::Output;
 use reload::{Builds, NotReady};
@@ -57,8 +57,8 @@ pub struct DevArgs {
     /// Join this broker instead of starting the local cloud in-process.
     #[arg(long)]
     pub broker: Option<String>,
-    /// One JSON object per line (ready, change, build_started, build_finished, invocation)
-    /// instead of text.
+    /// One JSON object per line (ready, change, build_started, build_restarted,
+    /// build_finished, invocation) instead of text.
     #[arg(long)]
     pub json: bool,
     /// Print only errors (and the ready line).
@@ -101,7 +101,6 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
                     watchset,
                     roots,
                     builds.clone(),
-                    output.clone(),
                 ));
                 Some(watcher)
             }
@@ -124,7 +123,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
             loop {
                 tokio::select! {
                     built = built_rx.recv() => match built {
-                        Some((functions, generation)) => for f in functions { workers.retire(&f, generation) },
+                        Some((function, generation)) => workers.retire(&function, generation),
                         None => return,
                     },
                     _ = sweep.tick() => workers.stop_idle_for(idle),
@@ -162,7 +161,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     let inv_topic = topics.invocations(&session)?;
     let mut options = ConnectOptions::new(&bridge_url, format!("dev-{session}"));
     options.subscriptions = vec![inv_topic];
-    options.presence = Some(presence(&topics, &session, names.clone()));
+    options.presence = Some(session_presence(&topics, &session, names.clone())?);
     options.keep_alive = Duration::from_secs(10);
     options.credentials = args.cloud.credentials.pair();
     // The session joins its own embedded broker in-process (the stubs still cross it over
@@ -211,26 +210,6 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         eprintln!("live dev: stopped");
     }
     Ok(())
-}
-
-fn presence(topics: &Topics, session: &str, functions: Vec<String>) -> PresenceFn {
-    let topic = topics.presence(session).expect("session names are valid");
-    let session = session.to_string();
-    Arc::new(move |epoch| {
-        let record = |online| {
-            let p = Presence {
-                session: session.clone(),
-                online,
-                epoch,
-                version: PROTOCOL_VERSION,
-                functions: functions.clone(),
-            };
-            bridge::wire::encode(&p, b"")
-                .expect("a presence record fits one frame")
-                .remove(0)
-        };
-        (topic.clone(), record(true), record(false))
-    })
 }
 
 fn print_ready(

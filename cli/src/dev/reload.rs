@@ -19,7 +19,7 @@ struct FunctionState {
     wanted: u64,
     /// The generation of `launch`.
     built: u64,
-    launch: Option<Launch>,
+    launch: Option<Arc<Launch>>,
     /// The generation whose build failed, with the failure.
     failed: Option<(u64, Arc<BuildFailure>)>,
 }
@@ -98,7 +98,7 @@ impl Builds {
         &self,
         function: &str,
         until: tokio::time::Instant,
-    ) -> Result<(Launch, u64), NotReady> {
+    ) -> Result<(Arc<Launch>, u64), NotReady> {
         let mut changed = self.changed.subscribe();
         loop {
             {
@@ -137,9 +137,9 @@ impl Builds {
             .collect()
     }
 
-    /// Build whatever is out of date, forever. `built` is told each successful build's
-    /// functions and generation (to retire old workers).
-    pub async fn run_builder(self: Arc<Self>, built: mpsc::UnboundedSender<(Vec<String>, u64)>) {
+    /// Build whatever is out of date, forever. `built` is told each function built and its
+    /// generation (to retire old workers).
+    pub async fn run_builder(self: Arc<Self>, built: mpsc::UnboundedSender<(String, u64)>) {
         let mut changed = self.changed.subscribe();
         loop {
             let targets = self.work();
@@ -178,7 +178,7 @@ impl Builds {
                         for (name, generation) in &targets {
                             if let Some(f) = state.functions.get_mut(name) {
                                 f.built = *generation;
-                                f.launch = launches.get(name).cloned();
+                                f.launch = launches.get(name).cloned().map(Arc::new);
                                 f.failed = None;
                             }
                         }
@@ -197,7 +197,7 @@ impl Builds {
                 Ok(_) => {
                     self.output.build_finished(&names, took);
                     for (name, generation) in &targets {
-                        let _ = built.send((vec![name.clone()], *generation));
+                        let _ = built.send((name.clone(), *generation));
                     }
                 }
                 Err(failure) => self.output.build_failed(&names, &failure.first_error, took),
@@ -216,11 +216,11 @@ pub async fn run_watcher(
     watchset: WatchSet,
     roots: Vec<std::path::PathBuf>,
     builds: Arc<Builds>,
-    output: Arc<Output>,
 ) {
     let all: BTreeSet<String> = builds.project.functions.keys().cloned().collect();
     while let Some(first) = rx.recv().await {
-        let batch = collect(&mut rx, first, QUIET, MAX_BATCH).await;
+        let mut batch = collect(&mut rx, first, QUIET, MAX_BATCH).await;
+        passed.take_lost(&mut batch);
         let mut affected = BTreeSet::new();
         if batch.overflow {
             affected = all.clone();
@@ -234,7 +234,7 @@ pub async fn run_watcher(
         }
         if !affected.is_empty() {
             let names: Vec<String> = affected.iter().cloned().collect();
-            output.changed(batch.paths.len(), &names);
+            builds.output.changed(batch.paths.len(), &names);
             builds.mark_changed(&affected);
         }
         passed.applied(&batch);

@@ -96,11 +96,23 @@ pub async fn collect(
 /// barrier itself, which spares the waiting invocation a hop through the consumer.
 pub struct Passed {
     tx: Arc<watch::Sender<u64>>,
-    /// Changes sent into the channel and not yet applied by the consumer.
+    /// Changes reported and not yet applied by the consumer (lost ones included).
     pending: Arc<AtomicUsize>,
+    /// Changes that did not fit into the channel (counted in `pending` too).
+    lost: Arc<AtomicUsize>,
 }
 
 impl Passed {
+    /// Take the changes lost since the last batch into `batch`: lost changes mean
+    /// everything is rebuilt, and they stay pending until `batch` is applied.
+    pub fn take_lost(&self, batch: &mut Batch) {
+        let lost = self.lost.swap(0, Ordering::SeqCst);
+        if lost > 0 {
+            batch.overflow = true;
+            batch.changes += lost;
+        }
+    }
+
     /// The consumer has applied `batch`'s changes; its barrier, if any, has passed.
     pub fn applied(&self, batch: &Batch) {
         self.pending.fetch_sub(batch.changes, Ordering::SeqCst);
@@ -140,18 +152,31 @@ impl FileWatcher {
         let (passed_tx, passed) = watch::channel(0);
         let passed_tx = Arc::new(passed_tx);
         let pending = Arc::new(AtomicUsize::new(0));
+        let lost = Arc::new(AtomicUsize::new(0));
         let consumer = Passed {
             tx: passed_tx.clone(),
             pending: pending.clone(),
+            lost: lost.clone(),
         };
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                // A change is counted pending before it is sent, so no barrier after it can
+                // pass first; one that does not fit is counted lost, and the consumer's next
+                // batch rebuilds everything.
+                let deliver = |raw: Raw| {
+                    let change = !matches!(raw, Raw::Barrier(_));
+                    if change {
+                        pending.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if tx.try_send(raw).is_err() && change {
+                        lost.fetch_add(1, Ordering::SeqCst);
+                    }
+                };
                 let event = match res {
                     Ok(event) => event,
                     Err(e) => {
                         tracing::warn!("file watcher: {e}; rebuilding everything to be safe");
-                        pending.fetch_add(1, Ordering::SeqCst);
-                        let _ = tx.try_send(Raw::Overflow);
+                        deliver(Raw::Overflow);
                         return;
                     }
                 };
@@ -159,8 +184,7 @@ impl FileWatcher {
                     return;
                 }
                 if event.need_rescan() {
-                    pending.fetch_add(1, Ordering::SeqCst);
-                    let _ = tx.try_send(Raw::Overflow);
+                    deliver(Raw::Overflow);
                 }
                 for path in event.paths {
                     let raw = if path.starts_with(&sentinels) {
@@ -182,15 +206,9 @@ impl FileWatcher {
                             _ => continue,
                         }
                     } else {
-                        // Counted before it is sent, so no barrier after it can pass first.
-                        pending.fetch_add(1, Ordering::SeqCst);
                         Raw::Changed(path)
                     };
-                    if tx.try_send(raw).is_err() {
-                        // Lost, and so never applied: everything is rebuilt instead, and
-                        // barriers take the slow path from now on.
-                        let _ = tx.try_send(Raw::Overflow);
-                    }
+                    deliver(raw);
                 }
             })?;
         watcher.watch(&barrier_dir, RecursiveMode::NonRecursive)?;

@@ -6,7 +6,7 @@
 use super::build::Launch;
 use crate::config::Project;
 use crate::process::{Echo, Supervised};
-use bridge::runtime_api::error_body;
+use bridge::runtime_api::failure;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -92,11 +92,11 @@ impl Workers {
         let budget = Duration::from_millis(invocation.remaining_ms) + OVERRUN;
         let outcome = tokio::select! {
             outcome = worker.api.invoke(local) => {
-                outcome.ok_or_else(|| failure("Live.WorkerCrashed", "the worker's Runtime API stopped".into()))
+                outcome.ok_or_else(|| failure("Live.WorkerCrashed", "the worker's Runtime API stopped"))
             }
             status = worker.process.child.wait() => Err(failure(
                 "Live.WorkerCrashed",
-                format!(
+                &format!(
                     "the worker for {} (pid {pid}) {} during the invocation; last stderr:\n{}",
                     invocation.function,
                     status.map_or_else(|e| e.to_string(), Supervised::describe_exit),
@@ -105,7 +105,7 @@ impl Workers {
             )),
             _ = tokio::time::sleep(budget) => Err(failure(
                 "Sandbox.Timedout",
-                format!("the handler did not answer within the invocation's {} ms; its worker was stopped", invocation.remaining_ms),
+                &format!("the handler did not answer within the invocation's {} ms; its worker was stopped", invocation.remaining_ms),
             )),
         };
         let keep = matches!(
@@ -202,16 +202,9 @@ impl Workers {
     }
 }
 
-fn failure(error_type: &str, message: String) -> (String, Bytes) {
-    (
-        error_type.to_string(),
-        Bytes::from(error_body(error_type, &message)),
-    )
-}
-
 pub fn failed(error_type: &str, message: String) -> Ran {
     Ran {
-        outcome: Err(failure(error_type, message)),
+        outcome: Err(failure(error_type, &message)),
         worker_pid: 0,
     }
 }

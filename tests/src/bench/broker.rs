@@ -1,7 +1,8 @@
 //! The bridge broker round trip: a QoS 1 publish, echoed back, between two `rumqttc` clients
 //! through `live broker`, beside its floor, one WebSocket echo.
 
-use super::{start_broker, Stats};
+use super::Stats;
+use crate::live::live_broker;
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
@@ -55,7 +56,7 @@ pub async fn broker_round_trip(
     samples: usize,
     size: usize,
 ) -> anyhow::Result<Stats> {
-    let (_broker, url) = start_broker()?;
+    let (_broker, url) = live_broker(&[]);
     let (echo, mut pings) = client(&url, "bench-echo", "bench/ping").await?;
     tokio::spawn(async move {
         while let Some(p) = pings.recv().await {

@@ -7,7 +7,6 @@ pub mod cold;
 pub mod reload;
 pub mod soak;
 
-use crate::{bin, Child};
 use std::process::Command;
 use std::time::Duration;
 
@@ -61,18 +60,6 @@ pub fn machine() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!("{cores} cores, {cpu}; {rustc}")
-}
-
-/// Start `live broker` on an ephemeral port; returns it and its URL.
-pub fn start_broker() -> anyhow::Result<(Child, String)> {
-    let mut cmd = Command::new(bin("live"));
-    cmd.arg("broker");
-    let child = Child::spawn(cmd);
-    let line = child.wait_for_line(|l| l.starts_with("live broker ready: "));
-    Ok((
-        child,
-        line.trim_start_matches("live broker ready: ").to_string(),
-    ))
 }
 
 /// Milliseconds with three decimals.

@@ -4,10 +4,10 @@
 
 use super::Stats;
 use crate::http::Http;
-use crate::live::{fixture_copy, fixture_target_dir};
+use crate::live::{fixture_copy, fixture_target_dir, set_version};
 use crate::Child;
 use anyhow::{bail, Context};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,24 +36,6 @@ fn epoch_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-fn set_version(dir: &Path, version: u64) -> anyhow::Result<()> {
-    let path = dir.join("a/src/main.rs");
-    let source = std::fs::read_to_string(&path)?;
-    let start = source
-        .find("const VERSION: u64 = ")
-        .context("VERSION line")?;
-    let end = start + source[start..].find(';').context("VERSION line end")?;
-    std::fs::write(
-        &path,
-        format!(
-            "{}const VERSION: u64 = {version}{}",
-            &source[..start],
-            &source[end..]
-        ),
-    )?;
-    Ok(())
 }
 
 /// Replies seen by the load: (receive time in µs since the epoch, version or None on error).
@@ -164,7 +146,7 @@ pub async fn live() -> anyhow::Result<Report> {
             count.load(Ordering::SeqCst) >= before + 3
         })
         .await?;
-        set_version(&dir, version)?;
+        set_version(&dir, "a", version)?;
         let written = epoch_us();
         let (i, started) = dev.wait_for_line_after(mark, Duration::from_secs(120), |l| {
             l.contains("\"build_started\"")
@@ -297,7 +279,7 @@ pub async fn peer() -> anyhow::Result<Report> {
             count.load(Ordering::SeqCst) >= before + 3
         })
         .await?;
-        set_version(&dir, version)?;
+        set_version(&dir, "a", version)?;
         let written = epoch_us();
         wait_for("the first reply from the new code", || {
             first_reply(&seen, version, written).is_some()

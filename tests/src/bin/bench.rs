@@ -126,10 +126,10 @@ async fn broker_section() -> anyhow::Result<String> {
          WebSocket: client A publishes {PAYLOAD} bytes at QoS 1 to `bench/ping`, client B \
          receives it and publishes it back to `bench/pong`, A receives it. {SAMPLES} \
          sequential round trips after {WARMUP} warm-up, the broker running as `live broker` \
-         in its own process, the clients in the benchmark process (same 2 cores).\n\n\
+         in its own process, the clients in the benchmark process (same machine).\n\n\
          {table}\n\
-         The broker round trip crosses the broker twice (four WebSocket messages plus two \
-         PUBACKs); the floor crosses one WebSocket once each way. Ratio p50 broker / floor: \
+         The broker round trip crosses the broker twice (four WebSocket messages, each \
+         answered by a PUBACK); the floor crosses one WebSocket once each way. Ratio p50 broker / floor: \
          {ratio:.1}x. Reference from design.md: a healthy broker gives ~0.3 ms p50 here, \
          `rumqttd` 0.20 gives 88 ms (no TCP_NODELAY).\n"
     ))
@@ -396,7 +396,7 @@ async fn chain_section() -> anyhow::Result<String> {
          --release` with its embedded cloud (Invoke API -> emulator -> stub, frozen between \
          invocations -> broker -> `live dev` -> handler); **peer** is `cargo lambda watch \
          --release` 1.9.2 from PyPI with its default settings. The load client is this \
-         benchmark process (Rust, hyper, keep-alive connections), sharing the 2 cores.\n\n{t}"
+         benchmark process (Rust, hyper, keep-alive connections), sharing the machine.\n\n{t}"
     ))
 }
 
