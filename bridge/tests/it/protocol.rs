@@ -54,8 +54,9 @@ fn every_message_kind_round_trips() {
     let body = awkward_body(300);
     let stub = [
         invocation(),
-        StubMessage::ResultAck {
+        StubMessage::Probe {
             request_id: "r1".into(),
+            env_id: "e1".into(),
         },
     ];
     for msg in stub {
@@ -240,9 +241,9 @@ fn garbage_and_truncation_are_typed_errors() {
         b"L",
         b"hello world",
         b"{\"type\":\"ack\"}",
-        b"LV\x01\x09rest",
-        b"LV\x01\x01\x00\x00\xff\xff{}",
-        b"LV\x01\x02short",
+        b"LV\x02\x09rest",
+        b"LV\x02\x01\x00\x00\xff\xff{}",
+        b"LV\x02\x02short",
     ] {
         let result = r.push(Bytes::copy_from_slice(garbage), now);
         assert!(

@@ -35,8 +35,9 @@ async fn next(c: &mut Connection) -> bridge::transport::Received {
 /// A 6 MB message (47 chunks) sent by `from` on `topic` reaches `to` whole.
 async fn six_megabytes_arrive_whole(from: &Connection, to: &mut Connection, topic: &str) {
     let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
-    let msg = StubMessage::ResultAck {
+    let msg = StubMessage::Probe {
         request_id: "r".into(),
+        env_id: "e1".into(),
     };
     from.send(topic, &msg, &body).await.unwrap();
     let got = next(to).await;

@@ -33,11 +33,11 @@ const REMEMBERED: usize = 4096;
 /// the acknowledgement); well within the stub's 1 s retransmission.
 const ACK_AFTER: Duration = Duration::from_millis(200);
 
-/// How often an unacknowledged result is sent again.
-const RESULT_RETRY: Duration = Duration::from_millis(1000);
+/// How often a kept result is checked for having been superseded, so that its task ends.
+const RESULT_CHECK: Duration = Duration::from_millis(1000);
 
-/// How long past the invocation's deadline a result is still re-sent (the stub answers
-/// before the deadline, so later copies only meet a stub that has moved on).
+/// How long past the invocation's deadline a result is still kept for a probe (the stub
+/// answers before the deadline, so later probes do not come).
 const RESULT_GRACE: Duration = Duration::from_millis(500);
 
 /// How long before the stub's deadline `live dev` stops waiting for a build, so its own
@@ -196,7 +196,9 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
                     Ok(StubMessage::Invoke(invocation)) => {
                         Session::invoke(&state, invocation, received.frame.body).await
                     }
-                    Ok(StubMessage::ResultAck { request_id }) => state.acked(&request_id),
+                    Ok(StubMessage::Probe { request_id, env_id }) => {
+                        state.probed(&request_id, &env_id).await
+                    }
                     Err(e) => tracing::warn!("dropped a message on {}: {e}", received.topic),
                 }
             }
@@ -262,10 +264,11 @@ fn print_ready(
 /// duplicate the same way).
 enum Seen {
     Running,
-    /// Answered: the result is kept, to re-send and to answer a duplicate, until the stub
-    /// acknowledges it or its deadline passes (boxed: most entries are `Done`).
+    /// Answered: the result is kept to answer a probe or a duplicate (either means the
+    /// stub has not got it), until the same environment's next invocation (which means it
+    /// has) or the deadline (boxed: most entries are `Done`).
     Answered(Box<(DevMessage, Bytes)>),
-    /// Acknowledged or expired: only the id is kept, so a late duplicate does not run the
+    /// Superseded or expired: only the id is kept, so a late duplicate does not run the
     /// handler again.
     Done,
 }
@@ -274,6 +277,8 @@ enum Seen {
 struct SeenMap {
     map: HashMap<String, Seen>,
     order: VecDeque<String>,
+    /// The latest request id of each environment with a kept result.
+    latest: HashMap<String, String>,
 }
 
 struct Session {
@@ -306,6 +311,16 @@ impl Session {
                 Some(Seen::Running | Seen::Done) => Some((ack.clone(), Bytes::new())),
                 Some(Seen::Answered(answer)) => Some(answer.as_ref().clone()),
                 None => {
+                    // A stub sends its next invocation only once it has finished the last
+                    // one: that result is no longer needed.
+                    let previous = seen
+                        .latest
+                        .insert(invocation.env_id.clone(), invocation.request_id.clone());
+                    if let Some(entry @ Seen::Answered(..)) =
+                        previous.and_then(|p| seen.map.get_mut(&p))
+                    {
+                        *entry = Seen::Done;
+                    }
                     seen.map
                         .insert(invocation.request_id.clone(), Seen::Running);
                     seen.order.push_back(invocation.request_id.clone());
@@ -375,7 +390,7 @@ impl Session {
                     Some(error_type),
                 ),
             };
-            // Kept until acknowledged: a compact copy, not a slice pinning hyper's read buffer.
+            // Kept for a probe: a compact copy, not a slice pinning hyper's read buffer.
             let body = Bytes::copy_from_slice(&body);
             if let Err(e) = state.sender.send(&results, &message, &body).await {
                 tracing::warn!(
@@ -395,11 +410,15 @@ impl Session {
                 Seen::Answered(Box::new((message.clone(), body.clone()))),
             );
             // A result published while the link was down is lost with the broker's session:
-            // send it again until the stub acknowledges it or its deadline has passed.
+            // the stub probes for it until it arrives. Kept until superseded or the deadline.
             let budget = Duration::from_millis(invocation.remaining_ms) + RESULT_GRACE;
-            while start.elapsed() < budget {
-                tokio::time::sleep(RESULT_RETRY).await;
-                let pending = matches!(
+            loop {
+                let left = budget.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(left.min(RESULT_CHECK)).await;
+                let kept = matches!(
                     state
                         .seen
                         .lock()
@@ -408,13 +427,12 @@ impl Session {
                         .get(&invocation.request_id),
                     Some(Seen::Answered(..))
                 );
-                if !pending {
+                if !kept {
                     break;
                 }
-                let _ = state.sender.send(&results, &message, &body).await;
             }
             // Past the deadline the stub has answered on its own: keep only the id.
-            state.mark(&invocation.request_id, Seen::Done);
+            state.expire(&invocation.request_id, &invocation.env_id);
         });
     }
 
@@ -451,12 +469,36 @@ impl Session {
         }
     }
 
-    /// The stub received the result of `request_id`: stop re-sending it.
-    fn acked(&self, request_id: &str) {
-        if let Some(entry @ Seen::Answered(..)) =
-            self.seen.lock().expect("lock").map.get_mut(request_id)
-        {
+    /// A stub still waits for the result of `request_id`: send it again if it is kept (it
+    /// was lost on the way), or acknowledge again while the handler runs.
+    async fn probed(&self, request_id: &str, env_id: &str) {
+        let Ok(results) = self.topics.results(env_id) else {
+            return;
+        };
+        let reply = match self.seen.lock().expect("lock").map.get(request_id) {
+            Some(Seen::Answered(answer)) => Some(answer.as_ref().clone()),
+            Some(Seen::Running) => Some((
+                DevMessage::Ack {
+                    request_id: request_id.to_string(),
+                },
+                Bytes::new(),
+            )),
+            // Past its deadline, or unknown to this session (which never acknowledged it).
+            Some(Seen::Done) | None => None,
+        };
+        if let Some((message, body)) = reply {
+            let _ = self.sender.send(&results, &message, &body).await;
+        }
+    }
+
+    /// The deadline of `request_id` passed: keep only its id.
+    fn expire(&self, request_id: &str, env_id: &str) {
+        let mut seen = self.seen.lock().expect("lock");
+        if let Some(entry) = seen.map.get_mut(request_id) {
             *entry = Seen::Done;
+        }
+        if seen.latest.get(env_id).is_some_and(|id| id == request_id) {
+            seen.latest.remove(env_id);
         }
     }
 

@@ -13,7 +13,7 @@ use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -130,6 +130,8 @@ pub struct FileWatcher {
     next: AtomicU64,
     /// Serialises sentinel renames, so concurrent callers can share one.
     writer: Mutex<()>,
+    /// A rename for hinted barriers is scheduled and not yet issued.
+    hint_scheduled: AtomicBool,
     /// Barriers started for request ids not yet seen by the session, oldest first.
     hints: Mutex<(HashMap<String, u64>, VecDeque<String>)>,
     passed: watch::Receiver<u64>,
@@ -221,6 +223,7 @@ impl FileWatcher {
                 barrier_dir,
                 next: AtomicU64::new(0),
                 writer: Mutex::new(()),
+                hint_scheduled: AtomicBool::new(false),
                 hints: Mutex::default(),
                 passed,
             },
@@ -247,8 +250,13 @@ impl FileWatcher {
     /// when the invocation reaches this session. The embedded cloud calls this as it receives
     /// a request, so that the sentinel's round trip through the watcher overlaps the trip
     /// through the stub and the broker instead of following it.
-    pub fn hint(&self, request_id: &str) {
-        if let Some(token) = self.start_barrier() {
+    ///
+    /// Requests that arrive together share one rename: any rename issued after a request
+    /// arrived proves the order for it, so the next one to be issued is its token, and a task
+    /// issues it once the requests ready now have all been hinted.
+    pub fn hint(self: &Arc<Self>, request_id: &str) {
+        let token = self.next.load(Ordering::SeqCst) + 1;
+        {
             let mut hints = self.hints.lock().expect("lock");
             if hints.1.len() >= HINTS {
                 if let Some(old) = hints.1.pop_front() {
@@ -257,6 +265,26 @@ impl FileWatcher {
             }
             hints.0.insert(request_id.to_string(), token);
             hints.1.push_back(request_id.to_string());
+        }
+        if !self.hint_scheduled.swap(true, Ordering::SeqCst) {
+            let watcher = self.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                // Cleared before the rename, so a request hinted from now on schedules
+                // another if this one is already past it.
+                watcher.hint_scheduled.store(false, Ordering::SeqCst);
+                let _writer = watcher.writer.lock().expect("lock");
+                let started = watcher.next.load(Ordering::SeqCst);
+                if watcher.rename(started).is_none() {
+                    // No sentinel: the invocations take the plain barrier (which says so).
+                    watcher
+                        .hints
+                        .lock()
+                        .expect("lock")
+                        .0
+                        .retain(|_, t| *t <= started);
+                }
+            });
         }
     }
 
@@ -282,6 +310,11 @@ impl FileWatcher {
         if started > entered {
             return Some(started);
         }
+        self.rename(started)
+    }
+
+    /// Rename the sentinel from token `started` to the next (the writer lock held).
+    fn rename(&self, started: u64) -> Option<u64> {
         let token = started + 1;
         let from = self.barrier_dir.join(format!("b-{started}"));
         let to = self.barrier_dir.join(format!("b-{token}"));
