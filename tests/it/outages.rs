@@ -57,6 +57,34 @@ async fn a_broker_killed_mid_invocation_and_restarted_loses_nothing_and_runs_the
 }
 
 #[tokio::test]
+async fn a_result_sent_while_the_stub_is_cut_off_reaches_it_after_it_reconnects() {
+    let (_broker, url) = live_broker(&[]);
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", port_of(&url)).parse().unwrap()).await;
+    let via = format!("ws://{}/mqtt", proxy.addr);
+    let dir = project(
+        "cut-off",
+        &format!("{}timeout = 10\n", raw_function("echo")),
+    );
+    // Only the stubs go through the proxy: `live dev` stays connected and sends the result
+    // while the stub's link is down, so the broker has no one to deliver it to.
+    let cloud = live_cloud(&dir, &["--broker", &via]);
+    let dev = live_dev(&dir, &["--broker", &url]);
+    let started = dir.join("started.pid");
+    let event = format!(r#"{{"sleep_ms":1000,"file":"{}"}}"#, started.display());
+    let call = Http::default().spawn_invoke(&cloud.front_door, "echo", event);
+    handler_started(&started).await;
+    // Past the session's acknowledgement (200 ms), so the stub waits for the result and
+    // probes for it rather than re-sending the invocation; the outage outlasts the handler.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.outage(Duration::from_millis(1500)).await;
+    let reply = call.await.unwrap();
+    reply.assert_no_function_error();
+    assert_eq!(reply.json()["count"], 1, "the handler ran more than once");
+    let request_id = reply.header("x-live-request-id").to_string();
+    dev.invocation(&request_id);
+}
+
+#[tokio::test]
 async fn live_dev_killed_mid_invocation_and_restarted_still_answers_before_the_deadline() {
     let (_broker, url) = live_broker(&[]);
     let dir = project("dev-restart", &raw_function("echo"));
