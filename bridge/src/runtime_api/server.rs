@@ -376,6 +376,10 @@ async fn result(
         Outcome::Response { headers, body }
     };
     let _ = current.reply.send(outcome);
+    // The outcome's receiver (the invocation waiting on it) runs before this answer is
+    // written, so the result heads on first and the runtime's 202 follows: on a
+    // single-threaded runtime that takes a send off every invocation's critical path.
+    tokio::task::yield_now().await;
     accepted()
 }
 

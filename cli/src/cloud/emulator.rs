@@ -9,8 +9,10 @@ use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi}
 use bridge::runtime_api::{self, failure};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
@@ -101,13 +103,13 @@ enum Freeze {
 }
 
 impl Env {
-    /// Take the environment for an invocation, thawing it if it was frozen.
-    fn take(&self) {
+    /// Take the environment for an invocation; whether it is frozen (to be thawed once the
+    /// invocation is on its way).
+    fn take(&self) -> bool {
         let mut state = self.freeze.lock().expect("lock");
-        if *state == Freeze::Frozen {
-            signal(self.process.pid, libc::SIGCONT);
-        }
+        let frozen = *state == Freeze::Frozen;
         *state = Freeze::Busy;
+        frozen
     }
 
     /// The invocation is done: freeze the environment once its runtime is idle, unless it
@@ -202,13 +204,13 @@ impl Pool {
             .await
             .expect("the semaphore is never closed");
         let warm = self.idle.lock().expect("lock").pop();
-        let mut env = match warm {
+        let (mut env, frozen) = match warm {
             Some(env) => {
-                env.take();
-                env
+                let frozen = env.take();
+                (env, frozen)
             }
             None => match self.start_env().await {
-                Ok(env) => env,
+                Ok(env) => (env, false),
                 Err(e) => {
                     return Reply {
                         request_id,
@@ -246,10 +248,29 @@ impl Pool {
         };
         let stub_pid = env.process.pid;
         let env_id = env.env_id.clone();
+        let api = &env.api;
+        let outcome = async move {
+            let outcome = api.invoke(invocation);
+            tokio::pin!(outcome);
+            // Queue the invocation and let the stub's waiting `/next` be answered before
+            // thawing it: it then wakes once, to its event, rather than for the SIGCONT and
+            // again for the data.
+            let first = std::future::poll_fn(|cx| Poll::Ready(outcome.as_mut().poll(cx))).await;
+            if frozen {
+                if first.is_pending() {
+                    tokio::task::yield_now().await;
+                }
+                signal(stub_pid, libc::SIGCONT);
+            }
+            match first {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => outcome.await,
+            }
+        };
         // Lambda ends an invocation at its timeout whatever the runtime does; the stub
         // answers before that, so this is the backstop for a stub that hangs.
         let result = tokio::select! {
-            outcome = env.api.invoke(invocation) => match outcome {
+            outcome = outcome => match outcome {
                 Some(outcome) => Ok(outcome),
                 None => Err(failure("Runtime.ExitError", "the stub's Runtime API stopped")),
             },
