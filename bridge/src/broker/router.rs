@@ -82,8 +82,75 @@ pub(crate) struct Registration {
 #[derive(Default)]
 struct State {
     sessions: HashMap<String, Session>,
+    /// Every subscription by filter (the same as the sessions' own lists), so that a publish
+    /// looks up its topic once and checks each distinct wildcard filter once, however many
+    /// sessions are connected: the stubs of a stage all share one presence filter.
+    filters: Filters,
     retained: BTreeMap<String, Publish>,
     next_conn: u64,
+}
+
+/// Subscribers by filter: exact filters by name, wildcard ones to be matched.
+#[derive(Default)]
+struct Filters {
+    exact: HashMap<String, Vec<(String, QoS)>>,
+    wildcard: HashMap<String, Vec<(String, QoS)>>,
+}
+
+impl Filters {
+    fn of(&mut self, filter: &str) -> &mut HashMap<String, Vec<(String, QoS)>> {
+        if filter.contains(['+', '#']) {
+            &mut self.wildcard
+        } else {
+            &mut self.exact
+        }
+    }
+
+    fn add(&mut self, client_id: &str, filter: &str, qos: QoS) {
+        self.remove(client_id, filter);
+        self.of(filter)
+            .entry(filter.to_string())
+            .or_default()
+            .push((client_id.to_string(), qos));
+    }
+
+    fn remove(&mut self, client_id: &str, filter: &str) {
+        let map = self.of(filter);
+        if let Some(subscribers) = map.get_mut(filter) {
+            subscribers.retain(|(id, _)| id != client_id);
+            if subscribers.is_empty() {
+                map.remove(filter);
+            }
+        }
+    }
+
+    /// Every subscriber whose filters match `topic`, once each, with the highest QoS granted.
+    fn subscribers(&self, topic: &str) -> Vec<(&str, QoS)> {
+        let mut found: Vec<(&str, QoS)> = Vec::new();
+        let wildcard = self
+            .wildcard
+            .iter()
+            .filter(|(filter, _)| matches(topic, filter))
+            .flat_map(|(_, subscribers)| subscribers);
+        for (client_id, qos) in self.exact.get(topic).into_iter().flatten().chain(wildcard) {
+            match found.iter_mut().find(|(id, _)| id == client_id) {
+                Some((_, granted)) => *granted = max_qos(*granted, *qos),
+                None => found.push((client_id, *qos)),
+            }
+        }
+        found
+    }
+}
+
+impl State {
+    /// Remove a session and its subscriptions.
+    fn remove_session(&mut self, client_id: &str) -> Option<Session> {
+        let session = self.sessions.remove(client_id)?;
+        for (filter, _) in &session.subscriptions {
+            self.filters.remove(client_id, filter);
+        }
+        Some(session)
+    }
 }
 
 pub(crate) struct Router {
@@ -123,7 +190,7 @@ impl Router {
         };
         let kick = Arc::new(Notify::new());
         let mut wills = VecDeque::new();
-        if let Some(old) = state.sessions.remove(client_id) {
+        if let Some(old) = state.remove_session(client_id) {
             tracing::info!(client_id, "client id taken over by a new connection");
             old.kick.notify_one();
             wills.extend(old.will);
@@ -157,7 +224,7 @@ impl Router {
         if state.sessions.get(client_id).map(|s| s.conn) != Some(conn) {
             return;
         }
-        let session = state.sessions.remove(client_id).expect("checked above");
+        let session = state.remove_session(client_id).expect("checked above");
         if !clean {
             if let Some(will) = session.will {
                 tracing::debug!(client_id, topic = %will.topic, "publishing last will");
@@ -223,7 +290,10 @@ impl Router {
     pub fn subscribe(&self, client_id: &str, conn: u64, pkid: u16, filters: Vec<SubscribeFilter>) {
         let mut state = self.state.lock().expect("router lock");
         let State {
-            sessions, retained, ..
+            sessions,
+            retained,
+            filters: index,
+            ..
         } = &mut *state;
         let Some(session) = sessions.get_mut(client_id).filter(|s| s.conn == conn) else {
             return;
@@ -248,6 +318,7 @@ impl Router {
                 }
             }
             session.subscriptions.retain(|(f, _)| *f != filter.path);
+            index.add(client_id, &filter.path, qos);
             session.subscriptions.push((filter.path, qos));
         }
         let outbox = session.outbox.clone();
@@ -268,8 +339,14 @@ impl Router {
     /// Remove subscriptions of `conn`.
     pub fn unsubscribe(&self, client_id: &str, conn: u64, topics: &[String]) {
         let mut state = self.state.lock().expect("router lock");
-        if let Some(session) = state.sessions.get_mut(client_id).filter(|s| s.conn == conn) {
+        let State {
+            sessions, filters, ..
+        } = &mut *state;
+        if let Some(session) = sessions.get_mut(client_id).filter(|s| s.conn == conn) {
             session.subscriptions.retain(|(f, _)| !topics.contains(f));
+            for topic in topics {
+                filters.remove(client_id, topic);
+            }
         }
     }
 
@@ -293,21 +370,17 @@ impl Router {
                 }
             }
             let mut overflowed = Vec::new();
-            for (client_id, session) in &state.sessions {
-                let granted = session
-                    .subscriptions
-                    .iter()
-                    .filter(|(filter, _)| matches(&publish.topic, filter))
-                    .map(|(_, qos)| *qos)
-                    .max_by_key(|q| *q as u8);
-                let Some(granted) = granted else { continue };
+            for (client_id, granted) in state.filters.subscribers(&publish.topic) {
+                let Some(session) = state.sessions.get(client_id) else {
+                    continue;
+                };
                 let mut message = publish.clone();
                 message.qos = min_qos(publish.qos, granted);
                 // A message delivered to an established subscription is never marked retained.
                 message.retain = false;
                 message.dup = false;
                 if !self.enqueue(&session.outbox, message) {
-                    overflowed.push(client_id.clone());
+                    overflowed.push(client_id.to_string());
                 }
             }
             pending = self.drop_overflowed(state, overflowed, pending);
@@ -322,7 +395,7 @@ impl Router {
         mut pending: VecDeque<Publish>,
     ) -> VecDeque<Publish> {
         for client_id in overflowed {
-            if let Some(session) = state.sessions.remove(&client_id) {
+            if let Some(session) = state.remove_session(&client_id) {
                 tracing::warn!(
                     client_id,
                     queued_messages = session.outbox.queued.messages.load(Ordering::Relaxed),
@@ -381,10 +454,84 @@ fn will_publish(will: LastWill) -> Publish {
     publish
 }
 
+fn max_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) >= (b as u8) {
+        a
+    } else {
+        b
+    }
+}
+
 fn min_qos(a: QoS, b: QoS) -> QoS {
     if (a as u8) <= (b as u8) {
         a
     } else {
         b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(filters: &Filters, topic: &str) -> Vec<(String, QoS)> {
+        let mut found: Vec<(String, QoS)> = filters
+            .subscribers(topic)
+            .into_iter()
+            .map(|(id, qos)| (id.to_string(), qos))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    #[test]
+    fn the_index_finds_each_subscriber_once_with_its_highest_qos() {
+        let mut filters = Filters::default();
+        filters.add("a", "live/x/env/e1/res", QoS::AtMostOnce);
+        filters.add("a", "live/x/presence/+", QoS::AtLeastOnce);
+        filters.add("b", "live/x/presence/+", QoS::AtMostOnce);
+        filters.add("b", "live/#", QoS::AtMostOnce);
+        filters.add("c", "live/x/env/e1/res", QoS::AtLeastOnce);
+        filters.add("c", "live/x/env/+/res", QoS::AtMostOnce);
+        assert_eq!(
+            found(&filters, "live/x/env/e1/res"),
+            vec![
+                ("a".into(), QoS::AtMostOnce),
+                ("b".into(), QoS::AtMostOnce),
+                ("c".into(), QoS::AtLeastOnce),
+            ]
+        );
+        assert_eq!(
+            found(&filters, "live/x/presence/s1"),
+            vec![
+                ("a".into(), QoS::AtLeastOnce),
+                ("b".into(), QoS::AtMostOnce)
+            ]
+        );
+        assert_eq!(found(&filters, "other/topic"), vec![]);
+        // Subscribing again replaces the grant; removing a filter removes only it.
+        filters.add("a", "live/x/presence/+", QoS::AtMostOnce);
+        filters.remove("b", "live/#");
+        assert_eq!(
+            found(&filters, "live/x/presence/s1"),
+            vec![("a".into(), QoS::AtMostOnce), ("b".into(), QoS::AtMostOnce)]
+        );
+        assert_eq!(
+            found(&filters, "live/x/env/e1/res"),
+            vec![
+                ("a".into(), QoS::AtMostOnce),
+                ("c".into(), QoS::AtLeastOnce)
+            ]
+        );
+        for (id, filter) in [
+            ("a", "live/x/env/e1/res"),
+            ("a", "live/x/presence/+"),
+            ("b", "live/x/presence/+"),
+            ("c", "live/x/env/e1/res"),
+            ("c", "live/x/env/+/res"),
+        ] {
+            filters.remove(id, filter);
+        }
+        assert!(filters.exact.is_empty() && filters.wildcard.is_empty());
     }
 }
