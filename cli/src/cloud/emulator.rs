@@ -195,9 +195,6 @@ impl Pool {
     /// Run one invocation in a warm environment, or a new one, or wait for one.
     pub async fn invoke(&self, request: Request) -> Reply {
         let request_id = crate::ids::request_id();
-        if let Some(OnInvoke(on_invoke)) = &self.settings.on_invoke {
-            on_invoke(&request_id);
-        }
         let _slot = self
             .slots
             .acquire()
@@ -248,7 +245,7 @@ impl Pool {
         };
         let stub_pid = env.process.pid;
         let env_id = env.env_id.clone();
-        let api = &env.api;
+        let (api, on_invoke, id) = (&env.api, &self.settings.on_invoke, &request_id);
         let outcome = async move {
             let outcome = api.invoke(invocation);
             tokio::pin!(outcome);
@@ -256,11 +253,16 @@ impl Pool {
             // thawing it: it then wakes once, to its event, rather than for the SIGCONT and
             // again for the data.
             let first = std::future::poll_fn(|cx| Poll::Ready(outcome.as_mut().poll(cx))).await;
+            if first.is_pending() {
+                tokio::task::yield_now().await;
+            }
             if frozen {
-                if first.is_pending() {
-                    tokio::task::yield_now().await;
-                }
                 signal(stub_pid, libc::SIGCONT);
+            }
+            // Then what waits for the request (the watcher barrier of `live dev`): it only has
+            // to start after the request arrived, and has the stub's round trip to finish.
+            if let Some(OnInvoke(on_invoke)) = on_invoke {
+                on_invoke(id);
             }
             match first {
                 Poll::Ready(outcome) => outcome,

@@ -398,6 +398,9 @@ impl Session {
                     invocation.request_id
                 );
             }
+            // The line is printed once the result is on its way (its connection's writer
+            // runs first), not on the invocation's critical path.
+            tokio::task::yield_now().await;
             state.print(
                 &invocation,
                 ran.worker_pid,
