@@ -40,6 +40,9 @@ const RESULT_CHECK: Duration = Duration::from_millis(1000);
 /// answers before the deadline, so later probes do not come).
 const RESULT_GRACE: Duration = Duration::from_millis(500);
 
+/// Results smaller than this are copied before they are kept (see `Session::invoke`).
+const COMPACT_BELOW: usize = 64 * 1024;
+
 /// How long before the stub's deadline `live dev` stops waiting for a build, so its own
 /// answer (build still running) reaches the stub in time.
 const BUILD_WAIT_MARGIN: Duration = Duration::from_millis(500);
@@ -144,7 +147,8 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     let cloud = match &args.broker {
         Some(_) => None,
         None => {
-            // The embedded front door starts each request's watcher barrier on arrival.
+            // The embedded cloud starts each request's watcher barrier once its event is on
+            // its way to the stub.
             let hint = watcher
                 .clone()
                 .map(|w| crate::cloud::emulator::OnInvoke(Arc::new(move |id: &str| w.hint(id))));
@@ -390,8 +394,13 @@ impl Session {
                     Some(error_type),
                 ),
             };
-            // Kept for a probe: a compact copy, not a slice pinning hyper's read buffer.
-            let body = Bytes::copy_from_slice(&body);
+            // Kept for a probe: a small body as a compact copy, not a slice pinning hyper's
+            // read buffer; a large one as it is (the buffer it holds is about its size).
+            let body = if body.len() < COMPACT_BELOW {
+                Bytes::copy_from_slice(&body)
+            } else {
+                body
+            };
             if let Err(e) = state.sender.send(&results, &message, &body).await {
                 tracing::warn!(
                     "could not send the result of {}: {e}",

@@ -247,9 +247,9 @@ impl FileWatcher {
     }
 
     /// Start a barrier now for `request_id`, to be waited for by [`FileWatcher::barrier_for`]
-    /// when the invocation reaches this session. The embedded cloud calls this as it receives
-    /// a request, so that the sentinel's round trip through the watcher overlaps the trip
-    /// through the stub and the broker instead of following it.
+    /// when the invocation reaches this session. The embedded cloud calls this once a
+    /// request's event is on its way to the stub, so that the sentinel's round trip through
+    /// the watcher overlaps the trip through the stub and the broker instead of following it.
     ///
     /// Requests that arrive together share one rename: any rename issued after a request
     /// arrived proves the order for it, so the next one to be issued is its token, and a task

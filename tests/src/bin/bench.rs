@@ -282,8 +282,8 @@ async fn measure(path: Path) -> anyhow::Result<PathFigures> {
     for (name, size, reps) in [
         ("1 KB", 1_000, 20),
         ("100 KB", 100_000, 20),
-        ("1 MB", 1_000_000, 10),
-        ("5 MiB", 5 * 1024 * 1024, 5),
+        ("1 MB", 1_000_000, 20),
+        ("5 MiB", 5 * 1024 * 1024, 20),
     ] {
         payloads.push((name, chain::payload(&running.url, size, reps).await?));
     }
@@ -357,7 +357,10 @@ async fn chain_section() -> anyhow::Result<String> {
             ch / p.max(1e-9)
         )?;
     }
-    writeln!(t, "\nPayload round trips (event echoed back), median:\n")?;
+    writeln!(
+        t,
+        "\nPayload round trips (event echoed back), median of 20 after one warm-up:\n"
+    )?;
     writeln!(
         t,
         "| payload | direct | chain | peer | chain / direct | chain / peer |"
