@@ -70,6 +70,12 @@ impl Topics {
         Ok(format!("{}/presence/{session}", self.prefix))
     }
 
+    /// Whether `topic` is a developer session's presence topic (of any app and stage).
+    pub fn is_presence(topic: &str) -> bool {
+        let levels: Vec<&str> = topic.split('/').collect();
+        levels.len() == 5 && levels[0] == "live" && levels[3] == "presence"
+    }
+
     /// The filter matching every developer session's presence on this app and stage.
     pub fn presence_filter(&self) -> String {
         format!("{}/presence/+", self.prefix)
@@ -157,6 +163,15 @@ pub fn matches(topic: &str, filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_topics_are_recognised() {
+        let t = Topics::new("app", "stage").unwrap();
+        assert!(Topics::is_presence(&t.presence("s1").unwrap()));
+        assert!(!Topics::is_presence(&t.invocations("s1").unwrap()));
+        assert!(!Topics::is_presence(&t.results("e1").unwrap()));
+        assert!(!Topics::is_presence("other/app/stage/presence/s1"));
+    }
 
     #[test]
     fn matching_agrees_with_rumqttc() {

@@ -599,18 +599,33 @@ impl Inbound {
 
     /// Reassemble `publish`, passing on a completed frame; `false` once nobody receives.
     async fn deliver(&mut self, publish: rumqttc::Publish) -> bool {
-        match self.reassembler.push(publish.payload, Instant::now()) {
-            Ok(Some(frame)) => {
-                let received = Received {
-                    topic: publish.topic,
-                    frame,
-                };
-                return self.incoming.send(received).await.is_ok();
+        let payload = publish.payload.clone();
+        let frame = match self.reassembler.push(publish.payload, Instant::now()) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return true,
+            // A presence record of another version is passed on: it says which version the
+            // session speaks, so that its users can name the side to update.
+            Err(ProtocolError::VersionMismatch { .. })
+                if crate::Topics::is_presence(&publish.topic) =>
+            {
+                match Reassembler::whole_of_any_version(payload) {
+                    Ok((_, frame)) => frame,
+                    Err(e) => {
+                        self.reject(&e);
+                        return true;
+                    }
+                }
             }
-            Ok(None) => {}
-            Err(e) => self.reject(&e),
-        }
-        true
+            Err(e) => {
+                self.reject(&e);
+                return true;
+            }
+        };
+        let received = Received {
+            topic: publish.topic,
+            frame,
+        };
+        self.incoming.send(received).await.is_ok()
     }
 
     /// Drop partial messages past their time, at most once a second.

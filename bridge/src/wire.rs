@@ -288,6 +288,20 @@ impl Reassembler {
         }
     }
 
+    /// A whole-message frame of any protocol version, with its version: presence records
+    /// keep one layout across versions (the prefix, a header length, a JSON header), so that
+    /// a stub can read a session of another version and name the side to update.
+    pub fn whole_of_any_version(payload: Bytes) -> Result<(u8, Frame), ProtocolError> {
+        if payload.len() < PREFIX_LEN || &payload[..2] != MAGIC {
+            return Err(ProtocolError::Garbage("missing the LV magic"));
+        }
+        if payload.len() > MAX_MQTT_PAYLOAD || payload[3] != KIND_WHOLE {
+            return Err(ProtocolError::Garbage("not a whole-message frame"));
+        }
+        let version = payload[2];
+        Frame::from_content(payload.slice(PREFIX_LEN..)).map(|frame| (version, frame))
+    }
+
     fn push_chunk(&mut self, payload: Bytes, now: Instant) -> Result<Option<Frame>, ProtocolError> {
         if payload.len() < CHUNK_HEADER_LEN {
             return Err(ProtocolError::Garbage("truncated chunk header"));

@@ -242,6 +242,9 @@ impl Bridge {
                         None => false,
                     };
                     if let (true, Some(c)) = (moved, chosen) {
+                        if let Some(reply) = version_mismatch(&c) {
+                            return reply;
+                        }
                         session = c;
                         acked = false;
                         if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, false).await {
@@ -318,6 +321,11 @@ impl Bridge {
             .collect();
         if candidates.is_empty() {
             return None;
+        }
+        // Sessions speaking this stub's protocol first; only when there are none is another
+        // version chosen, for the error that names the side to update.
+        if candidates.iter().any(|p| p.version == PROTOCOL_VERSION) {
+            candidates.retain(|p| p.version == PROTOCOL_VERSION);
         }
         candidates.sort_by(|a, b| a.session.cmp(&b.session));
         use std::hash::{Hash, Hasher};

@@ -166,3 +166,44 @@ async fn a_broker_with_credentials_serves_only_clients_that_present_them() {
         "a password was printed: {output}"
     );
 }
+
+#[tokio::test]
+async fn a_stub_meeting_a_session_of_another_protocol_version_says_which_side_to_update() {
+    let (_broker, url) = live_broker(&[]);
+    let dir = project("old-session", &raw_function("echo"));
+    let cloud = live_cloud(&dir, &["--broker", &url]);
+    // A developer session of bridge protocol v1 (an older `live`): its presence record, framed
+    // as v1 framed it.
+    let topic = bridge::Topics::new("fixture", "test")
+        .unwrap()
+        .presence("old")
+        .unwrap();
+    let record = |online: bool| {
+        let header = serde_json::json!({
+            "session": "old", "online": online, "epoch": 1, "version": 1, "functions": [],
+        })
+        .to_string();
+        let mut payload = b"LV\x01\x01".to_vec();
+        payload.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        payload.extend_from_slice(header.as_bytes());
+        bytes::Bytes::from(payload)
+    };
+    let mut options = bridge::transport::ConnectOptions::new(&url, "dev-old".to_string());
+    options.presence = Some(std::sync::Arc::new(move |_| {
+        (topic.clone(), record(true), record(false))
+    }));
+    let mut old = bridge::transport::Connection::open(options).unwrap();
+    old.ready(Duration::from_secs(10)).await.unwrap();
+
+    let reply = Http::default()
+        .invoke(&cloud.front_door, "echo", &[], "{}")
+        .await;
+    let error = reply.json();
+    assert_eq!(error["errorType"], "Live.ProtocolMismatch", "{error}");
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("protocol v1")
+            && message.contains("update `live` on the developer's machine"),
+        "{message}"
+    );
+}
