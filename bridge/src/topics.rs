@@ -72,8 +72,11 @@ impl Topics {
 
     /// Whether `topic` is a developer session's presence topic (of any app and stage).
     pub fn is_presence(topic: &str) -> bool {
-        let levels: Vec<&str> = topic.split('/').collect();
-        levels.len() == 5 && levels[0] == "live" && levels[3] == "presence"
+        let mut levels = topic.split('/');
+        levels.next() == Some("live")
+            && levels.nth(2) == Some("presence")
+            && levels.next().is_some()
+            && levels.next().is_none()
     }
 
     /// The filter matching every developer session's presence on this app and stage.
@@ -136,9 +139,10 @@ pub fn check_filter(filter: &str) -> Result<(), TopicError> {
 
 /// Whether `topic` matches `filter` (`+` one level, `#` the rest, including the parent).
 ///
-/// The same answers as `rumqttc::matches`, which the broker asks for every subscription on
-/// every publish: an exact filter is one comparison, and a wildcard filter whose literal
-/// prefix or suffix the topic lacks is refused without splitting either into levels.
+/// The same answers as `rumqttc::matches`, quicker: an exact filter is one comparison, and a
+/// wildcard filter whose literal prefix or suffix the topic lacks is refused without
+/// splitting either into levels (the broker checks each distinct wildcard filter on every
+/// publish, and a stub's presence filter against retained records).
 pub fn matches(topic: &str, filter: &str) -> bool {
     if topic.starts_with('$') {
         return false;

@@ -346,10 +346,7 @@ impl Connection {
         }
     }
 
-    /// Frame `message` and `body` and publish it, in chunks when large, at QoS 0: the bridge
-    /// protocol acknowledges and retransmits end to end (an invocation until the developer
-    /// side acknowledges it, a result until the stub does), so a PUBACK per hop would only
-    /// add messages to every invocation.
+    /// [`Sender::send`] on this connection.
     pub async fn send<M: Serialize>(
         &self,
         topic: &str,
@@ -403,9 +400,9 @@ pub struct Sender {
 
 impl Sender {
     /// Frame `message` and `body` and publish it, in chunks when large, at QoS 0: the bridge
-    /// protocol acknowledges and retransmits end to end (an invocation until the developer
-    /// side acknowledges it, a result until the stub does), so a PUBACK per hop would only
-    /// add messages to every invocation.
+    /// protocol recovers losses end to end (the stub re-sends an invocation until the
+    /// developer side acknowledges it, then probes for its result), so a PUBACK per hop would
+    /// only add messages to every invocation.
     pub async fn send<M: Serialize>(
         &self,
         topic: &str,
@@ -599,33 +596,25 @@ impl Inbound {
 
     /// Reassemble `publish`, passing on a completed frame; `false` once nobody receives.
     async fn deliver(&mut self, publish: rumqttc::Publish) -> bool {
-        let payload = publish.payload.clone();
-        let frame = match self.reassembler.push(publish.payload, Instant::now()) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return true,
-            // A presence record of another version is passed on: it says which version the
-            // session speaks, so that its users can name the side to update.
-            Err(ProtocolError::VersionMismatch { .. })
-                if crate::Topics::is_presence(&publish.topic) =>
-            {
-                match Reassembler::whole_of_any_version(payload) {
-                    Ok((_, frame)) => frame,
-                    Err(e) => {
-                        self.reject(&e);
-                        return true;
-                    }
-                }
-            }
-            Err(e) => {
-                self.reject(&e);
-                return true;
-            }
+        // A presence record is one whole frame, read whatever its version: it says which
+        // version its session speaks, so that its users can name the side to update.
+        let frame = if crate::Topics::is_presence(&publish.topic) {
+            Reassembler::whole_of_any_version(publish.payload).map(Some)
+        } else {
+            self.reassembler.push(publish.payload, Instant::now())
         };
-        let received = Received {
-            topic: publish.topic,
-            frame,
-        };
-        self.incoming.send(received).await.is_ok()
+        match frame {
+            Ok(Some(frame)) => {
+                let received = Received {
+                    topic: publish.topic,
+                    frame,
+                };
+                return self.incoming.send(received).await.is_ok();
+            }
+            Ok(None) => {}
+            Err(e) => self.reject(&e),
+        }
+        true
     }
 
     /// Drop partial messages past their time, at most once a second.

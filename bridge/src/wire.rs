@@ -266,9 +266,7 @@ impl Reassembler {
 
     /// Take one MQTT payload received at `now`. Returns the frame it completes, if any.
     pub fn push(&mut self, payload: Bytes, now: Instant) -> Result<Option<Frame>, ProtocolError> {
-        if payload.len() < PREFIX_LEN || &payload[..2] != MAGIC {
-            return Err(ProtocolError::Garbage("missing the LV magic"));
-        }
+        check_magic(&payload)?;
         if payload[2] != PROTOCOL_VERSION {
             return Err(ProtocolError::VersionMismatch {
                 theirs: payload[2],
@@ -288,18 +286,15 @@ impl Reassembler {
         }
     }
 
-    /// A whole-message frame of any protocol version, with its version: presence records
-    /// keep one layout across versions (the prefix, a header length, a JSON header), so that
-    /// a stub can read a session of another version and name the side to update.
-    pub fn whole_of_any_version(payload: Bytes) -> Result<(u8, Frame), ProtocolError> {
-        if payload.len() < PREFIX_LEN || &payload[..2] != MAGIC {
-            return Err(ProtocolError::Garbage("missing the LV magic"));
-        }
+    /// A whole-message frame of any protocol version: presence records keep one layout
+    /// across versions (the prefix, a header length, a JSON header), so that a stub can read
+    /// a session of another version (the record names it) and name the side to update.
+    pub fn whole_of_any_version(payload: Bytes) -> Result<Frame, ProtocolError> {
+        check_magic(&payload)?;
         if payload.len() > MAX_MQTT_PAYLOAD || payload[3] != KIND_WHOLE {
             return Err(ProtocolError::Garbage("not a whole-message frame"));
         }
-        let version = payload[2];
-        Frame::from_content(payload.slice(PREFIX_LEN..)).map(|frame| (version, frame))
+        Frame::from_content(payload.slice(PREFIX_LEN..))
     }
 
     fn push_chunk(&mut self, payload: Bytes, now: Instant) -> Result<Option<Frame>, ProtocolError> {
@@ -397,4 +392,11 @@ impl Reassembler {
             })
             .collect()
     }
+}
+
+fn check_magic(payload: &[u8]) -> Result<(), ProtocolError> {
+    if payload.len() < PREFIX_LEN || &payload[..2] != MAGIC {
+        return Err(ProtocolError::Garbage("missing the LV magic"));
+    }
+    Ok(())
 }

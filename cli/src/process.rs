@@ -117,3 +117,11 @@ fn die_with_parent(cmd: &mut Command) {
         });
     }
 }
+
+/// Send `sig` to process `pid`, one this process started and has not reaped yet (a
+/// [`Supervised`] child that is still held).
+#[allow(unsafe_code)]
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) takes no pointers; the caller's pid is its own unreaped child.
+    let _ = unsafe { libc::kill(pid as i32, sig) };
+}

@@ -26,6 +26,8 @@ pub struct Config {
     pub no_dev_window: Duration,
     pub env_id: String,
     pub credentials: Option<(String, String)>,
+    /// `LIVE_STUB_TIMING`: say on stderr when the bridge is first up.
+    pub timing: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -74,6 +76,7 @@ impl Config {
             no_dev_window,
             env_id,
             credentials,
+            timing: var("LIVE_STUB_TIMING").is_some(),
         })
     }
 }

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::runtime::Next;
 use bridge::protocol::{Header, Invocation};
-use bridge::runtime_api::error_body;
+use bridge::runtime_api::failure;
 use bridge::transport::{ConnectOptions, Connection, Link, Sender};
 use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
 use bytes::Bytes;
@@ -36,10 +36,11 @@ pub enum Reply {
 
 impl Reply {
     fn failure(error_type: &str, message: String) -> Reply {
+        let (error_type, body) = failure(error_type, &message);
         Reply::Error {
-            error_type: error_type.to_string(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Bytes::from(error_body(error_type, &message)),
+            error_type,
+            headers: bridge::runtime_api::json_headers(),
+            body,
         }
     }
 }
@@ -82,7 +83,7 @@ impl Bridge {
             presence,
             waiters: waiters.clone(),
         };
-        if std::env::var_os("LIVE_STUB_TIMING").is_some() {
+        if config.timing {
             // For cold-start measurements: say when the bridge is first up.
             let mut link = connection.link();
             tokio::spawn(async move {

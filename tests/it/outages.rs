@@ -10,15 +10,26 @@ use tests::http::Http;
 use tests::live::{live_broker, live_cloud, live_dev, port_of, project, raw_function};
 use tests::proxy::FaultProxy;
 
-/// Wait until `path` holds a pid (the handler started), within 30 s.
-async fn handler_started(path: &std::path::Path) -> u32 {
+/// Invoke the raw echo handler at `front_door` with an event that makes it sleep `sleep_ms`,
+/// and return once the handler has started (within 30 s): the call, and the handler's pid.
+async fn slow_invocation(
+    front_door: &str,
+    dir: &std::path::Path,
+    sleep_ms: u64,
+) -> (tokio::task::JoinHandle<tests::http::Reply>, u32) {
+    let started = dir.join("started.pid");
+    let event = format!(
+        r#"{{"sleep_ms":{sleep_ms},"file":"{}"}}"#,
+        started.display()
+    );
+    let call = Http::default().spawn_invoke(front_door, "echo", event);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(pid) = std::fs::read_to_string(path)
+        if let Some(pid) = std::fs::read_to_string(&started)
             .ok()
             .and_then(|s| s.trim().parse().ok())
         {
-            return pid;
+            return (call, pid);
         }
         assert!(Instant::now() < deadline, "the handler never started");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -32,10 +43,7 @@ async fn a_broker_killed_mid_invocation_and_restarted_loses_nothing_and_runs_the
     let dir = project("broker-restart", &raw_function("echo"));
     let cloud = live_cloud(&dir, &["--broker", &url]);
     let dev = live_dev(&dir, &["--broker", &url]);
-    let started = dir.join("started.pid");
-    let event = format!(r#"{{"sleep_ms":1500,"file":"{}"}}"#, started.display());
-    let call = Http::default().spawn_invoke(&cloud.front_door, "echo", event);
-    handler_started(&started).await;
+    let (call, _) = slow_invocation(&cloud.front_door, &dir, 1500).await;
     broker.signal(9);
     broker.wait_exit();
     let restarted = Instant::now();
@@ -69,10 +77,7 @@ async fn a_result_sent_while_the_stub_is_cut_off_reaches_it_after_it_reconnects(
     // while the stub's link is down, so the broker has no one to deliver it to.
     let cloud = live_cloud(&dir, &["--broker", &via]);
     let dev = live_dev(&dir, &["--broker", &url]);
-    let started = dir.join("started.pid");
-    let event = format!(r#"{{"sleep_ms":1000,"file":"{}"}}"#, started.display());
-    let call = Http::default().spawn_invoke(&cloud.front_door, "echo", event);
-    handler_started(&started).await;
+    let (call, _) = slow_invocation(&cloud.front_door, &dir, 1000).await;
     // Past the session's acknowledgement (200 ms), so the stub waits for the result and
     // probes for it rather than re-sending the invocation; the outage outlasts the handler.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -90,11 +95,8 @@ async fn live_dev_killed_mid_invocation_and_restarted_still_answers_before_the_d
     let dir = project("dev-restart", &raw_function("echo"));
     let cloud = live_cloud(&dir, &["--broker", &url]);
     let first = live_dev(&dir, &["--broker", &url]);
-    let started = dir.join("started.pid");
-    let event = format!(r#"{{"sleep_ms":1000,"file":"{}"}}"#, started.display());
     let start = Instant::now();
-    let call = Http::default().spawn_invoke(&cloud.front_door, "echo", event);
-    let old_worker = handler_started(&started).await;
+    let (call, old_worker) = slow_invocation(&cloud.front_door, &dir, 1000).await;
     first.child.signal(9);
     let second = live_dev(&dir, &["--broker", &url]);
     let reply = call.await.unwrap();

@@ -250,16 +250,19 @@ fn handle(
 ) -> Option<End> {
     match packet {
         Packet::Publish(publish) => {
-            if let Some(why) = super::router::refusal(&publish) {
-                tracing::warn!(
-                    client_id,
-                    topic = %publish.topic,
-                    "refused PUBLISH: {why}; closing connection"
-                );
-                return Some(End::Dropped(why));
-            }
             let ack = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
-            congested.extend(router.publish(publish));
+            match router.publish(publish) {
+                Ok(subscribers) => congested.extend(subscribers),
+                Err(refused) => {
+                    tracing::warn!(
+                        client_id,
+                        topic = %refused.topic,
+                        "refused PUBLISH: {}; closing connection",
+                        refused.why
+                    );
+                    return Some(End::Dropped(refused.why));
+                }
+            }
             if let Some(pkid) = ack {
                 router.reply(client_id, conn, Packet::PubAck(PubAck::new(pkid)));
             }

@@ -78,10 +78,11 @@ impl LocalSession {
     ) -> Result<(), String> {
         let mut publish = Publish::from_bytes(topic, qos, payload);
         publish.retain = retain;
-        if let Some(why) = super::router::refusal(&publish) {
-            return Err(why);
-        }
-        for subscriber in self.router.publish(publish) {
+        let congested = self
+            .router
+            .publish(publish)
+            .map_err(|refused| refused.why)?;
+        for subscriber in congested {
             self.router.wait_for_room(subscriber).await;
         }
         Ok(())

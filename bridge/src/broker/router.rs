@@ -66,7 +66,8 @@ impl Inbox {
 struct Session {
     conn: u64,
     outbox: Outbox,
-    subscriptions: Vec<(String, QoS)>,
+    /// Its filters (the grants are in `State::filters`).
+    subscriptions: Vec<String>,
     will: Option<LastWill>,
     kick: Arc<Notify>,
 }
@@ -126,19 +127,27 @@ impl Filters {
 
     /// Every subscriber whose filters match `topic`, once each, with the highest QoS granted.
     fn subscribers(&self, topic: &str) -> Vec<(&str, QoS)> {
-        let mut found: Vec<(&str, QoS)> = Vec::new();
         let wildcard = self
             .wildcard
             .iter()
             .filter(|(filter, _)| matches(topic, filter))
-            .flat_map(|(_, subscribers)| subscribers);
-        for (client_id, qos) in self.exact.get(topic).into_iter().flatten().chain(wildcard) {
-            match found.iter_mut().find(|(id, _)| id == client_id) {
-                Some((_, granted)) => *granted = max_qos(*granted, *qos),
-                None => found.push((client_id, *qos)),
-            }
+            .map(|(_, subscribers)| subscribers);
+        let lists: Vec<&Vec<(String, QoS)>> =
+            self.exact.get(topic).into_iter().chain(wildcard).collect();
+        let each = lists
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|(id, qos)| (id.as_str(), *qos));
+        if lists.len() <= 1 {
+            // A client appears once per filter.
+            return each.collect();
         }
-        found
+        let mut found: HashMap<&str, QoS> = HashMap::new();
+        for (client_id, qos) in each {
+            let granted = found.entry(client_id).or_insert(qos);
+            *granted = std::cmp::max_by_key(*granted, qos, |q| *q as u8);
+        }
+        found.into_iter().collect()
     }
 }
 
@@ -146,7 +155,7 @@ impl State {
     /// Remove a session and its subscriptions.
     fn remove_session(&mut self, client_id: &str) -> Option<Session> {
         let session = self.sessions.remove(client_id)?;
-        for (filter, _) in &session.subscriptions {
+        for filter in &session.subscriptions {
             self.filters.remove(client_id, filter);
         }
         Some(session)
@@ -234,24 +243,25 @@ impl Router {
     }
 
     /// Route a client's PUBLISH: store or clear it if retained, deliver it to every matching
-    /// subscription.
-    /// Returns the subscribers now above the soft bound, which the publisher waits for.
-    pub fn publish(&self, publish: Publish) -> Vec<Congested> {
+    /// subscription. Returns the subscribers now above the soft bound, which the publisher
+    /// waits for, or why the broker refuses the publish (IoT Core's limits).
+    pub fn publish(&self, publish: Publish) -> Result<Vec<Congested>, Refused> {
+        if let Some(why) = refusal(&publish) {
+            return Err(Refused {
+                why,
+                topic: publish.topic,
+            });
+        }
         let mut state = self.state.lock().expect("router lock");
-        let topic = publish.topic.clone();
-        self.route(&mut state, VecDeque::from([publish]));
-        let soft = self.config.soft_queued_bytes;
-        state
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.outbox.queued.bytes.load(Ordering::Relaxed) > soft)
-            .filter(|(_, s)| s.subscriptions.iter().any(|(f, _)| matches(&topic, f)))
-            .map(|(id, s)| Congested {
-                client_id: id.clone(),
-                conn: s.conn,
-                queued: s.outbox.queued.clone(),
-            })
-            .collect()
+        let mut congested = self.route(&mut state, VecDeque::from([publish]));
+        // Not those dropped since (routing a will can overflow them).
+        congested.retain(|c| {
+            state
+                .sessions
+                .get(&c.client_id)
+                .is_some_and(|s| s.conn == c.conn)
+        });
+        Ok(congested)
     }
 
     /// Flow control: wait until a congested subscriber's outbox is back under the soft bound
@@ -276,13 +286,17 @@ impl Router {
     }
 
     /// Disconnect a subscriber that made no progress for the stall timeout, loudly.
-    pub fn stalled(&self, client_id: &str, conn: u64) {
+    fn stalled(&self, client_id: &str, conn: u64) {
         let mut state = self.state.lock().expect("router lock");
         if state.sessions.get(client_id).map(|s| s.conn) != Some(conn) {
             return;
         }
-        let pending =
-            self.drop_overflowed(&mut state, vec![client_id.to_string()], VecDeque::new());
+        let pending = self.drop_overflowed(
+            &mut state,
+            vec![client_id.to_string()],
+            VecDeque::new(),
+            "it drained nothing for the stall timeout",
+        );
         self.route(&mut state, pending);
     }
 
@@ -317,9 +331,9 @@ impl Router {
                     replay.push(message);
                 }
             }
-            session.subscriptions.retain(|(f, _)| *f != filter.path);
+            session.subscriptions.retain(|f| *f != filter.path);
             index.add(client_id, &filter.path, qos);
-            session.subscriptions.push((filter.path, qos));
+            session.subscriptions.push(filter.path);
         }
         let outbox = session.outbox.clone();
         let _ = outbox.tx.send(Outgoing {
@@ -333,7 +347,7 @@ impl Router {
                 break;
             }
         }
-        self.drop_overflowed(&mut state, overflowed, VecDeque::new());
+        self.drop_overflowed(&mut state, overflowed, VecDeque::new(), "its queue is full");
     }
 
     /// Remove subscriptions of `conn`.
@@ -343,7 +357,7 @@ impl Router {
             sessions, filters, ..
         } = &mut *state;
         if let Some(session) = sessions.get_mut(client_id).filter(|s| s.conn == conn) {
-            session.subscriptions.retain(|(f, _)| !topics.contains(f));
+            session.subscriptions.retain(|f| !topics.contains(f));
             for topic in topics {
                 filters.remove(client_id, topic);
             }
@@ -358,7 +372,11 @@ impl Router {
         }
     }
 
-    fn route(&self, state: &mut State, mut pending: VecDeque<Publish>) {
+    /// Deliver `pending` (a publish, then the wills it causes); the subscribers of the first
+    /// message left above the soft bound.
+    fn route(&self, state: &mut State, mut pending: VecDeque<Publish>) -> Vec<Congested> {
+        let mut congested = Vec::new();
+        let mut first = true;
         while let Some(publish) = pending.pop_front() {
             if publish.retain {
                 if publish.payload.is_empty() {
@@ -381,10 +399,21 @@ impl Router {
                 message.dup = false;
                 if !self.enqueue(&session.outbox, message) {
                     overflowed.push(client_id.to_string());
+                } else if first
+                    && session.outbox.queued.bytes.load(Ordering::Relaxed)
+                        > self.config.soft_queued_bytes
+                {
+                    congested.push(Congested {
+                        client_id: client_id.to_string(),
+                        conn: session.conn,
+                        queued: session.outbox.queued.clone(),
+                    });
                 }
             }
-            pending = self.drop_overflowed(state, overflowed, pending);
+            first = false;
+            pending = self.drop_overflowed(state, overflowed, pending, "its queue is full");
         }
+        congested
     }
 
     /// Disconnect sessions whose outbox overflowed, loudly, and queue their wills.
@@ -393,6 +422,7 @@ impl Router {
         state: &mut State,
         overflowed: Vec<String>,
         mut pending: VecDeque<Publish>,
+        why: &str,
     ) -> VecDeque<Publish> {
         for client_id in overflowed {
             if let Some(session) = state.remove_session(&client_id) {
@@ -402,7 +432,7 @@ impl Router {
                     queued_bytes = session.outbox.queued.bytes.load(Ordering::Relaxed),
                     max_messages = self.config.max_queued_messages,
                     max_bytes = self.config.max_queued_bytes,
-                    "disconnecting a subscriber that stopped reading: its queue is full"
+                    "disconnecting a subscriber that stopped reading: {why}"
                 );
                 session.kick.notify_one();
                 pending.extend(session.will.map(will_publish));
@@ -433,9 +463,15 @@ impl Router {
     }
 }
 
+/// A PUBLISH the broker refused, and why.
+pub(crate) struct Refused {
+    pub why: String,
+    pub topic: String,
+}
+
 /// Why the broker refuses a client's PUBLISH (IoT Core's limits: payload size, topic shape,
 /// QoS 0 or 1), if it does.
-pub(crate) fn refusal(publish: &Publish) -> Option<String> {
+fn refusal(publish: &Publish) -> Option<String> {
     if publish.payload.len() > MAX_MQTT_PAYLOAD {
         return Some(format!(
             "payload of {} bytes exceeds the limit of {MAX_MQTT_PAYLOAD}",
@@ -454,20 +490,8 @@ fn will_publish(will: LastWill) -> Publish {
     publish
 }
 
-fn max_qos(a: QoS, b: QoS) -> QoS {
-    if (a as u8) >= (b as u8) {
-        a
-    } else {
-        b
-    }
-}
-
 fn min_qos(a: QoS, b: QoS) -> QoS {
-    if (a as u8) <= (b as u8) {
-        a
-    } else {
-        b
-    }
+    std::cmp::min_by_key(a, b, |q| *q as u8)
 }
 
 #[cfg(test)]

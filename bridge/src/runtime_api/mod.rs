@@ -78,6 +78,11 @@ pub fn error_body(error_type: &str, message: &str) -> Vec<u8> {
     .expect("a JSON object serializes")
 }
 
+/// The headers of an error JSON body the bridge writes itself.
+pub fn json_headers() -> Vec<crate::protocol::Header> {
+    vec![("content-type".into(), "application/json".into())]
+}
+
 /// A failure as its error type and body in the documented shape ([`error_body`]).
 pub fn failure(error_type: &str, message: &str) -> (String, bytes::Bytes) {
     (

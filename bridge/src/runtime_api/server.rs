@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
@@ -160,12 +161,28 @@ impl RuntimeApi {
     /// Queue `invocation` for the runtime's `/next` and wait for its outcome. `None` when the
     /// server is gone. A runtime that already reported an init error answers at once with it.
     pub async fn invoke(&self, invocation: Invocation) -> Option<Outcome> {
-        if let Some(init) = self.shared.init_error.lock().expect("lock").clone() {
-            return Some(init);
+        self.submit(invocation).await
+    }
+
+    /// [`RuntimeApi::invoke`], with the invocation queued now (the runtime's waiting `/next`
+    /// is answered as soon as its task runs) and only the outcome left to wait for.
+    pub fn submit(&self, invocation: Invocation) -> impl Future<Output = Option<Outcome>> {
+        let queued = match self.shared.init_error.lock().expect("lock").clone() {
+            Some(init) => Err(Some(init)),
+            None => {
+                let (reply, outcome) = oneshot::channel();
+                self.queue
+                    .send((invocation, reply))
+                    .map(|()| outcome)
+                    .map_err(|_| None)
+            }
+        };
+        async move {
+            match queued {
+                Ok(outcome) => outcome.await.ok(),
+                Err(answer) => answer,
+            }
         }
-        let (reply, outcome) = oneshot::channel();
-        self.queue.send((invocation, reply)).ok()?;
-        outcome.await.ok()
     }
 }
 

@@ -236,16 +236,19 @@ fn a_wrong_version_names_the_side_to_update() {
 fn garbage_and_truncation_are_typed_errors() {
     let mut r = Reassembler::default();
     let now = Instant::now();
+    // This version's prefix with an unknown kind, a header length beyond the frame, and a
+    // truncated chunk header.
+    let ours = |rest: &[u8]| [&[b'L', b'V', PROTOCOL_VERSION][..], rest].concat();
     for garbage in [
-        &b""[..],
-        b"L",
-        b"hello world",
-        b"{\"type\":\"ack\"}",
-        b"LV\x02\x09rest",
-        b"LV\x02\x01\x00\x00\xff\xff{}",
-        b"LV\x02\x02short",
+        b"".to_vec(),
+        b"L".to_vec(),
+        b"hello world".to_vec(),
+        b"{\"type\":\"ack\"}".to_vec(),
+        ours(b"\x09rest"),
+        ours(b"\x01\x00\x00\xff\xff{}"),
+        ours(b"\x02short"),
     ] {
-        let result = r.push(Bytes::copy_from_slice(garbage), now);
+        let result = r.push(Bytes::copy_from_slice(&garbage), now);
         assert!(
             matches!(result, Err(ProtocolError::Garbage(_))),
             "{garbage:?}: {result:?}"

@@ -3,16 +3,14 @@
 //! warm, capped per function with invocations beyond the cap queued.
 
 use crate::config::{Function, Project};
-use crate::process::{Echo, Supervised};
+use crate::process::{signal, Echo, Supervised};
 use bridge::protocol::Header;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
 use bridge::runtime_api::{self, failure};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::future::Future as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
@@ -41,12 +39,12 @@ pub struct Settings {
     pub direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
     /// Broker credentials for the stubs.
     pub credentials: Option<(String, String)>,
-    /// Told each request id as the invocation starts, before the stub has it.
+    /// Told each request id once its invocation is on its way to the stub.
     pub on_invoke: Option<OnInvoke>,
 }
 
-/// A callback with each invocation's request id as the emulator receives it (`live dev`
-/// starts its watcher barrier there).
+/// A callback with each invocation's request id once the event is on its way to the stub
+/// (`live dev` starts its watcher barrier there).
 #[derive(Clone)]
 pub struct OnInvoke(pub Arc<dyn Fn(&str) + Send + Sync>);
 
@@ -245,17 +243,16 @@ impl Pool {
         };
         let stub_pid = env.process.pid;
         let env_id = env.env_id.clone();
-        let (api, on_invoke, id) = (&env.api, &self.settings.on_invoke, &request_id);
+        let (outcome, on_invoke, id) = (
+            env.api.submit(invocation),
+            &self.settings.on_invoke,
+            &request_id,
+        );
         let outcome = async move {
-            let outcome = api.invoke(invocation);
-            tokio::pin!(outcome);
-            // Queue the invocation and let the stub's waiting `/next` be answered before
-            // thawing it: it then wakes once, to its event, rather than for the SIGCONT and
+            // The invocation is queued: let the stub's waiting `/next` be answered before
+            // thawing it, so that it wakes once, to its event, rather than for the SIGCONT and
             // again for the data.
-            let first = std::future::poll_fn(|cx| Poll::Ready(outcome.as_mut().poll(cx))).await;
-            if first.is_pending() {
-                tokio::task::yield_now().await;
-            }
+            tokio::task::yield_now().await;
             if frozen {
                 signal(stub_pid, libc::SIGCONT);
             }
@@ -264,10 +261,7 @@ impl Pool {
             if let Some(OnInvoke(on_invoke)) = on_invoke {
                 on_invoke(id);
             }
-            match first {
-                Poll::Ready(outcome) => outcome,
-                Poll::Pending => outcome.await,
-            }
+            outcome.await
         };
         // Lambda ends an invocation at its timeout whatever the runtime does; the stub
         // answers before that, so this is the backstop for a stub that hangs.
@@ -380,13 +374,6 @@ impl Pool {
             served: 0,
         })
     }
-}
-
-/// Send `sig` to process `pid`.
-#[allow(unsafe_code)]
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a pid we started and still own (not yet reaped).
-    let _ = unsafe { libc::kill(pid as i32, sig) };
 }
 
 /// The environment Lambda gives every runtime, as the official clients need it.

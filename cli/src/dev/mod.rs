@@ -11,7 +11,7 @@ mod worker;
 
 use crate::cloud::{load_project, CloudOptions, LocalCloud};
 use anyhow::Context;
-use bridge::runtime_api::server::Outcome;
+use bridge::runtime_api::{self, server::Outcome};
 use bridge::transport::{session_presence, ConnectOptions, Connection, Sender};
 use bridge::{DevMessage, StubMessage, Topics};
 use bytes::Bytes;
@@ -277,6 +277,23 @@ enum Seen {
     Done,
 }
 
+impl Seen {
+    /// What to send again for `request_id`: the kept answer, or an Ack while the handler runs
+    /// (and once it is done, when `ack_done`).
+    fn again(&self, request_id: &str, ack_done: bool) -> Option<(DevMessage, Bytes)> {
+        let ack = || {
+            let request_id = request_id.to_string();
+            Some((DevMessage::Ack { request_id }, Bytes::new()))
+        };
+        match self {
+            Seen::Answered(answer) => Some(answer.as_ref().clone()),
+            Seen::Running => ack(),
+            Seen::Done if ack_done => ack(),
+            Seen::Done => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct SeenMap {
     map: HashMap<String, Seen>,
@@ -312,8 +329,7 @@ impl Session {
             let mut seen = state.seen.lock().expect("lock");
             match seen.map.get(&invocation.request_id) {
                 // A retransmission: the stub has not heard from us yet.
-                Some(Seen::Running | Seen::Done) => Some((ack.clone(), Bytes::new())),
-                Some(Seen::Answered(answer)) => Some(answer.as_ref().clone()),
+                Some(entry) => entry.again(&invocation.request_id, true),
                 None => {
                     // A stub sends its next invocation only once it has finished the last
                     // one: that result is no longer needed.
@@ -372,7 +388,7 @@ impl Session {
                     let (error_type, body) = outcome.failure().expect("not a response");
                     let headers = match outcome {
                         Outcome::Error { headers, .. } => headers,
-                        _ => vec![("content-type".into(), "application/json".into())],
+                        _ => runtime_api::json_headers(),
                     };
                     (
                         DevMessage::Error {
@@ -388,18 +404,11 @@ impl Session {
                     DevMessage::Error {
                         request_id,
                         error_type: Some(error_type.clone()),
-                        headers: vec![("content-type".into(), "application/json".into())],
+                        headers: runtime_api::json_headers(),
                     },
                     body,
                     Some(error_type),
                 ),
-            };
-            // Kept for a probe: a small body as a compact copy, not a slice pinning hyper's
-            // read buffer; a large one as it is (the buffer it holds is about its size).
-            let body = if body.len() < COMPACT_BELOW {
-                Bytes::copy_from_slice(&body)
-            } else {
-                body
             };
             if let Err(e) = state.sender.send(&results, &message, &body).await {
                 tracing::warn!(
@@ -417,9 +426,16 @@ impl Session {
                 error_type.as_deref(),
                 &body,
             );
+            // Kept for a probe: a small body as a compact copy, not a slice pinning hyper's
+            // read buffer; a large one as it is (the buffer it holds is about its size).
+            let body = if body.len() < COMPACT_BELOW {
+                Bytes::copy_from_slice(&body)
+            } else {
+                body
+            };
             state.mark(
                 &invocation.request_id,
-                Seen::Answered(Box::new((message.clone(), body.clone()))),
+                Seen::Answered(Box::new((message, body))),
             );
             // A result published while the link was down is lost with the broker's session:
             // the stub probes for it until it arrives. Kept until superseded or the deadline.
@@ -487,17 +503,15 @@ impl Session {
         let Ok(results) = self.topics.results(env_id) else {
             return;
         };
-        let reply = match self.seen.lock().expect("lock").map.get(request_id) {
-            Some(Seen::Answered(answer)) => Some(answer.as_ref().clone()),
-            Some(Seen::Running) => Some((
-                DevMessage::Ack {
-                    request_id: request_id.to_string(),
-                },
-                Bytes::new(),
-            )),
-            // Past its deadline, or unknown to this session (which never acknowledged it).
-            Some(Seen::Done) | None => None,
-        };
+        // Nothing when past its deadline, or unknown to this session (which never
+        // acknowledged it).
+        let reply = self
+            .seen
+            .lock()
+            .expect("lock")
+            .map
+            .get(request_id)
+            .and_then(|entry| entry.again(request_id, false));
         if let Some((message, body)) = reply {
             let _ = self.sender.send(&results, &message, &body).await;
         }

@@ -78,53 +78,16 @@ pub async fn start(path: Path) -> anyhow::Result<Running> {
                 format!("{base}/2015-03-31/functions/echo/invocations"),
             )
         }
-        Path::Peer => {
-            let bin = super::reload::cargo_lambda_bin()?;
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            let mut cmd = Command::new("cargo");
-            cmd.args([
-                "lambda",
-                "watch",
-                "--release",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-            ])
-            .current_dir(fixture())
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .env("CARGO_TARGET_DIR", fixture_target_dir());
-            (
-                Child::spawn(cmd),
-                format!("http://127.0.0.1:{port}/2015-03-31/functions/echo/invocations"),
-            )
-        }
+        Path::Peer => super::reload::cargo_lambda_watch(&fixture(), "echo", true)?,
     };
-    let http = Http::default();
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(120),
-            http.try_send("POST", &url, &[], "{}"),
-        )
-        .await;
-        if matches!(attempt, Ok(Ok(ref r)) if r.status == 200) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("{} never answered:\n{}", path.name(), child.output());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::wait_until_answered(
+        &url,
+        Duration::from_secs(120),
+        Duration::from_secs(900),
+        path.name(),
+        &child,
+    )
+    .await?;
     Ok(Running { child, url })
 }
 

@@ -62,6 +62,30 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}; {rustc}")
 }
 
+/// Invoke `url` (an empty event) until it answers 200, each try given `per_try` (a first
+/// invocation may wait for a build), within `total`; the error names `what` and shows the
+/// output of `child`, the process that should be answering.
+pub async fn wait_until_answered(
+    url: &str,
+    per_try: Duration,
+    total: Duration,
+    what: &str,
+    child: &crate::Child,
+) -> anyhow::Result<()> {
+    let http = crate::http::Http::default();
+    let deadline = std::time::Instant::now() + total;
+    loop {
+        let attempt = tokio::time::timeout(per_try, http.try_send("POST", url, &[], "{}")).await;
+        if matches!(attempt, Ok(Ok(ref r)) if r.status == 200) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{what} never answered:\n{}", child.output());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Milliseconds with three decimals.
 pub fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)

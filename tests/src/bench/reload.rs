@@ -4,9 +4,9 @@
 
 use super::Stats;
 use crate::http::Http;
-use crate::live::{fixture_copy, fixture_target_dir, set_version};
+use crate::live::{fixture_copy, fixture_target_dir, live_dev, set_version};
 use crate::Child;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -96,15 +96,53 @@ fn start_load(
     (seen, count, task)
 }
 
-async fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+/// Poll `ready` until it has a value, within 120 s.
+async fn wait_for<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !ready() {
+    loop {
+        if let Some(value) = ready() {
+            return Ok(value);
+        }
         if Instant::now() > deadline {
             bail!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Ok(())
+}
+
+/// The times (epoch microseconds) of the first replies showing `version` after `written`,
+/// to the sequential client and to the probe, once both have come.
+async fn first_replies(
+    seen: &Seen,
+    probed: &Seen,
+    version: u64,
+    written: u64,
+) -> anyhow::Result<(u64, u64)> {
+    let reply = wait_for("the first reply from the new code", || {
+        first_reply(seen, version, written)
+    })
+    .await?;
+    let probe = wait_for("the probe to see the new code", || {
+        first_reply(probed, version, written)
+    })
+    .await?;
+    Ok((reply, probe))
+}
+
+/// Save `version` into the fixture at `dir` once the load has made progress since the last
+/// save; the write's time (epoch microseconds).
+async fn save_under_load(
+    count: &AtomicUsize,
+    dir: &std::path::Path,
+    version: u64,
+) -> anyhow::Result<u64> {
+    let before = count.load(Ordering::SeqCst);
+    wait_for("a steady load", || {
+        (count.load(Ordering::SeqCst) >= before + 3).then_some(())
+    })
+    .await?;
+    set_version(dir, "a", version)?;
+    Ok(epoch_us())
 }
 
 /// The first reply with `version` received after `after_us`.
@@ -123,59 +161,28 @@ fn us(d: u64) -> Duration {
 /// `live dev` on a copy of the fixture.
 pub async fn live() -> anyhow::Result<Report> {
     let dir = fixture_copy("reload");
-    let mut cmd = Command::new(crate::bin("live"));
-    cmd.args(["dev", "--json", "-c"])
-        .arg(&dir)
-        .env("CARGO_TARGET_DIR", fixture_target_dir());
-    let dev = Child::spawn(cmd);
-    let ready = dev.wait_for_line_within(Duration::from_secs(600), |l| l.contains("\"ready\""));
-    let ready: serde_json::Value = serde_json::from_str(&ready)?;
-    let url = format!(
-        "{}/2015-03-31/functions/a/invocations",
-        ready["front_door"].as_str().context("front door")?
-    );
+    let dev = live_dev(&dir, &[]);
+    let url = format!("{}/2015-03-31/functions/a/invocations", dev.front_door);
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, count, load) = start_load(url.clone(), stop.clone());
     let (probed, probe) = start_probe(url, stop.clone());
     let (mut overhead, mut write_to_reply, mut build) = (Vec::new(), Vec::new(), Vec::new());
     let mut write_to_probe = Vec::new();
-    let mut mark = dev.mark();
+    let mut mark = dev.child.mark();
     for version in 1..=SAVES {
-        let before = count.load(Ordering::SeqCst);
-        wait_for("a steady load", || {
-            count.load(Ordering::SeqCst) >= before + 3
-        })
-        .await?;
-        set_version(&dir, "a", version)?;
-        let written = epoch_us();
-        let (i, started) = dev.wait_for_line_after(mark, Duration::from_secs(120), |l| {
-            l.contains("\"build_started\"")
-        });
-        let (j, finished) = dev.wait_for_line_after(i + 1, Duration::from_secs(300), |l| {
-            l.contains("\"build_finished\"")
-        });
-        mark = j + 1;
-        let started: serde_json::Value = serde_json::from_str(&started)?;
-        let finished: serde_json::Value = serde_json::from_str(&finished)?;
+        let written = save_under_load(&count, &dir, version).await?;
+        let (after_start, started) = dev.event_after(mark, "build_started");
+        let (after_finish, finished) = dev.event_after(after_start, "build_finished");
+        mark = after_finish;
         let (t_start, t_end) = (
             started["at_us"].as_u64().unwrap_or(0),
             finished["at_us"].as_u64().unwrap_or(0),
         );
-        wait_for("the first reply from the new code", || {
-            first_reply(&seen, version, written).is_some()
-        })
-        .await?;
-        let first = first_reply(&seen, version, written).unwrap_or(0);
+        let (first, probe) = first_replies(&seen, &probed, version, written).await?;
         overhead.push(us(
             t_start.saturating_sub(written) + first.saturating_sub(t_end)
         ));
-        wait_for("the probe to see the new code", || {
-            first_reply(&probed, version, written).is_some()
-        })
-        .await?;
-        write_to_probe.push(us(first_reply(&probed, version, written)
-            .unwrap_or(0)
-            .saturating_sub(written)));
+        write_to_probe.push(us(probe.saturating_sub(written)));
         write_to_reply.push(us(first.saturating_sub(written)));
         build.push(Duration::from_secs_f64(
             finished["duration_ms"].as_f64().unwrap_or(0.0) / 1e3,
@@ -193,6 +200,35 @@ pub async fn live() -> anyhow::Result<Report> {
         lost: seen.iter().filter(|(_, v)| v.is_none()).count(),
         total: seen.len(),
     })
+}
+
+/// Start `cargo lambda watch` (the peer, default settings, `--release` when asked) in `dir`
+/// on a free loopback port: the process and the Invoke API URL of `function`.
+pub fn cargo_lambda_watch(
+    dir: &std::path::Path,
+    function: &str,
+    release: bool,
+) -> anyhow::Result<(Child, String)> {
+    let bin = cargo_lambda_bin()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("cargo");
+    cmd.args(["lambda", "watch"]);
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.args(["-A", "127.0.0.1", "-P", &port.to_string()])
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", fixture_target_dir());
+    let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/{function}/invocations");
+    Ok((Child::spawn(cmd), url))
 }
 
 /// The `cargo-lambda` virtual environment, installed from PyPI when missing.
@@ -227,73 +263,27 @@ pub fn cargo_lambda_bin() -> anyhow::Result<PathBuf> {
 
 /// `cargo lambda watch` (default settings) on another copy of the fixture.
 pub async fn peer() -> anyhow::Result<Report> {
-    let bin = cargo_lambda_bin()?;
     let dir = fixture_copy("reload");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut cmd = Command::new("cargo");
-    cmd.args([
-        "lambda",
-        "watch",
-        "-A",
-        "127.0.0.1",
-        "-P",
-        &port.to_string(),
-    ])
-    .current_dir(&dir)
-    .env("PATH", path)
-    .env("CARGO_TARGET_DIR", fixture_target_dir());
-    let watch = Child::spawn(cmd);
-    let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/a/invocations");
+    let (watch, url) = cargo_lambda_watch(&dir, "a", false)?;
     // Its first build happens on the first invocation.
-    let http = Http::default();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(60),
-            http.try_send("POST", &url, &[], "{}"),
-        )
-        .await;
-        if matches!(attempt, Ok(Ok(ref r)) if r.status == 200) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("cargo lambda watch never answered:\n{}", watch.output());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    super::wait_until_answered(
+        &url,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        "cargo lambda watch",
+        &watch,
+    )
+    .await?;
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, count, load) = start_load(url.clone(), stop.clone());
     let (probed, probe) = start_probe(url, stop.clone());
     let (mut write_to_reply, mut build, mut write_to_probe) = (Vec::new(), Vec::new(), Vec::new());
     let mut mark = watch.mark();
     for version in 1..=SAVES {
-        let before = count.load(Ordering::SeqCst);
-        wait_for("a steady load", || {
-            count.load(Ordering::SeqCst) >= before + 3
-        })
-        .await?;
-        set_version(&dir, "a", version)?;
-        let written = epoch_us();
-        wait_for("the first reply from the new code", || {
-            first_reply(&seen, version, written).is_some()
-        })
-        .await?;
-        let first = first_reply(&seen, version, written).unwrap_or(0);
+        let written = save_under_load(&count, &dir, version).await?;
+        let (first, probe) = first_replies(&seen, &probed, version, written).await?;
         write_to_reply.push(us(first.saturating_sub(written)));
-        wait_for("the probe to see the new code", || {
-            first_reply(&probed, version, written).is_some()
-        })
-        .await?;
-        write_to_probe.push(us(first_reply(&probed, version, written)
-            .unwrap_or(0)
-            .saturating_sub(written)));
+        write_to_probe.push(us(probe.saturating_sub(written)));
         // Cargo's own report of the build: "Finished `dev` profile [...] target(s) in 1.23s".
         let (i, finished) = watch.wait_for_line_after(mark, Duration::from_secs(60), |l| {
             l.contains("Finished `dev`")

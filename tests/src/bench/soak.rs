@@ -4,10 +4,8 @@
 //! options (for example `--no-watch`) to compare.
 
 use crate::http::Http;
-use crate::live::{project, raw_function};
-use crate::Child;
-use anyhow::{bail, Context};
-use std::process::Command;
+use crate::live::{live_dev, project, raw_function};
+use anyhow::bail;
 use std::time::{Duration, Instant};
 
 /// Invocations in the soak.
@@ -41,49 +39,35 @@ pub fn rss_kb(pid: u32) -> u64 {
 /// Run the soak.
 pub async fn run() -> anyhow::Result<Report> {
     let dir = project("soak", &raw_function("echo"));
-    let mut cmd = Command::new(crate::bin("live"));
-    cmd.args(["dev", "--json", "-c"]).arg(&dir);
-    if let Ok(extra) = std::env::var("SOAK_ARGS") {
-        cmd.args(extra.split_whitespace());
-    }
-    let dev = Child::spawn(cmd);
-    let ready = dev.wait_for_line(|l| l.contains("\"ready\""));
-    let ready: serde_json::Value = serde_json::from_str(&ready)?;
-    let base = ready["front_door"]
-        .as_str()
-        .context("front door")?
-        .to_string();
-    let dev_pid = ready["pid"].as_u64().context("pid")? as u32;
+    let extra = std::env::var("SOAK_ARGS").unwrap_or_default();
+    let dev = live_dev(&dir, &extra.split_whitespace().collect::<Vec<_>>());
+    let url = format!("{}/2015-03-31/functions/echo/invocations", dev.front_door);
+    let trace = std::env::var("SOAK_TRACE").is_ok();
     let http = Http::default();
     let mut errors = 0;
     let mut samples = Vec::new();
     let mut stub = 0u32;
     let (mut dev_before, mut stub_before) = (0, 0);
-    let start = Instant::now();
+    let mut start = Instant::now();
     for i in 0..WARMUP + INVOCATIONS {
         if i == WARMUP {
-            dev_before = rss_kb(dev_pid);
+            dev_before = rss_kb(dev.pid);
             stub_before = rss_kb(stub);
+            // Time and errors count the measured invocations only.
+            start = Instant::now();
+            errors = 0;
         }
         if i >= WARMUP && (i - WARMUP).is_multiple_of(2500) {
-            samples.push((i - WARMUP, rss_kb(dev_pid)));
+            samples.push((i - WARMUP, rss_kb(dev.pid)));
         }
-        if std::env::var("SOAK_TRACE").is_ok() && i.is_multiple_of(2500) {
+        if trace && i.is_multiple_of(2500) {
             eprintln!(
                 "soak {i}: live dev {} kB, stub {} kB",
-                rss_kb(dev_pid),
+                rss_kb(dev.pid),
                 rss_kb(stub)
             );
         }
-        let reply = http
-            .try_send(
-                "POST",
-                &format!("{base}/2015-03-31/functions/echo/invocations"),
-                &[],
-                "{}",
-            )
-            .await;
-        match reply {
+        match http.try_send("POST", &url, &[], "{}").await {
             Ok(r) if r.status == 200 && r.header("x-amz-function-error").is_empty() => {
                 stub = r.header("x-live-stub-pid").parse().unwrap_or(stub);
             }
@@ -93,7 +77,7 @@ pub async fn run() -> anyhow::Result<Report> {
     if stub == 0 {
         bail!("no invocation succeeded");
     }
-    let dev_after = rss_kb(dev_pid);
+    let dev_after = rss_kb(dev.pid);
     samples.push((INVOCATIONS, dev_after));
     Ok(Report {
         samples,

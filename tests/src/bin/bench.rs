@@ -18,36 +18,21 @@ async fn main() -> anyhow::Result<()> {
     if wanted.first().map(String::as_str) == Some("probe") {
         return probe(&wanted[1..]).await;
     }
-    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
-    if run("broker") {
-        let section = broker_section().await?;
+    const SECTIONS: [&str; 6] = ["broker", "chain", "stub", "cold", "soak", "reload"];
+    for name in SECTIONS {
+        if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
+            continue;
+        }
+        let section = match name {
+            "broker" => broker_section().await?,
+            "chain" => chain_section().await?,
+            "stub" => stub_section()?,
+            "cold" => cold_section().await?,
+            "soak" => soak_section().await?,
+            _ => reload_section().await?,
+        };
         println!("{section}");
-        write_section("broker", &section)?;
-    }
-    if run("chain") {
-        let section = chain_section().await?;
-        println!("{section}");
-        write_section("chain", &section)?;
-    }
-    if run("stub") {
-        let section = stub_section()?;
-        println!("{section}");
-        write_section("stub", &section)?;
-    }
-    if run("cold") {
-        let section = cold_section().await?;
-        println!("{section}");
-        write_section("cold", &section)?;
-    }
-    if run("soak") {
-        let section = soak_section().await?;
-        println!("{section}");
-        write_section("soak", &section)?;
-    }
-    if run("reload") {
-        let section = reload_section().await?;
-        println!("{section}");
-        write_section("reload", &section)?;
+        write_section(name, &section)?;
     }
     eprintln!("bench: wrote BENCHMARKS.md");
     Ok(())
@@ -152,23 +137,27 @@ async fn reload_section() -> anyhow::Result<String> {
         ms(overhead.median()),
         ms(overhead.max())
     )?;
-    writeln!(
-        table,
-        "| file write -> first new reply to the sequential client | {} (max {}) | {} (max {}) | {:.1}x |",
-        ms(live.write_to_reply.median()),
-        ms(live.write_to_reply.max()),
-        ms(peer.write_to_reply.median()),
-        ms(peer.write_to_reply.max()),
-        peer.write_to_reply.median().as_secs_f64() / live.write_to_reply.median().as_secs_f64()
+    // A row of medians (and maxima) for both tools, with the peer's median over live's.
+    let mut side_by_side = |figure: &str, live: &Stats, peer: &Stats| {
+        writeln!(
+            table,
+            "| {figure} | {} (max {}) | {} (max {}) | {:.1}x |",
+            ms(live.median()),
+            ms(live.max()),
+            ms(peer.median()),
+            ms(peer.max()),
+            peer.median().as_secs_f64() / live.median().as_secs_f64()
+        )
+    };
+    side_by_side(
+        "file write -> first new reply to the sequential client",
+        &live.write_to_reply,
+        &peer.write_to_reply,
     )?;
-    writeln!(
-        table,
-        "| file write -> first new reply to the probe (fresh request every 20 ms, 1 s timeout) | {} (max {}) | {} (max {}) | {:.1}x |",
-        ms(live.write_to_probe.median()),
-        ms(live.write_to_probe.max()),
-        ms(peer.write_to_probe.median()),
-        ms(peer.write_to_probe.max()),
-        peer.write_to_probe.median().as_secs_f64() / live.write_to_probe.median().as_secs_f64()
+    side_by_side(
+        "file write -> first new reply to the probe (fresh request every 20 ms, 1 s timeout)",
+        &live.write_to_probe,
+        &peer.write_to_probe,
     )?;
     writeln!(
         table,
