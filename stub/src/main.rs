@@ -22,7 +22,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run())
+    // The loop runs as a task, not as `block_on`'s own future: waking that one writes to
+    // the runtime's eventfd (a system call and one more trip through `epoll_wait`) every time
+    // a reply arrives, where waking a task is a push onto the local queue.
+    runtime.block_on(async { tokio::spawn(run()).await.unwrap_or(ExitCode::FAILURE) })
 }
 
 async fn run() -> ExitCode {
@@ -34,7 +37,7 @@ async fn run() -> ExitCode {
         Ok(bridge) => bridge,
         Err(e) => return init_failed(&format!("bad bridge configuration: {e}")).await,
     };
-    let api = RuntimeClient::new(&config.runtime_api);
+    let mut api = RuntimeClient::new(&config.runtime_api);
     loop {
         let next = match api.next().await {
             Ok(next) => next,
@@ -64,7 +67,7 @@ async fn init_failed(message: &str) -> ExitCode {
     eprintln!("live stub: {message}");
     if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
         let body = bridge::runtime_api::error_body("Live.StubMisconfigured", message);
-        let client = RuntimeClient::new(&api);
+        let mut client = RuntimeClient::new(&api);
         client
             .post_init_error("Live.StubMisconfigured", Bytes::from(body))
             .await;

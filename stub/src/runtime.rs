@@ -3,10 +3,11 @@
 use bridge::protocol::Header;
 use bridge::runtime_api::{self, is_invocation_header, ERROR_TYPE};
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{header::HOST, Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 /// One invocation as `/next` returned it.
 pub struct Next {
@@ -18,24 +19,36 @@ pub struct Next {
     pub deadline_ms: u64,
 }
 
-/// A client of the Runtime API at `base` (`host:port`).
+/// A client of the Runtime API at `host:port`, over one kept-alive connection: a runtime
+/// makes one request at a time, so a pool (and its bookkeeping task per request) buys
+/// nothing.
 pub struct RuntimeClient {
-    base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    host_port: String,
+    connection: Option<SendRequest<Full<Bytes>>>,
+}
+
+async fn connect(host_port: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(host_port)
+        .await
+        .map_err(|e| format!("could not connect to the Runtime API at {host_port}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("the Runtime API at {host_port}: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 impl RuntimeClient {
     pub fn new(host_port: &str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         RuntimeClient {
-            base: format!("http://{host_port}"),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            host_port: host_port.to_string(),
+            connection: None,
         }
     }
 
     async fn request(
-        &self,
+        &mut self,
         method: Method,
         path: &str,
         headers: &[Header],
@@ -43,29 +56,54 @@ impl RuntimeClient {
     ) -> Result<(http::response::Parts, Bytes), String> {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base));
+            .uri(path)
+            .header(HOST, self.host_port.as_str());
         for (name, value) in headers {
             req = req.header(name.as_str(), value.as_bytes());
         }
-        let req = req
+        let mut req = req
             .body(Full::new(body))
             .map_err(|e| format!("bad request to {path}: {e}"))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
+        // A kept connection found closed before the request went out is replaced once.
+        let mut retried = false;
+        let resp = loop {
+            let sender = match &mut self.connection {
+                Some(sender) if !sender.is_closed() => sender,
+                slot => slot.insert(connect(&self.host_port).await?),
+            };
+            let sent = match sender.ready().await {
+                Ok(()) => sender.try_send_request(req).await,
+                Err(e) => return Err(self.lost(path, &e)),
+            };
+            match sent {
+                Ok(resp) => break resp,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        self.connection = None;
+                        retried = true;
+                        req = unsent;
+                    }
+                    _ => return Err(self.lost(path, e.error())),
+                },
+            }
+        };
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
             .await
-            .map_err(|e| format!("{path}: reading the body: {e}"))?
+            .map_err(|e| self.lost(&format!("{path}: reading the body"), &e))?
             .to_bytes();
         Ok((parts, body))
     }
 
+    /// Forget a failed connection (the next request opens another) and say what failed.
+    fn lost(&mut self, what: &str, e: &hyper::Error) -> String {
+        self.connection = None;
+        format!("{what}: {e}")
+    }
+
     /// Wait for the next invocation (no timeout: Lambda may freeze the process meanwhile).
-    pub async fn next(&self) -> Result<Next, String> {
+    pub async fn next(&mut self) -> Result<Next, String> {
         let (parts, body) = self
             .request(Method::GET, runtime_api::NEXT, &[], Bytes::new())
             .await?;
@@ -104,13 +142,19 @@ impl RuntimeClient {
     }
 
     /// Post the handler's response, with its headers, unchanged.
-    pub async fn respond(&self, request_id: &str, headers: &[Header], body: Bytes) {
+    pub async fn respond(&mut self, request_id: &str, headers: &[Header], body: Bytes) {
         let path = runtime_api::response_path(request_id);
         self.post(&path, headers, body).await;
     }
 
     /// Post an error: the handler's own (headers and body unchanged) or the bridge's.
-    pub async fn fail(&self, request_id: &str, error_type: &str, headers: &[Header], body: Bytes) {
+    pub async fn fail(
+        &mut self,
+        request_id: &str,
+        error_type: &str,
+        headers: &[Header],
+        body: Bytes,
+    ) {
         let mut headers = headers.to_vec();
         if !headers
             .iter()
@@ -123,12 +167,12 @@ impl RuntimeClient {
     }
 
     /// Report an initialization failure.
-    pub async fn post_init_error(&self, error_type: &str, body: Bytes) {
+    pub async fn post_init_error(&mut self, error_type: &str, body: Bytes) {
         let headers = [(ERROR_TYPE.to_string(), error_type.to_string())];
         self.post(runtime_api::INIT_ERROR, &headers, body).await;
     }
 
-    async fn post(&self, path: &str, headers: &[Header], body: Bytes) {
+    async fn post(&mut self, path: &str, headers: &[Header], body: Bytes) {
         match self.request(Method::POST, path, headers, body).await {
             Ok((parts, _)) if parts.status.is_success() => {}
             Ok((parts, body)) => eprintln!(
