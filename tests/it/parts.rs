@@ -125,6 +125,38 @@ async fn live_cloud_direct_runs_handlers_without_stub_or_bridge() {
     cloud.child.wait_for_line(|l| l.contains("(none: direct)"));
 }
 
+/// Whoever starts the handler (`live dev`'s worker, or `live cloud --direct` in place of the
+/// stub), it gets the environment Lambda gives a runtime, `_HANDLER` from `handler`,
+/// `LAMBDA_TASK_ROOT`, and the function's own `env` over Lambda's defaults.
+#[tokio::test]
+async fn a_handler_gets_the_same_environment_from_live_dev_and_from_direct_mode() {
+    let config = format!(
+        "{}handler = \"app.main\"\nenv = {{ TZ = \"Europe/Paris\", GREETING = \"hi\" }}\n",
+        raw_function("echo")
+    );
+    let dir = project("handler-env", &config);
+    let dev = live_dev(&dir, &[]);
+    let cloud = live_cloud(&dir, &["--direct"]);
+    for (mode, front_door) in [("live dev", &dev.front_door), ("direct", &cloud.front_door)] {
+        let reply = Http::default()
+            .invoke(front_door, "echo", &[], r#"{"mode":"env"}"#)
+            .await;
+        reply.assert_no_function_error();
+        let seen = reply.json();
+        let env = |name: &str| seen["env"][name].as_str().unwrap_or("(unset)").to_string();
+        assert_eq!(env("_HANDLER"), "app.main", "{mode}");
+        assert_eq!(env("GREETING"), "hi", "{mode}");
+        assert_eq!(env("TZ"), "Europe/Paris", "{mode}: the function's env wins");
+        assert_eq!(env("AWS_LAMBDA_FUNCTION_NAME"), "echo", "{mode}");
+        let root = std::fs::canonicalize(env("LAMBDA_TASK_ROOT")).expect("LAMBDA_TASK_ROOT");
+        let cwd = std::fs::canonicalize(seen["cwd"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            root, cwd,
+            "{mode}: LAMBDA_TASK_ROOT is the working directory"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_broker_with_credentials_serves_only_clients_that_present_them() {
     let (_broker, url) = live_broker(&["--username", "team", "--password", "s3cret"]);

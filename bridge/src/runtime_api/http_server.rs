@@ -1,14 +1,15 @@
 //! Serving HTTP/1.1 on a listener with hyper: one task per connection (TCP_NODELAY), all
-//! aborted when the serving future is dropped or `shutdown` completes. Shared by the local
-//! Runtime API and the local cloud's front door.
+//! aborted when the serving future is dropped or `shutdown` completes; and reading a body
+//! under a size limit. Shared by the local Runtime API and the local cloud's front door.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -30,7 +31,18 @@ pub async fn serve<S, H, F>(
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors (or memory), accept fails at once until
+                        // something closes: pause instead of spinning on it.
+                        if !is_connection_error(&e) {
+                            tracing::warn!("accepting a connection failed: {e}; retrying shortly");
+                            tokio::time::sleep(ACCEPT_PAUSE).await;
+                        }
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 connections.spawn(async move {
@@ -45,5 +57,64 @@ pub async fn serve<S, H, F>(
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+    }
+}
+
+/// How long the server pauses after an accept error that is not one connection's failure.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// An accept error that concerns only the connection being accepted.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    )
+}
+
+/// How much of an oversized body is read (and discarded) before answering 413.
+pub const DRAIN_CAP: usize = 64 * 1024 * 1024;
+
+/// Why a body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit: `seen` bytes arrived (counted up to [`DRAIN_CAP`]).
+    TooLarge { seen: usize },
+    /// The connection broke off before the body's end.
+    Broken,
+}
+
+/// Read a body of at most `limit` bytes. A larger one is read on to its end (up to
+/// [`DRAIN_CAP`]) and discarded, so that the client, still sending, reads the 413 answer
+/// instead of a reset connection, and the answer can say how large it was.
+pub async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    // A body that arrives as one frame is kept as it is; only a second frame starts a copy.
+    let (mut first, mut rest) = (None::<Bytes>, BytesMut::new());
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(BodyError::Broken);
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= limit {
+            match first.take() {
+                None if rest.is_empty() => first = Some(data),
+                Some(earlier) => {
+                    rest.extend_from_slice(&earlier);
+                    rest.extend_from_slice(&data);
+                }
+                None => rest.extend_from_slice(&data),
+            }
+        } else if seen > DRAIN_CAP {
+            break;
+        }
+    }
+    if seen > limit {
+        Err(BodyError::TooLarge { seen })
+    } else {
+        Ok(first.unwrap_or_else(|| rest.freeze()))
     }
 }

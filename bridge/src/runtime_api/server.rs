@@ -3,11 +3,12 @@
 //! workers). `/next` is held open until there is work; each invocation carries its own reply
 //! channel.
 
+use super::http_server::{read_limited, BodyError};
 use super::*;
 use crate::protocol::Header;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,7 +55,7 @@ pub enum Outcome {
     },
     /// `/response` above [`MAX_RESPONSE_BYTES`]; the runtime got 413.
     ResponseTooLarge {
-        /// The size of the body received so far (at least the limit plus one).
+        /// The body's size, as far as it was read (up to [`super::http_server::DRAIN_CAP`]).
         size: usize,
     },
 }
@@ -342,14 +343,6 @@ fn error_type(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Read at most `limit` bytes; `Err(size)` when the body is larger.
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, usize> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(limit + 1),
-    }
-}
-
 async fn result(
     req: Request<Incoming>,
     shared: &Shared,
@@ -372,14 +365,24 @@ async fn result(
     };
     let headers = result_headers(&req);
     let error_type = error_type(&req);
-    let body = match read_body(req, MAX_RESPONSE_BYTES).await {
+    let body = match read_limited(req.into_body(), MAX_RESPONSE_BYTES).await {
         Ok(body) => body,
-        Err(size) => {
-            let _ = current.reply.send(Outcome::ResponseTooLarge { size });
+        Err(BodyError::TooLarge { seen }) => {
+            let _ = current.reply.send(Outcome::ResponseTooLarge { size: seen });
             return runtime_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
                 &format!("Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
+            );
+        }
+        Err(BodyError::Broken) => {
+            // The runtime's connection broke off mid-post: the invocation stays pending, for
+            // a post again or for the supervisor to see the runtime exit or time out.
+            shared.current.lock().expect("lock").get_or_insert(current);
+            return runtime_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestBody",
+                "The request body ended before its end.",
             );
         }
     };
@@ -402,7 +405,9 @@ async fn result(
 
 async fn init_error(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
     let error_type = error_type(&req);
-    let body = read_body(req, MAX_RESPONSE_BYTES).await.unwrap_or_default();
+    let body = read_limited(req.into_body(), MAX_RESPONSE_BYTES)
+        .await
+        .unwrap_or_default();
     let outcome = Outcome::InitError { error_type, body };
     let current = shared.current.lock().expect("lock").take();
     match current {

@@ -226,6 +226,14 @@ async fn a_response_above_the_limit_gets_413_and_the_caller_a_size_error() {
         serve_one(&api, &rt, "edge", "response", &[], vec![b'x'; 6_291_556]).await;
     assert_eq!(status, 202);
     assert!(matches!(outcome, Outcome::Response { body, .. } if body.len() == 6_291_556));
+    // Well above it: the body is read to its end, so the runtime reads its 413 rather than a
+    // reset connection, and the caller's error says how large the response was.
+    let (outcome, status) =
+        serve_one(&api, &rt, "huge", "response", &[], vec![b'x'; 8 << 20]).await;
+    assert_eq!(status, 413);
+    let (_, body) = outcome.failure().expect("a failure");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("(8388608 bytes)"), "{body}");
 }
 
 #[tokio::test]

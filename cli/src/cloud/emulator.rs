@@ -3,6 +3,7 @@
 //! warm, capped per function with invocations beyond the cap queued.
 
 use crate::config::{Function, Project};
+use crate::dev::worker::{handler_name, runtime_command};
 use crate::process::{signal, Echo, Supervised};
 use bridge::protocol::Header;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
@@ -310,28 +311,35 @@ impl Pool {
     }
 
     async fn start_env(&self) -> Result<Env, String> {
+        // Direct mode starts the function's own runtime client; otherwise the stub.
+        let direct = self
+            .settings
+            .direct
+            .as_ref()
+            .and_then(|d| d.get(&self.name));
         let info = FunctionInfo {
             name: self.name.clone(),
             version: "$LATEST".into(),
-            handler: "bootstrap".into(),
+            handler: match direct {
+                Some(_) => handler_name(&self.name, &self.function),
+                None => "bootstrap".into(),
+            },
         };
         let api = RuntimeApi::bind("127.0.0.1:0".parse().expect("address"), info)
             .await
             .map_err(|e| format!("could not bind a Runtime API port: {e}"))?;
         let env_id = crate::ids::env_id();
-        let mut cmd = match self
-            .settings
-            .direct
-            .as_ref()
-            .and_then(|d| d.get(&self.name))
-        {
-            Some(launch) => {
-                let mut cmd = tokio::process::Command::new(&launch.program);
-                cmd.args(&launch.args)
-                    .current_dir(&launch.dir)
-                    .envs(&self.function.env);
-                cmd
-            }
+        let (cmd, program) = match direct {
+            Some(launch) => (
+                runtime_command(
+                    &self.name,
+                    &self.function,
+                    launch,
+                    &env_id,
+                    api.local_addr(),
+                ),
+                &launch.program,
+            ),
             None => {
                 let mut cmd = tokio::process::Command::new(&self.settings.stub);
                 cmd.env_clear()
@@ -343,29 +351,24 @@ impl Pool {
                     .env(
                         "LIVE_NO_DEV_WINDOW_MS",
                         self.settings.no_dev_window.as_millis().to_string(),
-                    );
+                    )
+                    .envs(lambda_env(&self.name, &self.function, &env_id))
+                    .env("AWS_LAMBDA_RUNTIME_API", api.local_addr().to_string())
+                    .env("_HANDLER", "bootstrap");
                 if let Some((user, password)) = &self.settings.credentials {
                     cmd.env("LIVE_BROKER_USERNAME", user)
                         .env("LIVE_BROKER_PASSWORD", password);
                 }
-                cmd
+                (cmd, &self.settings.stub)
             }
         };
-        cmd.env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
-            .envs(lambda_env(&self.name, &self.function, &env_id))
-            .env("AWS_LAMBDA_RUNTIME_API", api.local_addr().to_string())
-            .env("_HANDLER", "bootstrap");
         let echo = if self.settings.echo_stubs {
             Echo::Prefixed(format!("[stub {}] ", self.name))
         } else {
             Echo::Quiet
         };
-        let process = Supervised::spawn(cmd, echo).map_err(|e| {
-            format!(
-                "could not start the stub {}: {e}",
-                self.settings.stub.display()
-            )
-        })?;
+        let process = Supervised::spawn(cmd, echo)
+            .map_err(|e| format!("could not start {}: {e}", program.display()))?;
         Ok(Env {
             api,
             process,

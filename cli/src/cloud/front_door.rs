@@ -5,9 +5,10 @@
 use super::emulator::{arn, Emulator, Reply, Request};
 use super::http_event;
 use base64::Engine;
+use bridge::runtime_api::http_server::{read_limited, BodyError};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
@@ -19,9 +20,6 @@ const MAX_SYNC_REQUEST: usize = 6_291_456;
 const MAX_EVENT_REQUEST: usize = 1_048_576;
 
 const INVOKE_PREFIX: &str = "/2015-03-31/functions/";
-
-/// How much of an oversized request is read (and discarded) before answering 413.
-const DRAIN_CAP: usize = 64 * 1024 * 1024;
 
 type Body = Full<Bytes>;
 
@@ -93,32 +91,13 @@ fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response<Bo
         .expect("static parts")
 }
 
-/// Read a request body of at most `limit` bytes. A larger one is read to its end (up to
-/// [`DRAIN_CAP`]) and discarded, so that the client, still sending, gets the 413 answer
-/// instead of a reset connection.
+/// Read a request body of at most `limit` bytes (see [`read_limited`]).
 async fn read_body(
     req: hyper::Request<Incoming>,
     limit: usize,
-) -> Result<(http::request::Parts, Bytes), ()> {
-    let (parts, mut body) = req.into_parts();
-    let mut buf = bytes::BytesMut::new();
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return Err(()) };
-        if let Ok(data) = frame.into_data() {
-            total += data.len();
-            if total <= limit {
-                buf.extend_from_slice(&data);
-            } else if total > DRAIN_CAP {
-                break;
-            }
-        }
-    }
-    if total > limit {
-        Err(())
-    } else {
-        Ok((parts, buf.freeze()))
-    }
+) -> Result<(http::request::Parts, Bytes), BodyError> {
+    let (parts, body) = req.into_parts();
+    Ok((parts, read_limited(body, limit).await?))
 }
 
 fn header<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {

@@ -7,7 +7,7 @@ mod output;
 mod reload;
 mod watch;
 pub mod watchset;
-mod worker;
+pub(crate) mod worker;
 
 use crate::cloud::{load_project, CloudOptions, LocalCloud};
 use anyhow::Context;

@@ -4,12 +4,13 @@
 //! invocation.
 
 use super::build::Launch;
-use crate::config::Project;
+use crate::config::{Function, Project};
 use crate::process::{Echo, Supervised};
 use bridge::runtime_api::failure;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -161,27 +162,15 @@ impl Workers {
         generation: u64,
     ) -> Result<Worker, String> {
         let config = &self.project.functions[function];
-        let handler = config
-            .handler
-            .clone()
-            .unwrap_or_else(|| function.to_string());
         let info = FunctionInfo {
             name: function.to_string(),
             version: "$LATEST".into(),
-            handler: handler.clone(),
+            handler: handler_name(function, config),
         };
         let api = RuntimeApi::bind("127.0.0.1:0".parse().expect("address"), info)
             .await
             .map_err(|e| format!("could not bind a Runtime API port: {e}"))?;
-        let mut cmd = tokio::process::Command::new(&launch.program);
-        cmd.args(&launch.args)
-            .current_dir(&launch.dir)
-            .env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
-            .envs(crate::cloud::emulator::lambda_env(function, config, env_id))
-            .env("AWS_LAMBDA_RUNTIME_API", api.local_addr().to_string())
-            .env("_HANDLER", &handler)
-            .env("LAMBDA_TASK_ROOT", &launch.dir)
-            .envs(&config.env);
+        let cmd = runtime_command(function, config, launch, env_id, api.local_addr());
         let echo = if self.echo {
             Echo::Prefixed(format!("[{function}] "))
         } else {
@@ -200,6 +189,36 @@ impl Workers {
             last_used: std::time::Instant::now(),
         })
     }
+}
+
+/// `_HANDLER` for `function`: its `handler` setting, or else its name.
+pub fn handler_name(function: &str, config: &Function) -> String {
+    config
+        .handler
+        .clone()
+        .unwrap_or_else(|| function.to_string())
+}
+
+/// The command that starts `function`'s runtime client (`launch`) against the Runtime API at
+/// `api`, in the environment Lambda gives a runtime; the function's own `env` comes last and
+/// wins. Used for `live dev`'s workers and `live cloud --direct`'s handlers alike.
+pub fn runtime_command(
+    function: &str,
+    config: &Function,
+    launch: &Launch,
+    env_id: &str,
+    api: SocketAddr,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .current_dir(&launch.dir)
+        .env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
+        .envs(crate::cloud::emulator::lambda_env(function, config, env_id))
+        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+        .env("_HANDLER", handler_name(function, config))
+        .env("LAMBDA_TASK_ROOT", &launch.dir)
+        .envs(&config.env);
+    cmd
 }
 
 pub fn failed(error_type: &str, message: String) -> Ran {
