@@ -1,13 +1,24 @@
-//! The real Runtime API, as the stub's client sees it: `/next`, then `/response` or `/error`.
+//! The real Runtime API, as the stub's client sees it: `/next`, then `/response` or `/error`,
+//! over one kept-alive HTTP/1.1 connection, with each post pipelined with the next `/next`.
 
 use bridge::protocol::Header;
 use bridge::runtime_api::{self, is_invocation_header, ERROR_TYPE};
-use bytes::Bytes;
-use http::{header::HOST, Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use std::fmt::Write as _;
+use std::io;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The largest body accepted from the Runtime API (Lambda's own limits are 6 MB; this only
+/// stops garbage from exhausting memory).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// The largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Bodies up to this size are copied into the request's one write; larger ones are written
+/// after the head, not copied.
+const INLINE_BODY: usize = 64 * 1024;
 
 /// One invocation as `/next` returned it.
 pub struct Next {
@@ -19,24 +30,31 @@ pub struct Next {
     pub deadline_ms: u64,
 }
 
-/// A client of the Runtime API at `host:port`, over one kept-alive connection: a runtime
-/// makes one request at a time, so a pool (and its bookkeeping task per request) buys
-/// nothing.
+/// A client of the Runtime API at `host:port`.
+///
+/// A runtime makes one request at a time, and after each result it asks for the next event,
+/// so the stub writes a result and the following `GET /next` together (HTTP/1.1 pipelining,
+/// which hyper's client does not do) and reads the result's `202` when it reads the next
+/// event. That is one write and one wake-up fewer per invocation than waiting for the `202`
+/// first; the environment is frozen meanwhile anyway.
 pub struct RuntimeClient {
     host_port: String,
-    connection: Option<SendRequest<Full<Bytes>>>,
+    connection: Option<Connection>,
+    /// Posts written but whose answers have not been read yet (their paths).
+    unanswered: Vec<String>,
+    /// A `GET /next` is written and its answer not read yet.
+    next_sent: bool,
 }
 
-async fn connect(host_port: &str) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = TcpStream::connect(host_port)
-        .await
-        .map_err(|e| format!("could not connect to the Runtime API at {host_port}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("the Runtime API at {host_port}: {e}"))?;
-    tokio::spawn(connection);
-    Ok(sender)
+struct Connection {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<Header>,
+    body: Bytes,
 }
 
 impl RuntimeClient {
@@ -44,84 +62,40 @@ impl RuntimeClient {
         RuntimeClient {
             host_port: host_port.to_string(),
             connection: None,
+            unanswered: Vec::new(),
+            next_sent: false,
         }
-    }
-
-    async fn request(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[Header],
-        body: Bytes,
-    ) -> Result<(http::response::Parts, Bytes), String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.host_port.as_str());
-        for (name, value) in headers {
-            req = req.header(name.as_str(), value.as_bytes());
-        }
-        let mut req = req
-            .body(Full::new(body))
-            .map_err(|e| format!("bad request to {path}: {e}"))?;
-        // A kept connection found closed before the request went out is replaced once.
-        let mut retried = false;
-        let resp = loop {
-            let sender = match &mut self.connection {
-                Some(sender) if !sender.is_closed() => sender,
-                slot => slot.insert(connect(&self.host_port).await?),
-            };
-            let sent = match sender.ready().await {
-                Ok(()) => sender.try_send_request(req).await,
-                Err(e) => return Err(self.lost(path, &e)),
-            };
-            match sent {
-                Ok(resp) => break resp,
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !retried => {
-                        self.connection = None;
-                        retried = true;
-                        req = unsent;
-                    }
-                    _ => return Err(self.lost(path, e.error())),
-                },
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| self.lost(&format!("{path}: reading the body"), &e))?
-            .to_bytes();
-        Ok((parts, body))
-    }
-
-    /// Forget a failed connection (the next request opens another) and say what failed.
-    fn lost(&mut self, what: &str, e: &hyper::Error) -> String {
-        self.connection = None;
-        format!("{what}: {e}")
     }
 
     /// Wait for the next invocation (no timeout: Lambda may freeze the process meanwhile).
+    /// A connection found broken is replaced once.
     pub async fn next(&mut self) -> Result<Next, String> {
-        let (parts, body) = self
-            .request(Method::GET, runtime_api::NEXT, &[], Bytes::new())
-            .await?;
-        if !parts.status.is_success() {
+        let mut retried = false;
+        let answer = loop {
+            match self.try_next().await {
+                Ok(answer) => break answer,
+                Err(e) if !retried => {
+                    eprintln!("live stub: the Runtime API connection failed ({e}); reconnecting");
+                    self.reset();
+                    retried = true;
+                }
+                Err(e) => {
+                    self.reset();
+                    return Err(format!("/next: {e}"));
+                }
+            }
+        };
+        if !(200..300).contains(&answer.status) {
             return Err(format!(
                 "/next answered {}: {}",
-                parts.status,
-                String::from_utf8_lossy(&body)
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
             ));
         }
-        let headers: Vec<Header> = parts
+        let headers: Vec<Header> = answer
             .headers
-            .iter()
-            .filter(|(name, _)| is_invocation_header(name.as_str()))
-            .filter_map(|(n, v)| {
-                let value = std::str::from_utf8(v.as_bytes()).ok()?;
-                Some((n.to_string(), value.to_string()))
-            })
+            .into_iter()
+            .filter(|(name, _)| is_invocation_header(name))
             .collect();
         let find = |name: &str| {
             headers
@@ -136,15 +110,35 @@ impl RuntimeClient {
         Ok(Next {
             request_id,
             headers,
-            body,
+            body: answer.body,
             deadline_ms,
         })
+    }
+
+    async fn try_next(&mut self) -> io::Result<Answer> {
+        if !self.next_sent {
+            let head = request_head("GET", runtime_api::NEXT, &self.host_port, &[], None);
+            self.connection().await?.stream.write_all(&head).await?;
+            self.next_sent = true;
+        }
+        let unanswered = std::mem::take(&mut self.unanswered);
+        let connection = self.connection().await?;
+        for path in unanswered {
+            let read = connection.read_answer().await?;
+            report(&path, &read.answer);
+        }
+        let answer = connection.read_answer().await?;
+        self.next_sent = false;
+        if answer.closes {
+            self.connection = None;
+        }
+        Ok(answer.answer)
     }
 
     /// Post the handler's response, with its headers, unchanged.
     pub async fn respond(&mut self, request_id: &str, headers: &[Header], body: Bytes) {
         let path = runtime_api::response_path(request_id);
-        self.post(&path, headers, body).await;
+        self.post_then_next(path, headers, body).await;
     }
 
     /// Post an error: the handler's own (headers and body unchanged) or the bridge's.
@@ -163,24 +157,428 @@ impl RuntimeClient {
             headers.push((ERROR_TYPE.into(), error_type.into()));
         }
         let path = runtime_api::error_path(request_id);
-        self.post(&path, &headers, body).await;
+        self.post_then_next(path, &headers, body).await;
     }
 
-    /// Report an initialization failure.
+    /// Report an initialization failure, and wait for its answer (the process exits next).
     pub async fn post_init_error(&mut self, error_type: &str, body: Bytes) {
         let headers = [(ERROR_TYPE.to_string(), error_type.to_string())];
-        self.post(runtime_api::INIT_ERROR, &headers, body).await;
+        let head = request_head(
+            "POST",
+            runtime_api::INIT_ERROR,
+            &self.host_port,
+            &headers,
+            Some(&body),
+        );
+        let sent = async {
+            let connection = self.connection().await?;
+            write_request(&mut connection.stream, head, &body, &[]).await?;
+            connection.read_answer().await
+        };
+        match sent.await {
+            Ok(answer) => report(runtime_api::INIT_ERROR, &answer.answer),
+            Err(e) => eprintln!("live stub: could not post {}: {e}", runtime_api::INIT_ERROR),
+        }
     }
 
-    async fn post(&mut self, path: &str, headers: &[Header], body: Bytes) {
-        match self.request(Method::POST, path, headers, body).await {
-            Ok((parts, _)) if parts.status.is_success() => {}
-            Ok((parts, body)) => eprintln!(
-                "live stub: {path} answered {}: {}",
-                parts.status,
-                String::from_utf8_lossy(&body)
-            ),
-            Err(e) => eprintln!("live stub: could not post {e}"),
+    /// Write a post and, in the same write, the next `GET /next`; the post's answer is read
+    /// (and reported when it is not a success) before the next event.
+    async fn post_then_next(&mut self, path: String, headers: &[Header], body: Bytes) {
+        let head = request_head("POST", &path, &self.host_port, headers, Some(&body));
+        let next = request_head("GET", runtime_api::NEXT, &self.host_port, &[], None);
+        let written = async {
+            let connection = self.connection().await?;
+            write_request(&mut connection.stream, head, &body, &next).await
+        };
+        match written.await {
+            Ok(()) => {
+                self.unanswered.push(path);
+                self.next_sent = true;
+            }
+            Err(e) => {
+                // `next` reconnects and asks again; the post's fate is the Runtime API's.
+                eprintln!("live stub: could not post {path}: {e}");
+                self.reset();
+            }
         }
+    }
+
+    async fn connection(&mut self) -> io::Result<&mut Connection> {
+        if self.connection.is_none() {
+            let stream = TcpStream::connect(&self.host_port).await.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "could not connect to the Runtime API at {}: {e}",
+                        self.host_port
+                    ),
+                )
+            })?;
+            let _ = stream.set_nodelay(true);
+            self.connection = Some(Connection {
+                stream,
+                buf: BytesMut::with_capacity(8 * 1024),
+            });
+        }
+        Ok(self.connection.as_mut().expect("set above"))
+    }
+
+    /// Forget the connection and what was in flight on it.
+    fn reset(&mut self) {
+        self.connection = None;
+        self.unanswered.clear();
+        self.next_sent = false;
+    }
+}
+
+/// Say when a post was not accepted (the Runtime API's answer is all there is to say).
+fn report(path: &str, answer: &Answer) {
+    if !(200..300).contains(&answer.status) {
+        eprintln!(
+            "live stub: {path} answered {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+}
+
+/// A request's head, with `Content-Length` when it has a body.
+fn request_head(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[Header],
+    body: Option<&Bytes>,
+) -> Vec<u8> {
+    let mut head = String::with_capacity(128);
+    let _ = write!(head, "{method} {path} HTTP/1.1\r\nhost: {host}\r\n");
+    for (name, value) in headers {
+        // A header that would break the request's framing is left out.
+        let framing = name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("host");
+        let unsafe_text = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if framing || unsafe_text(name) || unsafe_text(value) {
+            continue;
+        }
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    if let Some(body) = body {
+        let _ = write!(head, "content-length: {}\r\n", body.len());
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+/// Write `head`, `body` and `after` (another request, or nothing): one write unless the body
+/// is large.
+async fn write_request(
+    stream: &mut TcpStream,
+    mut head: Vec<u8>,
+    body: &[u8],
+    after: &[u8],
+) -> io::Result<()> {
+    if body.len() <= INLINE_BODY {
+        head.extend_from_slice(body);
+        head.extend_from_slice(after);
+        stream.write_all(&head).await
+    } else {
+        stream.write_all(&head).await?;
+        stream.write_all(body).await?;
+        stream.write_all(after).await
+    }
+}
+
+struct Read {
+    answer: Answer,
+    /// The server closes the connection after this answer.
+    closes: bool,
+}
+
+impl Connection {
+    /// Read more bytes into the buffer; end of stream is an error (an answer is awaited).
+    async fn fill(&mut self) -> io::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8 * 1024);
+        }
+        if self.stream.read_buf(&mut self.buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the Runtime API closed the connection",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Read one answer: its head (parsed by `httparse`), then its body by `Content-Length`,
+    /// chunked, or to the end of the stream.
+    async fn read_answer(&mut self) -> io::Result<Read> {
+        let (status, headers) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut slots);
+            match response.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = response.code.unwrap_or(0);
+                    let headers: Vec<Header> = response
+                        .headers
+                        .iter()
+                        .filter_map(|h| {
+                            let value = std::str::from_utf8(h.value).ok()?;
+                            Some((h.name.to_ascii_lowercase(), value.to_string()))
+                        })
+                        .collect();
+                    self.buf.advance(len);
+                    if (100..200).contains(&status) {
+                        continue; // an interim answer: the real one follows
+                    }
+                    break (status, headers);
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => self.fill().await?,
+                Ok(httparse::Status::Partial) => return Err(invalid("a response head too large")),
+                Err(e) => return Err(invalid(&format!("an unreadable response ({e})"))),
+            }
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.trim())
+        };
+        let closes = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let chunked = header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().ends_with("chunked"));
+        let body = if chunked {
+            self.read_chunked().await?
+        } else if let Some(length) = header("content-length") {
+            let length: usize = length
+                .parse()
+                .map_err(|_| invalid("an unreadable Content-Length"))?;
+            self.read_exact(length).await?
+        } else if status == 204 || status == 304 {
+            Bytes::new()
+        } else {
+            // No length: the body ends with the connection.
+            let body = self.read_to_end().await?;
+            return Ok(Read {
+                answer: Answer {
+                    status,
+                    headers,
+                    body,
+                },
+                closes: true,
+            });
+        };
+        Ok(Read {
+            answer: Answer {
+                status,
+                headers,
+                body,
+            },
+            closes,
+        })
+    }
+
+    async fn read_exact(&mut self, length: usize) -> io::Result<Bytes> {
+        if length > MAX_BODY {
+            return Err(invalid(&format!("a {length}-byte body")));
+        }
+        if self.buf.len() < length {
+            self.buf.reserve(length - self.buf.len());
+        }
+        while self.buf.len() < length {
+            self.fill().await?;
+        }
+        Ok(self.buf.split_to(length).freeze())
+    }
+
+    async fn read_chunked(&mut self) -> io::Result<Bytes> {
+        let mut body = BytesMut::new();
+        loop {
+            let line = self.read_line().await?;
+            let size = line.split(';').next().unwrap_or("").trim();
+            let size =
+                usize::from_str_radix(size, 16).map_err(|_| invalid("an unreadable chunk size"))?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while !self.read_line().await?.is_empty() {}
+                return Ok(body.freeze());
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(invalid("a chunked body too large"));
+            }
+            body.extend_from_slice(&self.read_exact(size).await?);
+            if !self.read_line().await?.is_empty() {
+                return Err(invalid("a chunk not followed by CRLF"));
+            }
+        }
+    }
+
+    async fn read_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf.split_to(end + 2);
+                return Ok(String::from_utf8_lossy(&line[..end]).into_owned());
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(invalid("a chunk line too long"));
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn read_to_end(&mut self) -> io::Result<Bytes> {
+        loop {
+            if self.buf.len() > MAX_BODY {
+                return Err(invalid("a body too large"));
+            }
+            match self.fill().await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(self.buf.split().freeze())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the Runtime API sent {what}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::net::TcpListener;
+
+    const NEXT_REQUEST: &str = "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n";
+
+    /// Read from `stream` until `text` has appeared `times` times in all that was read.
+    async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, text: &str, times: usize) {
+        let count = |seen: &[u8]| String::from_utf8_lossy(seen).matches(text).count();
+        let wait = async {
+            while count(seen) < times {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the client closed the connection");
+                seen.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{text:?} not seen {times} times; got:\n{}",
+                    String::from_utf8_lossy(seen)
+                )
+            });
+    }
+
+    fn event(request_id: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nlambda-runtime-aws-request-id: {request_id}\r\n\
+             lambda-runtime-deadline-ms: 1234\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn a_result_and_the_next_request_go_out_before_the_results_answer_is_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            read_until(&mut stream, &mut seen, NEXT_REQUEST, 1).await;
+            // A chunked event, with a chunk extension and a trailer.
+            let chunked = "HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: r1\r\n\
+                           Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n\
+                           0\r\nx-trailer: 1\r\n\r\n";
+            stream.write_all(chunked.as_bytes()).await.unwrap();
+            // Nothing is answered until both the result and the next `/next` have arrived.
+            read_until(&mut stream, &mut seen, NEXT_REQUEST, 2).await;
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 7\r\n\r\ntoo big")
+                .await
+                .unwrap();
+            stream
+                .write_all(event("r2", "{}").as_bytes())
+                .await
+                .unwrap();
+            text
+        });
+        let mut client = RuntimeClient::new(&addr);
+        let first = client.next().await.unwrap();
+        assert_eq!(first.request_id, "r1");
+        assert_eq!(&first.body[..], b"hello world");
+        assert_eq!(first.headers[0].0, "lambda-runtime-aws-request-id");
+        client
+            .respond(
+                "r1",
+                &[("content-type".into(), "text/plain".into())],
+                Bytes::from("ok"),
+            )
+            .await;
+        // The post's 413 is reported and read past; the next event arrives.
+        let second = client.next().await.unwrap();
+        assert_eq!(second.request_id, "r2");
+        assert_eq!(second.deadline_ms, 1234);
+        let text = server.await.unwrap();
+        let post = text
+            .find("POST /2018-06-01/runtime/invocation/r1/response HTTP/1.1\r\n")
+            .expect("the result was posted");
+        assert!(text[post..].contains("content-type: text/plain\r\ncontent-length: 2\r\n\r\nok"));
+        assert!(text[post..].contains(NEXT_REQUEST), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_breaks_is_replaced_and_next_asked_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            read_until(&mut first, &mut Vec::new(), NEXT_REQUEST, 1).await;
+            drop(first);
+            let (mut second, _) = listener.accept().await.unwrap();
+            read_until(&mut second, &mut Vec::new(), NEXT_REQUEST, 1).await;
+            second
+                .write_all(event("r9", "{}").as_bytes())
+                .await
+                .unwrap();
+            // Held open: the client reads the event by its length, not by the close.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let next = RuntimeClient::new(&addr).next().await.unwrap();
+        assert_eq!(next.request_id, "r9");
+    }
+
+    #[tokio::test]
+    async fn an_event_larger_than_the_limit_is_refused_without_reading_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                read_until(&mut stream, &mut Vec::new(), NEXT_REQUEST, 1).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nlambda-runtime-aws-request-id: r\r\ncontent-length: {}\r\n\r\n",
+                    MAX_BODY + 1
+                );
+                stream.write_all(head.as_bytes()).await.unwrap();
+            }
+        });
+        let err = match RuntimeClient::new(&addr).next().await {
+            Ok(_) => panic!("an oversized event was accepted"),
+            Err(e) => e,
+        };
+        assert!(
+            err.contains(&format!("a {}-byte body", MAX_BODY + 1)),
+            "{err}"
+        );
     }
 }
