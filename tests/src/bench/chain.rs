@@ -2,13 +2,17 @@
 //! builds): **direct** (Invoke API -> local Runtime API -> handler, `live cloud --direct`),
 //! **chain** (Invoke API -> emulator -> stub -> broker -> `live dev` -> handler) and **peer**
 //! (`cargo lambda watch --release`, default settings). One load client, in this process, on
-//! hyper with keep-alive connections.
+//! hyper with connections kept alive for the whole run.
 
 use super::Stats;
 use crate::http::Http;
 use crate::live::fixture_target_dir;
 use crate::Child;
 use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -91,32 +95,76 @@ pub async fn start(path: Path) -> anyhow::Result<Running> {
     Ok(Running { child, url })
 }
 
-async fn call(http: &Http, url: &str, body: bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
-    let reply = tokio::time::timeout(
-        Duration::from_secs(60),
-        http.try_send("POST", url, &[], body),
-    )
-    .await
-    .context("no answer within 60 s")?
-    .map_err(anyhow::Error::msg)?;
-    if reply.status != 200 || !reply.header("x-amz-function-error").is_empty() {
-        bail!(
-            "status {}: {}",
-            reply.status,
-            String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)])
-        );
+/// One kept-alive HTTP/1.1 connection of the load client (hyper's connection API, no pool):
+/// it stays open for the whole run, as the benchmark asks. A pooled client sometimes opens a
+/// fresh connection while the last one is still on its way back to the pool, which costs the
+/// server under test an accept and a new connection.
+struct Kept {
+    authority: String,
+    path: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Kept {
+    fn new(url: &str) -> anyhow::Result<Kept> {
+        let uri: http::Uri = url.parse().context("the invoke URL")?;
+        Ok(Kept {
+            authority: uri.authority().context("no host in the URL")?.to_string(),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            sender: None,
+        })
     }
-    Ok(reply.body)
+
+    /// Invoke with `body`; the reply's body, or why it failed (its connection is then
+    /// replaced for the next call).
+    async fn call(&mut self, body: Bytes) -> anyhow::Result<Bytes> {
+        let reply = tokio::time::timeout(Duration::from_secs(60), self.send(body))
+            .await
+            .context("no answer within 60 s")
+            .and_then(|r| r);
+        if reply.is_err() {
+            self.sender = None;
+        }
+        let (parts, body) = reply?;
+        if parts.status != 200 || parts.headers.contains_key("x-amz-function-error") {
+            bail!(
+                "status {}: {}",
+                parts.status,
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            );
+        }
+        Ok(body)
+    }
+
+    async fn send(&mut self, body: Bytes) -> anyhow::Result<(http::response::Parts, Bytes)> {
+        let sender = match &mut self.sender {
+            Some(sender) if !sender.is_closed() => sender,
+            slot => {
+                let stream = tokio::net::TcpStream::connect(&self.authority).await?;
+                stream.set_nodelay(true)?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(connection);
+                slot.insert(sender)
+            }
+        };
+        sender.ready().await?;
+        let request = http::Request::post(&self.path)
+            .header(http::header::HOST, &self.authority)
+            .body(Full::new(body))?;
+        let (parts, body) = sender.send_request(request).await?.into_parts();
+        Ok((parts, body.collect().await?.to_bytes()))
+    }
 }
 
 /// Sequential latency: `warmup` then `samples` small invocations on one connection.
 pub async fn sequential(url: &str, warmup: usize, samples: usize) -> anyhow::Result<Stats> {
-    let http = Http::default();
-    let body = bytes::Bytes::from_static(br#"{"n":1}"#);
+    let mut client = Kept::new(url)?;
+    let body = Bytes::from_static(br#"{"n":1}"#);
     let mut times = Vec::with_capacity(samples);
     for i in 0..warmup + samples {
         let start = Instant::now();
-        call(&http, url, body.clone()).await?;
+        client.call(body.clone()).await?;
         if i >= warmup {
             times.push(start.elapsed());
         }
@@ -134,10 +182,13 @@ pub async fn throughput(url: &str, connections: usize, span: Duration) -> (f64, 
             let (stop, done, errors, url) =
                 (stop.clone(), done.clone(), errors.clone(), url.to_string());
             tokio::spawn(async move {
-                let http = Http::default();
-                let body = bytes::Bytes::from_static(br#"{"n":1}"#);
+                let Ok(mut client) = Kept::new(&url) else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let body = Bytes::from_static(br#"{"n":1}"#);
                 while !stop.load(Ordering::Relaxed) {
-                    match call(&http, &url, body.clone()).await {
+                    match client.call(body.clone()).await {
                         Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                         Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                     };
@@ -161,16 +212,16 @@ pub async fn throughput(url: &str, connections: usize, span: Duration) -> (f64, 
 
 /// The median round trip of an event of `size` bytes (echoed back), over `reps`.
 pub async fn payload(url: &str, size: usize, reps: usize) -> anyhow::Result<Stats> {
-    let http = Http::default();
-    let body = bytes::Bytes::from(format!(
+    let mut client = Kept::new(url)?;
+    let body = Bytes::from(format!(
         r#"{{"data":"{}"}}"#,
         "x".repeat(size.saturating_sub(11))
     ));
-    call(&http, url, body.clone()).await?;
+    client.call(body.clone()).await?;
     let mut times = Vec::new();
     for _ in 0..reps {
         let start = Instant::now();
-        let back = call(&http, url, body.clone()).await?;
+        let back = client.call(body.clone()).await?;
         times.push(start.elapsed());
         if back.len() != body.len() {
             bail!("{size} bytes went out, {} came back", back.len());
@@ -187,7 +238,7 @@ pub async fn in_flight(url: &str, n: usize, timeout: Duration) -> (usize, usize,
             let url = url.to_string();
             tokio::spawn(async move {
                 let http = Http::default();
-                let body = bytes::Bytes::from(format!(r#"{{"n":{i}}}"#));
+                let body = Bytes::from(format!(r#"{{"n":{i}}}"#));
                 match tokio::time::timeout(timeout, http.try_send("POST", &url, &[], body)).await {
                     Err(_) => 2,
                     Ok(Ok(r)) if r.status == 200 && r.header("x-amz-function-error").is_empty() => {
