@@ -149,6 +149,24 @@ async fn the_invoke_api_answers_results_errors_events_and_unknown_functions() {
         .as_str()
         .unwrap()
         .contains("function:nope"));
+
+    // A FunctionName as the SDKs send it, percent-encoded: qualified, a full ARN, a partial
+    // ARN; each names echo.
+    for name in [
+        "echo:%24LATEST",
+        "arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Aecho",
+        "arn:aws:lambda:us-east-1:123456789012:function:echo:prod",
+        "123456789012%3Afunction%3Aecho",
+    ] {
+        let reply = http.invoke(&dev.front_door, name, &[], "{}").await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{name}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.assert_no_function_error();
+    }
 }
 
 #[tokio::test]

@@ -113,14 +113,28 @@ fn with_trace(mut builder: http::response::Builder, reply: &Reply) -> http::resp
     builder
 }
 
+/// The function a `FunctionName` path segment names, percent-decoded first (the SDKs encode
+/// it): a name, `name:qualifier`, a full ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`,
+/// optionally `:QUALIFIER`) or a partial one (`ACCOUNT:function:NAME[:QUALIFIER]`). The
+/// emulator runs one version of each function, so any qualifier reaches it.
+fn function_name(segment: &str) -> String {
+    let decoded = http_event::percent_decode(segment, false);
+    let parts: Vec<&str> = decoded.split(':').collect();
+    let name = match parts[..] {
+        ["arn", _, "lambda", _, _, "function", name, ..] => name,
+        [_, "function", name, ..] => name,
+        [name, ..] => name,
+        [] => "",
+    };
+    name.to_string()
+}
+
 async fn invoke_api(
     req: hyper::Request<Incoming>,
     emulator: &Emulator,
     name: &str,
 ) -> Response<Body> {
-    // The name may be an ARN or a qualified name; Lambda accepts both.
-    let name = name.rsplit(':').next().unwrap_or(name);
-    let name = http_event::percent_decode(name, false);
+    let name = function_name(name);
     let Some(pool) = emulator.pool(&name) else {
         return aws_error(
             StatusCode::NOT_FOUND,

@@ -152,6 +152,18 @@ impl Workers {
                 }
             }
         }
+        // Forget the environments left without a worker, so that a long session does not
+        // keep one entry for every environment it ever served. A slot another task holds (an
+        // invocation about to start a worker in it) has a second reference and stays.
+        self.slots.lock().expect("lock").retain(|_, slot| {
+            Arc::strong_count(slot) > 1 || slot.try_lock().map_or(true, |w| w.is_some())
+        });
+    }
+
+    /// How many execution environments have a slot (for tests).
+    #[cfg(test)]
+    fn slot_count(&self) -> usize {
+        self.slots.lock().expect("lock").len()
     }
 
     async fn start(
@@ -225,5 +237,51 @@ pub fn failed(error_type: &str, message: String) -> Ran {
     Ran {
         outcome: Err(failure(error_type, &message)),
         worker_pid: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[tokio::test]
+    async fn the_idle_sweep_forgets_environments_left_without_a_worker() {
+        let dir = std::env::temp_dir().join(format!("live-workers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = "app = \"t\"\nstage = \"s\"\n[functions.f]\ncommand = [\"python3\"]\n";
+        std::fs::write(dir.join("live.toml"), config).unwrap();
+        let project = Project::load(&dir.join("live.toml")).unwrap();
+        let workers = Workers::new(project, false);
+        let runtime =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/raw_runtime.py");
+        let launch = Launch {
+            program: "python3".into(),
+            args: vec![runtime.display().to_string()],
+            dir: dir.clone(),
+        };
+        for env in ["e1", "e2", "e3"] {
+            let request_id = format!("r-{env}");
+            let invocation = bridge::Invocation {
+                request_id: request_id.clone(),
+                function: "f".into(),
+                env_id: env.into(),
+                headers: vec![("lambda-runtime-aws-request-id".into(), request_id)],
+                remaining_ms: 30_000,
+                attempt: 0,
+            };
+            let ran = workers
+                .run(&invocation, Bytes::from_static(b"{}"), &launch, 1)
+                .await;
+            assert!(
+                matches!(ran.outcome, Ok(Outcome::Response { .. })),
+                "{env}: {:?}",
+                ran.outcome.err()
+            );
+        }
+        assert_eq!(workers.slot_count(), 3);
+        workers.stop_idle_for(Duration::ZERO);
+        assert_eq!(workers.slot_count(), 0, "every worker was idle and stopped");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
