@@ -157,6 +157,23 @@ async fn a_handler_gets_the_same_environment_from_live_dev_and_from_direct_mode(
     }
 }
 
+/// A stage may have 64 characters; the session named after it must still fit its topics.
+#[tokio::test]
+async fn a_stage_of_the_longest_allowed_name_serves_invocations() {
+    let dir = project("long-stage", &raw_function("echo"));
+    let config = dir.join("live.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "stage = \"test\"",
+        &format!("stage = \"{}\"", "s".repeat(bridge::topics::MAX_NAME_BYTES)),
+    );
+    std::fs::write(&config, text).unwrap();
+    let dev = live_dev(&dir, &[]);
+    let reply = Http::default()
+        .invoke(&dev.front_door, "echo", &[], "{}")
+        .await;
+    reply.assert_no_function_error();
+}
+
 #[tokio::test]
 async fn a_broker_with_credentials_serves_only_clients_that_present_them() {
     let (_broker, url) = live_broker(&["--username", "team", "--password", "s3cret"]);

@@ -161,7 +161,14 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         (None, None) => unreachable!("a cloud is started without --broker"),
     };
     let topics = Topics::new(&project.app, &project.stage)?;
-    let session = format!("{}-{}", project.stage, &crate::ids::env_id()[..8]);
+    // The stage names the session for people reading logs; cut so that the name (and the
+    // topics built from it) stays within the 64 characters a name may have.
+    let stage: String = project
+        .stage
+        .chars()
+        .take(bridge::topics::MAX_NAME_BYTES - 9)
+        .collect();
+    let session = format!("{stage}-{}", &crate::ids::env_id()[..8]);
     let inv_topic = topics.invocations(&session)?;
     let mut options = ConnectOptions::new(&bridge_url, format!("dev-{session}"));
     options.subscriptions = vec![inv_topic];
