@@ -33,8 +33,8 @@ const REMEMBERED: usize = 4096;
 /// the acknowledgement); well within the stub's 1 s retransmission.
 const ACK_AFTER: Duration = Duration::from_millis(200);
 
-/// How often a kept result is checked for having been superseded, so that its task ends.
-const RESULT_CHECK: Duration = Duration::from_millis(1000);
+/// How often the kept results are swept for those past their deadline.
+const RESULT_SWEEP: Duration = Duration::from_millis(1000);
 
 /// How long past the invocation's deadline a result is still kept for a probe (the stub
 /// answers before the deadline, so later probes do not come).
@@ -197,6 +197,17 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         seen: Mutex::new(SeenMap::default()),
         out: output,
     });
+    // Kept results past their deadline are forgotten by one sweep, not by a timer each.
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RESULT_SWEEP);
+            loop {
+                tick.tick().await;
+                state.seen.lock().expect("lock").sweep(Instant::now());
+            }
+        })
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -215,6 +226,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
         }
     }
+    sweeper.abort();
     connection.close().await;
     if let Some(cloud) = cloud {
         cloud.shutdown().await;
@@ -278,10 +290,18 @@ enum Seen {
     /// Answered: the result is kept to answer a probe or a duplicate (either means the
     /// stub has not got it), until the same environment's next invocation (which means it
     /// has) or the deadline (boxed: most entries are `Done`).
-    Answered(Box<(DevMessage, Bytes)>),
+    Answered(Box<Kept>),
     /// Superseded or expired: only the id is kept, so a late duplicate does not run the
     /// handler again.
     Done,
+}
+
+/// A result kept for a probe or a duplicate.
+struct Kept {
+    message: DevMessage,
+    body: Bytes,
+    /// Past this, the stub has answered on its own: the sweep forgets the result.
+    until: Instant,
 }
 
 impl Seen {
@@ -293,7 +313,7 @@ impl Seen {
             Some((DevMessage::Ack { request_id }, Bytes::new()))
         };
         match self {
-            Seen::Answered(answer) => Some(answer.as_ref().clone()),
+            Seen::Answered(kept) => Some((kept.message.clone(), kept.body.clone())),
             Seen::Running => ack(),
             Seen::Done if ack_done => ack(),
             Seen::Done => None,
@@ -307,6 +327,29 @@ struct SeenMap {
     order: VecDeque<String>,
     /// The latest request id of each environment with a kept result.
     latest: HashMap<String, String>,
+}
+
+impl SeenMap {
+    /// Forget the kept results past their deadline (keeping their ids), and the
+    /// environments that have no result kept or running any more. Only each environment's
+    /// latest invocation can hold a result, so this looks at one entry per environment.
+    fn sweep(&mut self, now: Instant) {
+        let SeenMap { map, latest, .. } = self;
+        latest.retain(|_, request_id| {
+            let Some(entry) = map.get_mut(request_id.as_str()) else {
+                return false;
+            };
+            match entry {
+                Seen::Running => true,
+                Seen::Answered(kept) if kept.until > now => true,
+                Seen::Answered(_) => {
+                    *entry = Seen::Done;
+                    false
+                }
+                Seen::Done => false,
+            }
+        });
+    }
 }
 
 struct Session {
@@ -440,34 +483,18 @@ impl Session {
             } else {
                 body
             };
+            // A result published while the link was down is lost with the broker's session:
+            // the stub probes for it until it arrives. Kept until the same environment's next
+            // invocation or, by the sweep, the deadline.
+            let until = start + Duration::from_millis(invocation.remaining_ms) + RESULT_GRACE;
             state.mark(
                 &invocation.request_id,
-                Seen::Answered(Box::new((message, body))),
+                Seen::Answered(Box::new(Kept {
+                    message,
+                    body,
+                    until,
+                })),
             );
-            // A result published while the link was down is lost with the broker's session:
-            // the stub probes for it until it arrives. Kept until superseded or the deadline.
-            let budget = Duration::from_millis(invocation.remaining_ms) + RESULT_GRACE;
-            loop {
-                let left = budget.saturating_sub(start.elapsed());
-                if left.is_zero() {
-                    break;
-                }
-                tokio::time::sleep(left.min(RESULT_CHECK)).await;
-                let kept = matches!(
-                    state
-                        .seen
-                        .lock()
-                        .expect("lock")
-                        .map
-                        .get(&invocation.request_id),
-                    Some(Seen::Answered(..))
-                );
-                if !kept {
-                    break;
-                }
-            }
-            // Past the deadline the stub has answered on its own: keep only the id.
-            state.expire(&invocation.request_id, &invocation.env_id);
         });
     }
 
@@ -524,17 +551,6 @@ impl Session {
         }
     }
 
-    /// The deadline of `request_id` passed: keep only its id.
-    fn expire(&self, request_id: &str, env_id: &str) {
-        let mut seen = self.seen.lock().expect("lock");
-        if let Some(entry) = seen.map.get_mut(request_id) {
-            *entry = Seen::Done;
-        }
-        if seen.latest.get(env_id).is_some_and(|id| id == request_id) {
-            seen.latest.remove(env_id);
-        }
-    }
-
     /// Record what is known of `request_id`, if it is still remembered.
     fn mark(&self, request_id: &str, seen: Seen) {
         if let Some(entry) = self.seen.lock().expect("lock").map.get_mut(request_id) {
@@ -586,5 +602,57 @@ impl Session {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(request_id: &str, until: Instant) -> Seen {
+        Seen::Answered(Box::new(Kept {
+            message: DevMessage::Ack {
+                request_id: request_id.into(),
+            },
+            body: Bytes::new(),
+            until,
+        }))
+    }
+
+    #[test]
+    fn the_sweep_forgets_results_past_their_deadline_and_keeps_the_rest() {
+        let now = Instant::now();
+        let mut seen = SeenMap::default();
+        for (env, request_id, entry) in [
+            ("e1", "running", Seen::Running),
+            (
+                "e2",
+                "expired",
+                answered("expired", now - Duration::from_millis(1)),
+            ),
+            ("e3", "kept", answered("kept", now + Duration::from_secs(5))),
+            ("e4", "done", Seen::Done),
+        ] {
+            seen.map.insert(request_id.into(), entry);
+            seen.latest.insert(env.into(), request_id.into());
+        }
+        seen.sweep(now);
+        let state = |id: &str| match seen.map.get(id) {
+            Some(Seen::Running) => "running",
+            Some(Seen::Answered(_)) => "answered",
+            Some(Seen::Done) => "done",
+            None => "forgotten",
+        };
+        assert_eq!(state("running"), "running");
+        assert_eq!(
+            state("expired"),
+            "done",
+            "its id stays, against a late duplicate"
+        );
+        assert_eq!(state("kept"), "answered");
+        assert_eq!(state("done"), "done");
+        let mut envs: Vec<_> = seen.latest.keys().cloned().collect();
+        envs.sort();
+        assert_eq!(envs, ["e1", "e3"]);
     }
 }
