@@ -6,3 +6,4 @@ mod layout;
 mod outages;
 mod parts;
 mod reload;
+mod team;
