@@ -227,6 +227,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
     }
     sweeper.abort();
+    state.out.flush_lines();
     connection.close().await;
     if let Some(cloud) = cloud {
         cloud.shutdown().await;
@@ -578,28 +579,28 @@ impl Session {
                 "outcome": if error_type.is_some() { "error" } else { "ok" },
                 "error_type": error_type,
             });
-            println!("{line}");
+            self.out.invocation_line(format_args!("{line}"));
             return;
         }
         match error_type {
             None if self.out.quiet => {}
-            None => println!(
+            None => self.out.invocation_line(format_args!(
                 "{:<12} {}  {:>8.1} ms  ok  worker {worker_pid}",
                 invocation.function,
                 invocation.request_id,
                 elapsed.as_secs_f64() * 1e3
-            ),
+            )),
             Some(error_type) => {
                 let message = serde_json::from_slice::<serde_json::Value>(body)
                     .ok()
                     .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
                     .unwrap_or_default();
-                println!(
+                self.out.invocation_line(format_args!(
                     "{:<12} {}  {:>8.1} ms  {error_type}: {message}  worker {worker_pid}",
                     invocation.function,
                     invocation.request_id,
                     elapsed.as_secs_f64() * 1e3
-                );
+                ));
             }
         }
     }

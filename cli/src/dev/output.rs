@@ -1,8 +1,8 @@
 //! What `live dev` prints: text for a terminal (a progress line while building, one line per
 //! invocation), or one JSON object per line with `--json`; `-q` keeps only errors.
 
-use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the epoch, for JSON events that benchmarks line up with their own
@@ -19,6 +19,8 @@ pub struct Output {
     pub quiet: bool,
     tty: bool,
     last_failure: Mutex<Option<String>>,
+    /// Invocation lines not written yet: under load one write carries many.
+    lines: Mutex<String>,
 }
 
 impl Output {
@@ -28,11 +30,40 @@ impl Output {
             quiet,
             tty: std::io::stderr().is_terminal(),
             last_failure: Mutex::new(None),
+            lines: Mutex::new(String::new()),
         }
     }
 
     fn event(&self, value: serde_json::Value) {
+        self.flush_lines();
         println!("{value}");
+    }
+
+    /// Print one invocation's line: written by a task that runs after those already
+    /// waiting, together with the lines they add meanwhile (one write for a burst, not one
+    /// each; every other line on stdout writes these first, so the order holds).
+    pub fn invocation_line(self: &Arc<Self>, line: std::fmt::Arguments<'_>) {
+        let first = {
+            let mut lines = self.lines.lock().expect("lock");
+            let first = lines.is_empty();
+            let _ = std::fmt::Write::write_fmt(&mut *lines, line);
+            lines.push('\n');
+            first
+        };
+        if first {
+            let out = self.clone();
+            tokio::spawn(async move { out.flush_lines() });
+        }
+    }
+
+    /// Write the invocation lines not written yet.
+    pub fn flush_lines(&self) {
+        let lines = std::mem::take(&mut *self.lines.lock().expect("lock"));
+        if !lines.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(lines.as_bytes());
+            let _ = stdout.flush();
+        }
     }
 
     /// Files changed, affecting `functions`.
