@@ -13,7 +13,7 @@ use crate::wire::{encode, Frame, ProtocolError, Reassembler};
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
-    Packet, QoS, SubscribeFilter, Transport,
+    Outgoing, Packet, QoS, SubscribeFilter, Transport,
 };
 use serde::Serialize;
 use std::future::Future;
@@ -372,14 +372,20 @@ impl Connection {
         self.incoming.recv().await
     }
 
-    /// Close cleanly: mark this side offline (no will is sent on a clean disconnect), then
-    /// disconnect and stop reconnecting.
+    /// Close cleanly: mark this side offline (no will is sent on a clean disconnect), clear
+    /// its retained record (those listening have just read it is offline; those that join
+    /// later need not read it at all, so a stage does not collect one record for every
+    /// session ever run), then disconnect and stop reconnecting.
     pub async fn close(mut self) {
         if let Some((topic, presence)) = &self.presence_topic {
             let (_, _, offline) = presence(self.epoch.load(Ordering::Relaxed));
             let _ = self
                 .client
                 .publish(topic, QoS::AtLeastOnce, true, offline)
+                .await;
+            let _ = self
+                .client
+                .publish(topic, QoS::AtLeastOnce, true, Bytes::new())
                 .await;
         }
         self.client.disconnect().await;
@@ -475,6 +481,9 @@ impl Driver {
                         break;
                     }
                 }
+                // `close` asked for it (the DISCONNECT is flushed): no reconnection, and so no
+                // will from the connection it would leave behind.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(ConnectionError::RequestsDone) => break,
                 Err(e) => {
@@ -599,6 +608,11 @@ impl Inbound {
         // A presence record is one whole frame, read whatever its version: it says which
         // version its session speaks, so that its users can name the side to update.
         let frame = if crate::Topics::is_presence(&publish.topic) {
+            if publish.payload.is_empty() {
+                // A record cleared by its session on a clean exit, right after its offline
+                // record: nothing more to learn.
+                return true;
+            }
             Reassembler::whole_of_any_version(publish.payload).map(Some)
         } else {
             self.reassembler.push(publish.payload, Instant::now())

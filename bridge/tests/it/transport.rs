@@ -118,6 +118,39 @@ async fn presence_is_retained_and_its_will_marks_a_dropped_session_offline() {
 }
 
 #[tokio::test]
+async fn a_session_closed_cleanly_goes_offline_and_leaves_no_retained_record() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let topics = Topics::new("app", "dev").unwrap();
+    let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
+    let session = |id: &str| {
+        let mut options = ConnectOptions::new(b.url(), format!("dev-{id}"));
+        options.presence = Some(presence_for(topics.clone(), id));
+        Connection::open(options).unwrap()
+    };
+    let mut s1 = session("s1");
+    s1.ready(WAIT).await.unwrap();
+    let online: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert!(online.online && online.session == "s1");
+
+    s1.close().await;
+    let offline: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert!(!offline.online && offline.session == "s1");
+    // Another session comes online after it: the clearing between them is no error.
+    let mut s2 = session("s2");
+    s2.ready(WAIT).await.unwrap();
+    let other: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert_eq!(other.session, "s2");
+    assert_eq!(watcher.rejected(), 0);
+
+    // Someone joining now is told of s2 only (retained records come in topic order, so a
+    // record left by s1 would come first).
+    let mut late = open(&b.url(), "late", vec![topics.presence_filter()]).await;
+    let first: Presence = next(&mut late).await.frame.parse().unwrap();
+    assert_eq!(first.session, "s2");
+}
+
+#[tokio::test]
 async fn the_connection_comes_back_and_resubscribes_after_the_broker_restarts() {
     crate::mqtt::init_logging();
     let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
