@@ -373,7 +373,6 @@ async fn a_subscriber_that_stops_reading_is_disconnected_loudly_never_skipped() 
     let b = broker_with(BrokerConfig {
         max_queued_messages: 64,
         max_queued_bytes: 4 * 1024 * 1024,
-        stall_timeout: Duration::from_millis(500),
         ..BrokerConfig::default()
     })
     .await;
@@ -478,4 +477,66 @@ async fn a_burst_to_a_slow_reader_is_paced_not_dropped() {
         );
     }
     let _publisher = send.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stalls_between_the_bounds_is_disconnected_and_its_publisher_goes_on() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // 20 MB goes out: above the soft bound, so the publisher waits for the subscriber that
+    // stopped reading, and below the hard bound, so only the stall timeout lets it go on.
+    let b = broker_with(BrokerConfig {
+        soft_queued_bytes: 1024 * 1024,
+        max_queued_bytes: 64 * 1024 * 1024,
+        stall_timeout: Duration::from_millis(300),
+        ..BrokerConfig::default()
+    })
+    .await;
+    let url = b.url();
+    let mut stalled = connect_with(
+        &url,
+        "stalled",
+        Options {
+            pause_after_suback: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    stalled.subscribe("flow", QoS::AtLeastOnce).await;
+    let mut reader = connect(&url, "reader").await;
+    reader.subscribe("flow", QoS::AtLeastOnce).await;
+    let publisher = connect(&url, "pub").await;
+    let total = 200u32;
+    let send = tokio::spawn(async move {
+        for i in 0..total {
+            let mut payload = vec![0u8; 100_000];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            publisher
+                .client
+                .publish("flow", QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        publisher
+    });
+    for i in 0..total {
+        let p = reader.next_publish().await;
+        assert_eq!(
+            p.payload[..4],
+            i.to_be_bytes(),
+            "message {i} lost or reordered"
+        );
+    }
+    let _publisher = send.await.unwrap();
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("it drained nothing for the stall timeout") && logs.contains("stalled"),
+        "no log line names the stalled subscriber and the stall:\n{logs}"
+    );
 }
