@@ -174,6 +174,31 @@ async fn a_stage_of_the_longest_allowed_name_serves_invocations() {
     reply.assert_no_function_error();
 }
 
+/// `--idle-timeout`: a worker left idle that long is stopped (as Lambda recycles idle
+/// environments), and the next invocation starts a fresh one.
+#[tokio::test]
+async fn an_idle_worker_is_stopped_after_the_idle_timeout_and_replaced_on_demand() {
+    let dir = project("idle", &raw_function("echo"));
+    let dev = live_dev(&dir, &["--idle-timeout", "1"]);
+    let http = Http::default();
+    let first = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    first.assert_no_function_error();
+    let worker = first.json()["pid"].as_u64().unwrap() as u32;
+    assert!(alive(worker));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(worker) {
+        assert!(
+            Instant::now() < deadline,
+            "worker {worker} still runs 10 s into a 1 s idle timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    second.assert_no_function_error();
+    assert_ne!(second.json()["pid"].as_u64().unwrap() as u32, worker);
+    assert_eq!(second.json()["count"], 1, "a fresh worker");
+}
+
 #[tokio::test]
 async fn a_broker_with_credentials_serves_only_clients_that_present_them() {
     let (_broker, url) = live_broker(&["--username", "team", "--password", "s3cret"]);
