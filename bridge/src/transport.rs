@@ -482,8 +482,14 @@ impl Driver {
                     }
                 }
                 // `close` asked for it (the DISCONNECT is flushed): no reconnection, and so no
-                // will from the connection it would leave behind.
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                // will from the connection it would leave behind. Read on until the broker
+                // closes (a second at most): dropping the socket with acknowledgements unread
+                // would reset it, which a broker may take for a dropped connection.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    let drain = async { while eventloop.poll().await.is_ok() {} };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+                    break;
+                }
                 Ok(_) => {}
                 Err(ConnectionError::RequestsDone) => break,
                 Err(e) => {

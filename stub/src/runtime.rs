@@ -2,8 +2,9 @@
 //! over one kept-alive HTTP/1.1 connection, with each post pipelined with the next `/next`.
 
 use bridge::protocol::Header;
-use bridge::runtime_api::{self, is_invocation_header, ERROR_TYPE};
+use bridge::runtime_api::{self, is_invocation_header, is_result_header, ERROR_TYPE};
 use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,14 +37,22 @@ pub struct Next {
 /// so the stub writes a result and the following `GET /next` together (HTTP/1.1 pipelining,
 /// which hyper's client does not do) and reads the result's `202` when it reads the next
 /// event. That is one write and one wake-up fewer per invocation than waiting for the `202`
-/// first; the environment is frozen meanwhile anyway.
+/// first; the environment is frozen meanwhile anyway. A post is kept until its answer is
+/// read: if the connection breaks first, it is written again on the next one.
 pub struct RuntimeClient {
     host_port: String,
     connection: Option<Connection>,
-    /// Posts written but whose answers have not been read yet (their paths).
-    unanswered: Vec<String>,
-    /// A `GET /next` is written and its answer not read yet.
+    /// Posts written (or to be written again) whose answers have not been read yet.
+    unanswered: VecDeque<Posted>,
+    /// A `GET /next` is written on the current connection and its answer not read yet.
     next_sent: bool,
+}
+
+/// A post kept until its answer is read.
+struct Posted {
+    path: String,
+    head: Vec<u8>,
+    body: Bytes,
 }
 
 struct Connection {
@@ -62,26 +71,27 @@ impl RuntimeClient {
         RuntimeClient {
             host_port: host_port.to_string(),
             connection: None,
-            unanswered: Vec::new(),
+            unanswered: VecDeque::new(),
             next_sent: false,
         }
     }
 
     /// Wait for the next invocation (no timeout: Lambda may freeze the process meanwhile).
-    /// A connection found broken is replaced once.
+    /// A connection found broken is replaced once (what was posted on it is posted again);
+    /// an answer that cannot be read is an error, not asked for again.
     pub async fn next(&mut self) -> Result<Next, String> {
         let mut retried = false;
         let answer = loop {
             match self.try_next().await {
                 Ok(answer) => break answer,
-                Err(e) if !retried => {
-                    eprintln!("live stub: the Runtime API connection failed ({e}); reconnecting");
-                    self.reset();
-                    retried = true;
-                }
                 Err(e) => {
-                    self.reset();
-                    return Err(format!("/next: {e}"));
+                    self.connection = None;
+                    self.next_sent = false;
+                    if retried || e.kind() == io::ErrorKind::InvalidData {
+                        return Err(format!("/next: {e}"));
+                    }
+                    eprintln!("live stub: the Runtime API connection failed ({e}); reconnecting");
+                    retried = true;
                 }
             }
         };
@@ -116,23 +126,45 @@ impl RuntimeClient {
     }
 
     async fn try_next(&mut self) -> io::Result<Answer> {
-        if !self.next_sent {
-            let head = request_head("GET", runtime_api::NEXT, &self.host_port, &[], None);
-            self.connection().await?.stream.write_all(&head).await?;
-            self.next_sent = true;
-        }
-        let unanswered = std::mem::take(&mut self.unanswered);
-        let connection = self.connection().await?;
-        for path in unanswered {
+        loop {
+            if self.connection.is_none() {
+                // A fresh connection: what was posted on the last one and not answered goes
+                // out again first (a second copy of one that did arrive is refused, and
+                // reported, by the Runtime API).
+                let connection = connected(&mut self.connection, &self.host_port).await?;
+                for posted in &self.unanswered {
+                    write_request(&mut connection.stream, &posted.head, &posted.body, &[]).await?;
+                }
+                self.next_sent = false;
+            }
+            if !self.next_sent {
+                let head = request_head("GET", runtime_api::NEXT, &self.host_port, &[], None);
+                self.connection().await?.stream.write_all(&head).await?;
+                self.next_sent = true;
+            }
+            let connection = connected(&mut self.connection, &self.host_port).await?;
+            let mut closed = false;
+            while let Some(posted) = self.unanswered.front() {
+                let read = connection.read_answer().await?;
+                report(&posted.path, &read.answer);
+                self.unanswered.pop_front();
+                if read.closes {
+                    // Whatever followed on this connection (the `GET /next`) is dropped.
+                    closed = true;
+                    break;
+                }
+            }
+            if closed {
+                self.connection = None;
+                continue;
+            }
             let read = connection.read_answer().await?;
-            report(&path, &read.answer);
+            self.next_sent = false;
+            if read.closes {
+                self.connection = None;
+            }
+            return Ok(read.answer);
         }
-        let answer = connection.read_answer().await?;
-        self.next_sent = false;
-        if answer.closes {
-            self.connection = None;
-        }
-        Ok(answer.answer)
     }
 
     /// Post the handler's response, with its headers, unchanged.
@@ -172,7 +204,7 @@ impl RuntimeClient {
         );
         let sent = async {
             let connection = self.connection().await?;
-            write_request(&mut connection.stream, head, &body, &[]).await?;
+            write_request(&mut connection.stream, &head, &body, &[]).await?;
             connection.read_answer().await
         };
         match sent.await {
@@ -182,53 +214,51 @@ impl RuntimeClient {
     }
 
     /// Write a post and, in the same write, the next `GET /next`; the post's answer is read
-    /// (and reported when it is not a success) before the next event.
+    /// (and reported when it is not a success) before the next event. A post that cannot be
+    /// written now is written on the next connection.
     async fn post_then_next(&mut self, path: String, headers: &[Header], body: Bytes) {
         let head = request_head("POST", &path, &self.host_port, headers, Some(&body));
         let next = request_head("GET", runtime_api::NEXT, &self.host_port, &[], None);
         let written = async {
             let connection = self.connection().await?;
-            write_request(&mut connection.stream, head, &body, &next).await
+            write_request(&mut connection.stream, &head, &body, &next).await
         };
-        match written.await {
-            Ok(()) => {
-                self.unanswered.push(path);
-                self.next_sent = true;
-            }
+        let written = written.await;
+        self.unanswered.push_back(Posted { path, head, body });
+        match written {
+            Ok(()) => self.next_sent = true,
             Err(e) => {
-                // `next` reconnects and asks again; the post's fate is the Runtime API's.
-                eprintln!("live stub: could not post {path}: {e}");
-                self.reset();
+                eprintln!("live stub: the Runtime API connection failed ({e}); reconnecting");
+                self.connection = None;
+                self.next_sent = false;
             }
         }
     }
 
     async fn connection(&mut self) -> io::Result<&mut Connection> {
-        if self.connection.is_none() {
-            let stream = TcpStream::connect(&self.host_port).await.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "could not connect to the Runtime API at {}: {e}",
-                        self.host_port
-                    ),
-                )
-            })?;
-            let _ = stream.set_nodelay(true);
-            self.connection = Some(Connection {
-                stream,
-                buf: BytesMut::with_capacity(8 * 1024),
-            });
-        }
-        Ok(self.connection.as_mut().expect("set above"))
+        connected(&mut self.connection, &self.host_port).await
     }
+}
 
-    /// Forget the connection and what was in flight on it.
-    fn reset(&mut self) {
-        self.connection = None;
-        self.unanswered.clear();
-        self.next_sent = false;
+/// The connection in `slot`, opened to `host_port` first if there is none.
+async fn connected<'a>(
+    slot: &'a mut Option<Connection>,
+    host_port: &str,
+) -> io::Result<&'a mut Connection> {
+    if slot.is_none() {
+        let stream = TcpStream::connect(host_port).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("could not connect to the Runtime API at {host_port}: {e}"),
+            )
+        })?;
+        let _ = stream.set_nodelay(true);
+        *slot = Some(Connection {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+        });
     }
+    Ok(slot.as_mut().expect("set above"))
 }
 
 /// Say when a post was not accepted (the Runtime API's answer is all there is to say).
@@ -253,12 +283,16 @@ fn request_head(
     let mut head = String::with_capacity(128);
     let _ = write!(head, "{method} {path} HTTP/1.1\r\nhost: {host}\r\n");
     for (name, value) in headers {
-        // A header that would break the request's framing is left out.
-        let framing = name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("host");
-        let unsafe_text = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
-        if framing || unsafe_text(name) || unsafe_text(value) {
+        // Connection-level headers are this client's own; a name or value HTTP does not
+        // allow would get the whole request refused: left out.
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let text = value
+            .bytes()
+            .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
+        if !is_result_header(name) || !token || !text {
             continue;
         }
         let _ = write!(head, "{name}: {value}\r\n");
@@ -274,16 +308,18 @@ fn request_head(
 /// is large.
 async fn write_request(
     stream: &mut TcpStream,
-    mut head: Vec<u8>,
+    head: &[u8],
     body: &[u8],
     after: &[u8],
 ) -> io::Result<()> {
     if body.len() <= INLINE_BODY {
-        head.extend_from_slice(body);
-        head.extend_from_slice(after);
-        stream.write_all(&head).await
+        let mut all = Vec::with_capacity(head.len() + body.len() + after.len());
+        all.extend_from_slice(head);
+        all.extend_from_slice(body);
+        all.extend_from_slice(after);
+        stream.write_all(&all).await
     } else {
-        stream.write_all(&head).await?;
+        stream.write_all(head).await?;
         stream.write_all(body).await?;
         stream.write_all(after).await
     }
@@ -403,7 +439,7 @@ impl Connection {
                 while !self.read_line().await?.is_empty() {}
                 return Ok(body.freeze());
             }
-            if body.len() + size > MAX_BODY {
+            if size > MAX_BODY - body.len() {
                 return Err(invalid("a chunked body too large"));
             }
             body.extend_from_slice(&self.read_exact(size).await?);
@@ -534,6 +570,99 @@ mod tests {
             .expect("the result was posted");
         assert!(text[post..].contains("content-type: text/plain\r\ncontent-length: 2\r\n\r\nok"));
         assert!(text[post..].contains(NEXT_REQUEST), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_result_whose_connection_broke_before_its_answer_is_posted_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            read_until(&mut first, &mut seen, NEXT_REQUEST, 1).await;
+            first.write_all(event("r1", "{}").as_bytes()).await.unwrap();
+            // The result and the next `/next` arrive; the connection breaks unanswered.
+            read_until(&mut first, &mut seen, NEXT_REQUEST, 2).await;
+            drop(first);
+            let (mut second, _) = listener.accept().await.unwrap();
+            let mut again = Vec::new();
+            read_until(&mut second, &mut again, NEXT_REQUEST, 1).await;
+            second
+                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            second
+                .write_all(event("r2", "{}").as_bytes())
+                .await
+                .unwrap();
+            let _ = tx.send(String::from_utf8_lossy(&again).into_owned());
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let mut client = RuntimeClient::new(&addr);
+        assert_eq!(client.next().await.unwrap().request_id, "r1");
+        client.respond("r1", &[], Bytes::from("done")).await;
+        assert_eq!(client.next().await.unwrap().request_id, "r2");
+        let again = rx.await.unwrap();
+        let post = again
+            .find("POST /2018-06-01/runtime/invocation/r1/response HTTP/1.1\r\n")
+            .unwrap_or_else(|| panic!("the result was not posted again:\n{again}"));
+        assert!(again[post..].contains("\r\n\r\ndone"), "{again}");
+        assert!(again[post..].contains(NEXT_REQUEST), "{again}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_closes_the_connection_has_next_asked_on_a_new_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            read_until(&mut first, &mut seen, NEXT_REQUEST, 1).await;
+            first.write_all(event("r1", "{}").as_bytes()).await.unwrap();
+            read_until(&mut first, &mut seen, NEXT_REQUEST, 2).await;
+            // As Go's server does after some errors: answer, close, drop the pipelined GET.
+            first
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbad")
+                .await
+                .unwrap();
+            drop(first);
+            let (mut second, _) = listener.accept().await.unwrap();
+            let mut again = Vec::new();
+            read_until(&mut second, &mut again, NEXT_REQUEST, 1).await;
+            second
+                .write_all(event("r2", "{}").as_bytes())
+                .await
+                .unwrap();
+            let _ = tx.send(String::from_utf8_lossy(&again).into_owned());
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let mut client = RuntimeClient::new(&addr);
+        assert_eq!(client.next().await.unwrap().request_id, "r1");
+        client.respond("r1", &[], Bytes::from("done")).await;
+        assert_eq!(client.next().await.unwrap().request_id, "r2");
+        let again = rx.await.unwrap();
+        assert!(
+            !again.contains("POST"),
+            "an answered post was sent again:\n{again}"
+        );
+    }
+
+    #[tokio::test]
+    async fn headers_that_would_break_the_request_are_left_out() {
+        let headers = [
+            ("content-type".to_string(), "text/plain".to_string()),
+            ("connection".to_string(), "close".to_string()),
+            ("content-length".to_string(), "1".to_string()),
+            ("bad name".to_string(), "x".to_string()),
+            ("x-split".to_string(), "a\r\nx-injected: 1".to_string()),
+        ];
+        let head = request_head("POST", "/p", "h:1", &headers, Some(&Bytes::from("ok")));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /p HTTP/1.1\r\nhost: h:1\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n"
+        );
     }
 
     #[tokio::test]

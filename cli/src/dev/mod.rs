@@ -232,6 +232,8 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     if let Some(cloud) = cloud {
         cloud.shutdown().await;
     }
+    // Invocations that finished during the shutdown printed lines too.
+    state.out.flush_lines();
     if !args.json {
         eprintln!("live dev: stopped");
     }
@@ -331,6 +333,20 @@ struct SeenMap {
 }
 
 impl SeenMap {
+    /// Keep the result of `request_id` for a probe, if the stub of `env_id` may still want
+    /// it: only while it is that environment's latest invocation (the sweep looks no
+    /// further); once the stub has sent its next one, it has this result or gave up on it.
+    fn keep(&mut self, request_id: &str, env_id: &str, kept: Kept) {
+        let latest = self.latest.get(env_id).is_some_and(|id| id == request_id);
+        if let Some(entry) = self.map.get_mut(request_id) {
+            *entry = if latest {
+                Seen::Answered(Box::new(kept))
+            } else {
+                Seen::Done
+            };
+        }
+    }
+
     /// Forget the kept results past their deadline (keeping their ids), and the
     /// environments that have no result kept or running any more. Only each environment's
     /// latest invocation can hold a result, so this looks at one entry per environment.
@@ -488,14 +504,16 @@ impl Session {
             // the stub probes for it until it arrives. Kept until the same environment's next
             // invocation or, by the sweep, the deadline.
             let until = start + Duration::from_millis(invocation.remaining_ms) + RESULT_GRACE;
-            state.mark(
-                &invocation.request_id,
-                Seen::Answered(Box::new(Kept {
-                    message,
-                    body,
-                    until,
-                })),
-            );
+            let kept = Kept {
+                message,
+                body,
+                until,
+            };
+            state
+                .seen
+                .lock()
+                .expect("lock")
+                .keep(&invocation.request_id, &invocation.env_id, kept);
         });
     }
 
@@ -549,13 +567,6 @@ impl Session {
             .and_then(|entry| entry.again(request_id, false));
         if let Some((message, body)) = reply {
             let _ = self.sender.send(&results, &message, &body).await;
-        }
-    }
-
-    /// Record what is known of `request_id`, if it is still remembered.
-    fn mark(&self, request_id: &str, seen: Seen) {
-        if let Some(entry) = self.seen.lock().expect("lock").map.get_mut(request_id) {
-            *entry = seen;
         }
     }
 
@@ -655,5 +666,26 @@ mod tests {
         let mut envs: Vec<_> = seen.latest.keys().cloned().collect();
         envs.sort();
         assert_eq!(envs, ["e1", "e3"]);
+    }
+
+    #[test]
+    fn a_result_that_finishes_after_its_environment_moved_on_is_not_kept() {
+        let now = Instant::now();
+        let mut seen = SeenMap::default();
+        for id in ["old", "new"] {
+            seen.map.insert(id.into(), Seen::Running);
+        }
+        seen.latest.insert("e1".into(), "new".into());
+        let kept = |id: &str| match answered(id, now + Duration::from_secs(5)) {
+            Seen::Answered(kept) => *kept,
+            _ => unreachable!(),
+        };
+        seen.keep("old", "e1", kept("old"));
+        seen.keep("new", "e1", kept("new"));
+        assert!(
+            matches!(seen.map.get("old"), Some(Seen::Done)),
+            "the sweep would never reach it"
+        );
+        assert!(matches!(seen.map.get("new"), Some(Seen::Answered(_))));
     }
 }
