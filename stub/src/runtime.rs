@@ -514,6 +514,20 @@ mod tests {
             });
     }
 
+    /// Serve one client: event `r1` for its `/next`, then wait for its result and the next
+    /// `/next` to arrive; the connection, unanswered.
+    async fn event_r1_then_result(listener: &TcpListener) -> TcpStream {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        read_until(&mut stream, &mut seen, NEXT_REQUEST, 1).await;
+        stream
+            .write_all(event("r1", "{}").as_bytes())
+            .await
+            .unwrap();
+        read_until(&mut stream, &mut seen, NEXT_REQUEST, 2).await;
+        stream
+    }
+
     fn event(request_id: &str, body: &str) -> String {
         format!(
             "HTTP/1.1 200 OK\r\nlambda-runtime-aws-request-id: {request_id}\r\n\
@@ -572,38 +586,40 @@ mod tests {
         assert!(text[post..].contains(NEXT_REQUEST), "{text}");
     }
 
-    #[tokio::test]
-    async fn a_result_whose_connection_broke_before_its_answer_is_posted_again() {
+    /// The client takes event `r1` and posts its result; the first connection then ends with
+    /// `first_ends` written (nothing: it just breaks); on a second one the client must ask for
+    /// the next event, and gets `r2`. Returns what arrived on the second connection.
+    async fn result_then_a_second_connection(first_ends: &'static [u8]) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let (mut first, _) = listener.accept().await.unwrap();
-            let mut seen = Vec::new();
-            read_until(&mut first, &mut seen, NEXT_REQUEST, 1).await;
-            first.write_all(event("r1", "{}").as_bytes()).await.unwrap();
-            // The result and the next `/next` arrive; the connection breaks unanswered.
-            read_until(&mut first, &mut seen, NEXT_REQUEST, 2).await;
+            let mut first = event_r1_then_result(&listener).await;
+            let _ = first.write_all(first_ends).await;
             drop(first);
             let (mut second, _) = listener.accept().await.unwrap();
             let mut again = Vec::new();
             read_until(&mut second, &mut again, NEXT_REQUEST, 1).await;
-            second
-                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
-                .await
-                .unwrap();
-            second
-                .write_all(event("r2", "{}").as_bytes())
-                .await
-                .unwrap();
-            let _ = tx.send(String::from_utf8_lossy(&again).into_owned());
+            let again = String::from_utf8_lossy(&again).into_owned();
+            if again.contains("POST") {
+                let accepted = b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
+                second.write_all(accepted).await.unwrap();
+            }
+            let r2 = event("r2", "{}");
+            second.write_all(r2.as_bytes()).await.unwrap();
+            let _ = tx.send(again);
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         let mut client = RuntimeClient::new(&addr);
         assert_eq!(client.next().await.unwrap().request_id, "r1");
         client.respond("r1", &[], Bytes::from("done")).await;
         assert_eq!(client.next().await.unwrap().request_id, "r2");
-        let again = rx.await.unwrap();
+        rx.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_result_whose_connection_broke_before_its_answer_is_posted_again() {
+        let again = result_then_a_second_connection(b"").await;
         let post = again
             .find("POST /2018-06-01/runtime/invocation/r1/response HTTP/1.1\r\n")
             .unwrap_or_else(|| panic!("the result was not posted again:\n{again}"));
@@ -613,36 +629,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_that_closes_the_connection_has_next_asked_on_a_new_one() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let (mut first, _) = listener.accept().await.unwrap();
-            let mut seen = Vec::new();
-            read_until(&mut first, &mut seen, NEXT_REQUEST, 1).await;
-            first.write_all(event("r1", "{}").as_bytes()).await.unwrap();
-            read_until(&mut first, &mut seen, NEXT_REQUEST, 2).await;
-            // As Go's server does after some errors: answer, close, drop the pipelined GET.
-            first
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbad")
-                .await
-                .unwrap();
-            drop(first);
-            let (mut second, _) = listener.accept().await.unwrap();
-            let mut again = Vec::new();
-            read_until(&mut second, &mut again, NEXT_REQUEST, 1).await;
-            second
-                .write_all(event("r2", "{}").as_bytes())
-                .await
-                .unwrap();
-            let _ = tx.send(String::from_utf8_lossy(&again).into_owned());
-            tokio::time::sleep(Duration::from_secs(30)).await;
-        });
-        let mut client = RuntimeClient::new(&addr);
-        assert_eq!(client.next().await.unwrap().request_id, "r1");
-        client.respond("r1", &[], Bytes::from("done")).await;
-        assert_eq!(client.next().await.unwrap().request_id, "r2");
-        let again = rx.await.unwrap();
+        // As Go's server does after some errors: answer, close, drop the pipelined GET.
+        let closes =
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbad";
+        let again = result_then_a_second_connection(closes).await;
         assert!(
             !again.contains("POST"),
             "an answered post was sent again:\n{again}"

@@ -350,6 +350,23 @@ async fn garbage_on_the_websocket_closes_only_that_connection() {
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+impl Captured {
+    /// Capture this thread's log lines until the guard is dropped.
+    fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -362,13 +379,7 @@ impl std::io::Write for Captured {
 
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_disconnected_loudly_never_skipped() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install();
 
     let b = broker_with(BrokerConfig {
         max_queued_messages: 64,
@@ -426,7 +437,7 @@ async fn a_subscriber_that_stops_reading_is_disconnected_loudly_never_skipped() 
         next < total,
         "the slow subscriber was not disconnected ({reason})"
     );
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("disconnecting a subscriber that stopped reading") && logs.contains("slow"),
         "no log line names the slow subscriber:\n{logs}"
@@ -455,6 +466,16 @@ async fn a_burst_to_a_slow_reader_is_paced_not_dropped() {
     .await;
     slow.subscribe("burst", QoS::AtLeastOnce).await;
     let publisher = connect(&url, "burster").await;
+    burst_of_200_arrives_in_order(publisher, "burst", &mut slow).await;
+}
+
+/// `publisher` sends 200 numbered messages of 100 KB on `topic` from a task while `reader`
+/// reads them: every one arrives, in order.
+async fn burst_of_200_arrives_in_order(
+    publisher: TestClient,
+    topic: &'static str,
+    reader: &mut TestClient,
+) {
     let total = 200u32;
     let send = tokio::spawn(async move {
         for i in 0..total {
@@ -462,14 +483,14 @@ async fn a_burst_to_a_slow_reader_is_paced_not_dropped() {
             payload[..4].copy_from_slice(&i.to_be_bytes());
             publisher
                 .client
-                .publish("burst", QoS::AtLeastOnce, false, payload)
+                .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await
                 .unwrap();
         }
         publisher
     });
     for i in 0..total {
-        let p = slow.next_publish().await;
+        let p = reader.next_publish().await;
         assert_eq!(
             p.payload[..4],
             i.to_be_bytes(),
@@ -481,13 +502,7 @@ async fn a_burst_to_a_slow_reader_is_paced_not_dropped() {
 
 #[tokio::test]
 async fn a_subscriber_that_stalls_between_the_bounds_is_disconnected_and_its_publisher_goes_on() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install();
 
     // 20 MB goes out: above the soft bound, so the publisher waits for the subscriber that
     // stopped reading, and below the hard bound, so only the stall timeout lets it go on.
@@ -512,29 +527,8 @@ async fn a_subscriber_that_stalls_between_the_bounds_is_disconnected_and_its_pub
     let mut reader = connect(&url, "reader").await;
     reader.subscribe("flow", QoS::AtLeastOnce).await;
     let publisher = connect(&url, "pub").await;
-    let total = 200u32;
-    let send = tokio::spawn(async move {
-        for i in 0..total {
-            let mut payload = vec![0u8; 100_000];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            publisher
-                .client
-                .publish("flow", QoS::AtLeastOnce, false, payload)
-                .await
-                .unwrap();
-        }
-        publisher
-    });
-    for i in 0..total {
-        let p = reader.next_publish().await;
-        assert_eq!(
-            p.payload[..4],
-            i.to_be_bytes(),
-            "message {i} lost or reordered"
-        );
-    }
-    let _publisher = send.await.unwrap();
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    burst_of_200_arrives_in_order(publisher, "flow", &mut reader).await;
+    let logs = logs.text();
     assert!(
         logs.contains("it drained nothing for the stall timeout") && logs.contains("stalled"),
         "no log line names the stalled subscriber and the stall:\n{logs}"
