@@ -23,10 +23,8 @@ pub const REGION: &str = "us-east-1";
 /// How the emulator reaches the bridge and runs stubs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The stub binary.
-    pub stub: PathBuf,
-    /// The broker the stubs connect to.
-    pub bridge_url: String,
+    /// What runs in each execution environment.
+    pub runner: Runner,
     /// Execution environments per function at most; invocations beyond wait.
     pub max_envs: usize,
     /// How long stubs wait for a developer session before answering "no developer".
@@ -35,13 +33,23 @@ pub struct Settings {
     pub echo_stubs: bool,
     /// Freeze idle stubs (SIGSTOP) and thaw them for the next invocation, as Lambda does.
     pub freeze: bool,
-    /// Run each function's own runtime instead of the stub (no bridge at all): the direct
-    /// baseline the benchmarks compare the chain with.
-    pub direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
-    /// Broker credentials for the stubs.
-    pub credentials: Option<(String, String)>,
     /// Told each request id once its invocation is on its way to the stub.
     pub on_invoke: Option<OnInvoke>,
+}
+
+/// What the emulator starts in each execution environment.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// The stub, which forwards each invocation over the bridge at `bridge_url`.
+    Stub {
+        program: PathBuf,
+        bridge_url: String,
+        /// Broker credentials, when the broker asks for them.
+        credentials: Option<(String, String)>,
+    },
+    /// Each function's own runtime client, with no stub and no bridge: the direct baseline
+    /// the benchmarks compare the chain with.
+    Direct(std::collections::BTreeMap<String, crate::dev::build::Launch>),
 }
 
 /// A callback with each invocation's request id once the event is on its way to the stub
@@ -311,40 +319,42 @@ impl Pool {
     }
 
     async fn start_env(&self) -> Result<Env, String> {
-        // Direct mode starts the function's own runtime client; otherwise the stub.
-        let direct = self
-            .settings
-            .direct
-            .as_ref()
-            .and_then(|d| d.get(&self.name));
+        let handler = match &self.settings.runner {
+            Runner::Direct(_) => handler_name(&self.name, &self.function),
+            Runner::Stub { .. } => "bootstrap".into(),
+        };
         let info = FunctionInfo {
             name: self.name.clone(),
             version: "$LATEST".into(),
-            handler: match direct {
-                Some(_) => handler_name(&self.name, &self.function),
-                None => "bootstrap".into(),
-            },
+            handler,
         };
         let api = RuntimeApi::bind("127.0.0.1:0".parse().expect("address"), info)
             .await
             .map_err(|e| format!("could not bind a Runtime API port: {e}"))?;
         let env_id = crate::ids::env_id();
-        let (cmd, program) = match direct {
-            Some(launch) => (
-                runtime_command(
+        let (cmd, program) = match &self.settings.runner {
+            Runner::Direct(launches) => {
+                let launch = launches
+                    .get(&self.name)
+                    .ok_or_else(|| format!("nothing was built to run {} directly", self.name))?;
+                let cmd = runtime_command(
                     &self.name,
                     &self.function,
                     launch,
                     &env_id,
                     api.local_addr(),
-                ),
-                &launch.program,
-            ),
-            None => {
-                let mut cmd = tokio::process::Command::new(&self.settings.stub);
+                );
+                (cmd, &launch.program)
+            }
+            Runner::Stub {
+                program,
+                bridge_url,
+                credentials,
+            } => {
+                let mut cmd = tokio::process::Command::new(program);
                 cmd.env_clear()
                     .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                    .env("LIVE_BRIDGE_URL", &self.settings.bridge_url)
+                    .env("LIVE_BRIDGE_URL", bridge_url)
                     .env("LIVE_APP", &self.app)
                     .env("LIVE_STAGE", &self.stage)
                     .env("LIVE_FUNCTION", &self.name)
@@ -355,11 +365,11 @@ impl Pool {
                     .envs(lambda_env(&self.name, &self.function, &env_id))
                     .env("AWS_LAMBDA_RUNTIME_API", api.local_addr().to_string())
                     .env("_HANDLER", "bootstrap");
-                if let Some((user, password)) = &self.settings.credentials {
+                if let Some((user, password)) = credentials {
                     cmd.env("LIVE_BROKER_USERNAME", user)
                         .env("LIVE_BROKER_PASSWORD", password);
                 }
-                (cmd, &self.settings.stub)
+                (cmd, program)
             }
         };
         let echo = if self.settings.echo_stubs {

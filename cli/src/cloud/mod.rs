@@ -10,7 +10,7 @@ pub mod http_event;
 use crate::config::Project;
 use anyhow::{bail, Context};
 use bridge::broker::{Broker, BrokerConfig};
-use emulator::{Emulator, Settings};
+use emulator::{Emulator, Runner, Settings};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,31 +77,36 @@ impl LocalCloud {
         direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
         on_invoke: Option<emulator::OnInvoke>,
     ) -> anyhow::Result<LocalCloud> {
-        let stub = match &direct {
-            Some(_) => PathBuf::new(),
-            None => find_stub(options.stub.clone())?,
-        };
-        let (broker, bridge_url) = match broker_url {
-            Some(url) => (None, url),
-            None if direct.is_some() => (None, "(none: direct)".to_string()),
+        let freeze = !options.no_freeze && direct.is_none();
+        let (broker, bridge_url, runner) = match direct {
+            Some(launches) => (None, "(none: direct)".to_string(), Runner::Direct(launches)),
             None => {
-                let addr = SocketAddr::from(([127, 0, 0, 1], options.broker_port));
-                let broker = Broker::start(addr, BrokerConfig::default())
-                    .await
-                    .with_context(|| format!("could not start the embedded broker on {addr}; pick another --broker-port"))?;
-                let url = broker.url();
-                (Some(broker), url)
+                let program = find_stub(options.stub.clone())?;
+                let (broker, url) = match broker_url {
+                    Some(url) => (None, url),
+                    None => {
+                        let addr = SocketAddr::from(([127, 0, 0, 1], options.broker_port));
+                        let broker = Broker::start(addr, BrokerConfig::default())
+                            .await
+                            .with_context(|| format!("could not start the embedded broker on {addr}; pick another --broker-port"))?;
+                        let url = broker.url();
+                        (Some(broker), url)
+                    }
+                };
+                let runner = Runner::Stub {
+                    program,
+                    bridge_url: url.clone(),
+                    credentials: options.credentials.pair(),
+                };
+                (broker, url, runner)
             }
         };
         let settings = Settings {
-            stub,
-            bridge_url: bridge_url.clone(),
+            runner,
             max_envs: options.max_envs.max(1),
             no_dev_window: Duration::from_millis(options.no_dev_window_ms),
             echo_stubs: options.show_stubs,
-            freeze: !options.no_freeze && direct.is_none(),
-            direct,
-            credentials: options.credentials.pair(),
+            freeze,
             on_invoke,
         };
         let emulator = Arc::new(Emulator::new(project, settings));
