@@ -204,19 +204,20 @@ pub struct CloudArgs {
     pub cloud: CloudOptions,
 }
 
-/// Load the project from `--config` or the working directory.
-pub fn load_project(config: Option<&PathBuf>) -> anyhow::Result<Project> {
-    match config {
+/// Load the project from `--config` or the working directory, to be built as `options` say.
+pub fn load_project(config: Option<&PathBuf>, options: &CloudOptions) -> anyhow::Result<Project> {
+    let mut project = match config {
         Some(path) if path.is_dir() => Project::find(path),
         Some(path) => Project::load(path),
         None => Project::find(&std::env::current_dir().context("no working directory")?),
-    }
+    }?;
+    project.release = options.release;
+    Ok(project)
 }
 
 /// Run `live cloud` until `shutdown`.
 pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let mut project = load_project(args.config.as_ref())?;
-    project.release = args.cloud.release;
+    let project = load_project(args.config.as_ref(), &args.cloud)?;
     let direct = if args.direct {
         let names: Vec<String> = project.functions.keys().cloned().collect();
         let launches = crate::dev::build::build_some(&project, &names)

@@ -80,8 +80,7 @@ pub struct DevArgs {
 
 /// Run `live dev` until `shutdown`.
 pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let mut project = load_project(args.config.as_ref())?;
-    project.release = args.cloud.release;
+    let project = load_project(args.config.as_ref(), &args.cloud)?;
     let names: Vec<String> = project.functions.keys().cloned().collect();
     let output = Arc::new(Output::new(args.json, args.quiet));
     let builds = Builds::new(project.clone(), output.clone());
