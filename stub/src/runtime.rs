@@ -41,6 +41,8 @@ pub struct Next {
 /// read: if the connection breaks first, it is written again on the next one.
 pub struct RuntimeClient {
     host_port: String,
+    /// `GET /next`, written once per invocation: built once.
+    next_request: Vec<u8>,
     connection: Option<Connection>,
     /// Posts written (or to be written again) whose answers have not been read yet.
     unanswered: VecDeque<Posted>,
@@ -70,6 +72,7 @@ impl RuntimeClient {
     pub fn new(host_port: &str) -> Self {
         RuntimeClient {
             host_port: host_port.to_string(),
+            next_request: request_head("GET", runtime_api::NEXT, host_port, &[], None),
             connection: None,
             unanswered: VecDeque::new(),
             next_sent: false,
@@ -127,22 +130,21 @@ impl RuntimeClient {
 
     async fn try_next(&mut self) -> io::Result<Answer> {
         loop {
-            if self.connection.is_none() {
-                // A fresh connection: what was posted on the last one and not answered goes
-                // out again first (a second copy of one that did arrive is refused, and
-                // reported, by the Runtime API).
-                let connection = connected(&mut self.connection, &self.host_port).await?;
+            let fresh = self.connection.is_none();
+            let connection = connected(&mut self.connection, &self.host_port).await?;
+            if fresh {
+                // What was posted on the last connection and not answered goes out again
+                // first (a second copy of one that did arrive is refused, and reported, by
+                // the Runtime API).
                 for posted in &self.unanswered {
                     write_request(&mut connection.stream, &posted.head, &posted.body, &[]).await?;
                 }
                 self.next_sent = false;
             }
             if !self.next_sent {
-                let head = request_head("GET", runtime_api::NEXT, &self.host_port, &[], None);
-                self.connection().await?.stream.write_all(&head).await?;
+                connection.stream.write_all(&self.next_request).await?;
                 self.next_sent = true;
             }
-            let connection = connected(&mut self.connection, &self.host_port).await?;
             let mut closed = false;
             while let Some(posted) = self.unanswered.front() {
                 let read = connection.read_answer().await?;
@@ -203,7 +205,7 @@ impl RuntimeClient {
             Some(&body),
         );
         let sent = async {
-            let connection = self.connection().await?;
+            let connection = connected(&mut self.connection, &self.host_port).await?;
             write_request(&mut connection.stream, &head, &body, &[]).await?;
             connection.read_answer().await
         };
@@ -218,12 +220,12 @@ impl RuntimeClient {
     /// written now is written on the next connection.
     async fn post_then_next(&mut self, path: String, headers: &[Header], body: Bytes) {
         let head = request_head("POST", &path, &self.host_port, headers, Some(&body));
-        let next = request_head("GET", runtime_api::NEXT, &self.host_port, &[], None);
-        let written = async {
-            let connection = self.connection().await?;
-            write_request(&mut connection.stream, &head, &body, &next).await
+        let written = match connected(&mut self.connection, &self.host_port).await {
+            Ok(connection) => {
+                write_request(&mut connection.stream, &head, &body, &self.next_request).await
+            }
+            Err(e) => Err(e),
         };
-        let written = written.await;
         self.unanswered.push_back(Posted { path, head, body });
         match written {
             Ok(()) => self.next_sent = true,
@@ -233,10 +235,6 @@ impl RuntimeClient {
                 self.next_sent = false;
             }
         }
-    }
-
-    async fn connection(&mut self) -> io::Result<&mut Connection> {
-        connected(&mut self.connection, &self.host_port).await
     }
 }
 
@@ -383,26 +381,18 @@ impl Connection {
         let closes = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let chunked = header("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().ends_with("chunked"));
-        let body = if chunked {
-            self.read_chunked().await?
+        let (body, closes) = if chunked {
+            (self.read_chunked().await?, closes)
         } else if let Some(length) = header("content-length") {
             let length: usize = length
                 .parse()
                 .map_err(|_| invalid("an unreadable Content-Length"))?;
-            self.read_exact(length).await?
+            (self.read_exact(length).await?, closes)
         } else if status == 204 || status == 304 {
-            Bytes::new()
+            (Bytes::new(), closes)
         } else {
             // No length: the body ends with the connection.
-            let body = self.read_to_end().await?;
-            return Ok(Read {
-                answer: Answer {
-                    status,
-                    headers,
-                    body,
-                },
-                closes: true,
-            });
+            (self.read_to_end().await?, true)
         };
         Ok(Read {
             answer: Answer {

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tests::epoch_us;
 use tests::http::Http;
 use tests::live::{live_broker, live_cloud, live_dev, port_of, project, raw_function};
 use tests::proxy::FaultProxy;
@@ -96,14 +97,6 @@ async fn a_result_sent_while_the_stub_is_cut_off_reaches_it_after_it_reconnects(
         sent.saturating_sub(down) / 1000,
         outage / 1000
     );
-}
-
-/// Microseconds since the epoch, as `live dev --json` stamps its lines.
-fn epoch_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
 }
 
 #[tokio::test]
@@ -201,18 +194,7 @@ async fn a_thousand_invocations_through_dropping_connections_all_complete_once()
     // just after its result is sent, so the last ones may still be on their way).
     let deadline = Instant::now() + Duration::from_secs(10);
     let per_request = loop {
-        let mut per_request: HashMap<String, usize> = HashMap::new();
-        for line in dev
-            .child
-            .output()
-            .lines()
-            .filter(|l| l.contains("\"invocation\""))
-        {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            *per_request
-                .entry(v["request_id"].as_str().unwrap().to_string())
-                .or_default() += 1;
-        }
+        let per_request = dev.runs();
         if completed.iter().all(|id| per_request.contains_key(id)) || Instant::now() > deadline {
             break per_request;
         }

@@ -27,6 +27,13 @@ pub fn target_dir() -> PathBuf {
     workspace_root().join("target")
 }
 
+/// Microseconds since the epoch, as `live dev --json` stamps its lines (`at_us`).
+pub fn epoch_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// The repository's root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -141,6 +141,19 @@ impl LiveDev {
             .wait_for_line(|l| l.contains("\"invocation\"") && l.contains(request_id));
         serde_json::from_str(&line).expect("invocation line is JSON")
     }
+
+    /// How often `live dev` has printed an invocation line for each request id so far.
+    pub fn runs(&self) -> std::collections::HashMap<String, usize> {
+        let mut runs = std::collections::HashMap::new();
+        for line in self.child.output().lines() {
+            if line.contains("\"invocation\"") {
+                let v: Value = serde_json::from_str(line).expect("invocation line is JSON");
+                let id = v["request_id"].as_str().expect("request_id").to_string();
+                *runs.entry(id).or_default() += 1;
+            }
+        }
+        runs
+    }
 }
 
 /// A running `live cloud`.

@@ -3,13 +3,13 @@
 //! warm, capped per function with invocations beyond the cap queued.
 
 use crate::config::{Function, Project};
-use crate::dev::worker::{handler_name, runtime_command};
 use crate::process::{signal, Echo, Supervised};
 use bridge::protocol::Header;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
 use bridge::runtime_api::{self, failure};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -387,6 +387,36 @@ impl Pool {
             served: 0,
         })
     }
+}
+
+/// `_HANDLER` for `function`: its `handler` setting, or else its name.
+pub fn handler_name(function: &str, config: &Function) -> String {
+    config
+        .handler
+        .clone()
+        .unwrap_or_else(|| function.to_string())
+}
+
+/// The command that starts `function`'s runtime client (`launch`) against the Runtime API at
+/// `api`, in the environment Lambda gives a runtime; the function's own `env` comes last and
+/// wins. Used for `live dev`'s workers and `live cloud --direct`'s handlers alike.
+pub fn runtime_command(
+    function: &str,
+    config: &Function,
+    launch: &crate::dev::build::Launch,
+    env_id: &str,
+    api: SocketAddr,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .current_dir(&launch.dir)
+        .env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
+        .envs(lambda_env(function, config, env_id))
+        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+        .env("_HANDLER", handler_name(function, config))
+        .env("LAMBDA_TASK_ROOT", &launch.dir)
+        .envs(&config.env);
+    cmd
 }
 
 /// The environment Lambda gives every runtime, as the official clients need it.

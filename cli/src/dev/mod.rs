@@ -7,7 +7,7 @@ mod output;
 mod reload;
 mod watch;
 pub mod watchset;
-pub(crate) mod worker;
+mod worker;
 
 use crate::cloud::{load_project, CloudOptions, LocalCloud};
 use anyhow::Context;
@@ -327,7 +327,8 @@ impl Seen {
 struct SeenMap {
     map: HashMap<String, Seen>,
     order: VecDeque<String>,
-    /// The latest request id of each environment with a kept result.
+    /// The latest request id of each environment whose invocation runs or whose result is
+    /// kept.
     latest: HashMap<String, String>,
 }
 
@@ -485,7 +486,7 @@ impl Session {
             // The line is printed once the result is on its way (its connection's writer
             // runs first), not on the invocation's critical path.
             tokio::task::yield_now().await;
-            state.print(
+            state.out.invocation(
                 &invocation,
                 ran.worker_pid,
                 elapsed,
@@ -566,52 +567,6 @@ impl Session {
             .and_then(|entry| entry.again(request_id, false));
         if let Some((message, body)) = reply {
             let _ = self.sender.send(&results, &message, &body).await;
-        }
-    }
-
-    fn print(
-        &self,
-        invocation: &bridge::Invocation,
-        worker_pid: u32,
-        elapsed: Duration,
-        error_type: Option<&str>,
-        body: &Bytes,
-    ) {
-        if self.out.json {
-            let line = serde_json::json!({
-                "at_us": output::epoch_us(),
-                "event": "invocation",
-                "function": invocation.function,
-                "request_id": invocation.request_id,
-                "env_id": invocation.env_id,
-                "worker_pid": worker_pid,
-                "duration_ms": elapsed.as_secs_f64() * 1e3,
-                "outcome": if error_type.is_some() { "error" } else { "ok" },
-                "error_type": error_type,
-            });
-            self.out.invocation_line(format_args!("{line}"));
-            return;
-        }
-        match error_type {
-            None if self.out.quiet => {}
-            None => self.out.invocation_line(format_args!(
-                "{:<12} {}  {:>8.1} ms  ok  worker {worker_pid}",
-                invocation.function,
-                invocation.request_id,
-                elapsed.as_secs_f64() * 1e3
-            )),
-            Some(error_type) => {
-                let message = serde_json::from_slice::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
-                    .unwrap_or_default();
-                self.out.invocation_line(format_args!(
-                    "{:<12} {}  {:>8.1} ms  {error_type}: {message}  worker {worker_pid}",
-                    invocation.function,
-                    invocation.request_id,
-                    elapsed.as_secs_f64() * 1e3
-                ));
-            }
         }
     }
 }

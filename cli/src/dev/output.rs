@@ -39,10 +39,57 @@ impl Output {
         println!("{value}");
     }
 
+    /// One invocation's line (or JSON object), printed with the burst it belongs to.
+    pub fn invocation(
+        self: &Arc<Self>,
+        invocation: &bridge::Invocation,
+        worker_pid: u32,
+        elapsed: Duration,
+        error_type: Option<&str>,
+        body: &[u8],
+    ) {
+        if self.json {
+            let line = serde_json::json!({
+                "at_us": epoch_us(),
+                "event": "invocation",
+                "function": invocation.function,
+                "request_id": invocation.request_id,
+                "env_id": invocation.env_id,
+                "worker_pid": worker_pid,
+                "duration_ms": elapsed.as_secs_f64() * 1e3,
+                "outcome": if error_type.is_some() { "error" } else { "ok" },
+                "error_type": error_type,
+            });
+            self.invocation_line(format_args!("{line}"));
+            return;
+        }
+        match error_type {
+            None if self.quiet => {}
+            None => self.invocation_line(format_args!(
+                "{:<12} {}  {:>8.1} ms  ok  worker {worker_pid}",
+                invocation.function,
+                invocation.request_id,
+                elapsed.as_secs_f64() * 1e3
+            )),
+            Some(error_type) => {
+                let message = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                self.invocation_line(format_args!(
+                    "{:<12} {}  {:>8.1} ms  {error_type}: {message}  worker {worker_pid}",
+                    invocation.function,
+                    invocation.request_id,
+                    elapsed.as_secs_f64() * 1e3
+                ));
+            }
+        }
+    }
+
     /// Print one invocation's line: written by a task that runs after those already
     /// waiting, together with the lines they add meanwhile (one write for a burst, not one
     /// each; every other line on stdout writes these first, so the order holds).
-    pub fn invocation_line(self: &Arc<Self>, line: std::fmt::Arguments<'_>) {
+    fn invocation_line(self: &Arc<Self>, line: std::fmt::Arguments<'_>) {
         let first = {
             let mut lines = self.lines.lock().expect("lock");
             let first = lines.is_empty();

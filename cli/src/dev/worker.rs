@@ -4,13 +4,13 @@
 //! invocation.
 
 use super::build::Launch;
-use crate::config::{Function, Project};
+use crate::cloud::emulator::{handler_name, runtime_command};
+use crate::config::Project;
 use crate::process::{Echo, Supervised};
 use bridge::runtime_api::failure;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,27 +137,22 @@ impl Workers {
     }
 
     fn stop_idle(&self, stop: impl Fn(&str, &Worker) -> bool) {
-        let slots: Vec<((String, String), Slot)> = self
-            .slots
+        // Environments left without a worker are forgotten too, so that a long session does
+        // not keep one entry for every environment it ever served.
+        self.slots
             .lock()
             .expect("lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for ((function, _), slot) in slots {
-            // A busy slot is locked by its invocation: left alone.
-            if let Ok(mut guard) = slot.try_lock() {
-                if guard.as_ref().is_some_and(|w| stop(&function, w)) {
+            .retain(|(function, _), slot| {
+                // A busy slot is locked by its invocation, or about to be (a second
+                // reference): left alone.
+                let Ok(mut guard) = slot.try_lock() else {
+                    return true;
+                };
+                if guard.as_ref().is_some_and(|w| stop(function, w)) {
                     *guard = None;
                 }
-            }
-        }
-        // Forget the environments left without a worker, so that a long session does not
-        // keep one entry for every environment it ever served. A slot another task holds (an
-        // invocation about to start a worker in it) has a second reference and stays.
-        self.slots.lock().expect("lock").retain(|_, slot| {
-            Arc::strong_count(slot) > 1 || slot.try_lock().map_or(true, |w| w.is_some())
-        });
+                guard.is_some() || Arc::strong_count(slot) > 1
+            });
     }
 
     /// How many execution environments have a slot (for tests).
@@ -201,36 +196,6 @@ impl Workers {
             last_used: std::time::Instant::now(),
         })
     }
-}
-
-/// `_HANDLER` for `function`: its `handler` setting, or else its name.
-pub fn handler_name(function: &str, config: &Function) -> String {
-    config
-        .handler
-        .clone()
-        .unwrap_or_else(|| function.to_string())
-}
-
-/// The command that starts `function`'s runtime client (`launch`) against the Runtime API at
-/// `api`, in the environment Lambda gives a runtime; the function's own `env` comes last and
-/// wins. Used for `live dev`'s workers and `live cloud --direct`'s handlers alike.
-pub fn runtime_command(
-    function: &str,
-    config: &Function,
-    launch: &Launch,
-    env_id: &str,
-    api: SocketAddr,
-) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&launch.program);
-    cmd.args(&launch.args)
-        .current_dir(&launch.dir)
-        .env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
-        .envs(crate::cloud::emulator::lambda_env(function, config, env_id))
-        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
-        .env("_HANDLER", handler_name(function, config))
-        .env("LAMBDA_TASK_ROOT", &launch.dir)
-        .envs(&config.env);
-    cmd
 }
 
 pub fn failed(error_type: &str, message: String) -> Ran {

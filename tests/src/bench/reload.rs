@@ -5,13 +5,13 @@
 use super::Stats;
 use crate::http::Http;
 use crate::live::{fixture_copy, fixture_target_dir, live_dev, set_version};
-use crate::Child;
+use crate::{epoch_us, Child};
 use anyhow::bail;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Saves per tool.
 pub const SAVES: u64 = 10;
@@ -30,12 +30,6 @@ pub struct Report {
     /// Invocations answered with an error or not at all, of `total`.
     pub lost: usize,
     pub total: usize,
-}
-
-fn epoch_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Replies seen by the load: (receive time in µs since the epoch, version or None on error).

@@ -11,6 +11,8 @@ use tests::bench::{broker, ms, reload, soak, write_section, Stats};
 const WARMUP: usize = 200;
 const SAMPLES: usize = 2_000;
 const PAYLOAD: usize = 64;
+/// Round trips per payload size; the median is reported.
+const PAYLOAD_REPS: usize = 20;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,7 +31,8 @@ async fn main() -> anyhow::Result<()> {
             "stub" => stub_section()?,
             "cold" => cold_section().await?,
             "soak" => soak_section().await?,
-            _ => reload_section().await?,
+            "reload" => reload_section().await?,
+            other => unreachable!("no section {other}"),
         };
         println!("{section}");
         write_section(name, &section)?;
@@ -268,13 +271,16 @@ async fn measure(path: Path) -> anyhow::Result<PathFigures> {
         throughput.push((connections, rate, errors));
     }
     let mut payloads = Vec::new();
-    for (name, size, reps) in [
-        ("1 KB", 1_000, 20),
-        ("100 KB", 100_000, 20),
-        ("1 MB", 1_000_000, 20),
-        ("5 MiB", 5 * 1024 * 1024, 20),
+    for (name, size) in [
+        ("1 KB", 1_000),
+        ("100 KB", 100_000),
+        ("1 MB", 1_000_000),
+        ("5 MiB", 5 * 1024 * 1024),
     ] {
-        payloads.push((name, chain::payload(&running.url, size, reps).await?));
+        payloads.push((
+            name,
+            chain::payload(&running.url, size, PAYLOAD_REPS).await?,
+        ));
     }
     let in_flight = chain::in_flight(&running.url, 1000, Duration::from_secs(60)).await;
     drop(running);
@@ -348,7 +354,7 @@ async fn chain_section() -> anyhow::Result<String> {
     }
     writeln!(
         t,
-        "\nPayload round trips (event echoed back), median of 20 after one warm-up:\n"
+        "\nPayload round trips (event echoed back), median of {PAYLOAD_REPS} after one warm-up:\n"
     )?;
     writeln!(
         t,
