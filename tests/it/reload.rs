@@ -219,18 +219,15 @@ async fn ten_saves_under_steady_load_lose_nothing() {
     for save in 1..=10 {
         // Saves land between, and during, a steady stream of invocations.
         let before = done.load(Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while done.load(Ordering::SeqCst) < before + 5 {
-            assert!(
-                Instant::now() < deadline,
-                "the load stalled after save {save}"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_until_done(&done, before + 5).await;
         set_version(&dir, "a", 100 + save).unwrap();
         let (after, _) = dev.event_after(mark, "build_finished");
         mark = after;
     }
+    // The request in flight when the last build finished may have begun on the old code;
+    // the one after it was sent after that build was in place.
+    let seen = done.load(Ordering::SeqCst);
+    wait_until_done(&done, seen + 2).await;
     stop.store(true, Ordering::SeqCst);
     let replies = load.await.unwrap();
     let failed: Vec<_> = replies
@@ -245,7 +242,7 @@ async fn ten_saves_under_steady_load_lose_nothing() {
     );
     assert!(failed.is_empty(), "{failed:?}");
     // One sequential client: a reply never shows an older version than the one before it,
-    // and the last (sent after the last save's build began) shows the last save.
+    // and the last (sent after the last save's build finished) shows the last save.
     let versions: Vec<u64> = replies
         .iter()
         .map(|(_, _, body)| {
@@ -258,6 +255,15 @@ async fn ten_saves_under_steady_load_lose_nothing() {
         "a reply went back to an older version: {versions:?}"
     );
     assert_eq!(versions.last(), Some(&110), "{versions:?}");
+}
+
+/// Wait until the load has finished `count` invocations; a stall for 30 s fails the test.
+async fn wait_until_done(done: &AtomicUsize, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done.load(Ordering::SeqCst) < count {
+        assert!(Instant::now() < deadline, "the load stalled at {count}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 #[tokio::test]
