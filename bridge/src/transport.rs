@@ -4,7 +4,9 @@
 //! and a hook that rewrites each connection attempt's HTTP request (for SigV4 presigning).
 //!
 //! Callers `send` messages and `recv` reassembled frames; chunking, keep-alive and size
-//! limits stay inside. A process that hosts the broker itself joins it in-process instead
+//! limits stay inside. A side that announces presence also keeps its stage's presence
+//! records tidy: it clears the offline records other sessions left, and puts its own
+//! record back when it finds it cleared or marked offline while it is connected. A process that hosts the broker itself joins it in-process instead
 //! (`Connection::open_local`, feature `broker`): the same session, presence and will, no
 //! socket.
 
@@ -18,7 +20,7 @@ use rumqttc::{
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -34,6 +36,7 @@ pub type RequestSigner = Arc<
 
 /// Builds a connection's presence records for its epoch: `(topic, online, offline)`. The
 /// online record is published retained after every CONNACK; the offline one is the will.
+/// The topic ends in the session's own level (`.../presence/{session}`).
 pub type PresenceFn = Arc<dyn Fn(u64) -> (String, Bytes, Bytes) + Send + Sync>;
 
 /// The presence records of developer session `session` serving `functions` (none listed:
@@ -92,6 +95,19 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// The filters subscribed after every CONNACK: the caller's, and for a side that
+    /// announces presence, every presence record of its stage (to keep them tidy).
+    fn filters(&self) -> Vec<String> {
+        let mut filters = self.subscriptions.clone();
+        if let Some(presence) = &self.presence {
+            let filter = presence_filter(&presence(0).0);
+            if !filters.contains(&filter) {
+                filters.push(filter);
+            }
+        }
+        filters
+    }
+
     /// Options with the defaults: 30 s keep-alive, backoff 50 ms to 2 s.
     pub fn new(url: impl Into<String>, client_id: impl Into<String>) -> Self {
         ConnectOptions {
@@ -209,6 +225,7 @@ pub struct Connection {
     rejected: Arc<AtomicU64>,
     presence_topic: Option<(String, PresenceFn)>,
     epoch: Arc<AtomicU64>,
+    closing: Arc<AtomicBool>,
     url: String,
     task: JoinHandle<()>,
 }
@@ -242,6 +259,7 @@ impl Connection {
         let (error_tx, last_error) = watch::channel(String::from("not tried yet"));
         let rejected = Arc::new(AtomicU64::new(0));
         let epoch = Arc::new(AtomicU64::new(0));
+        let closing = Arc::new(AtomicBool::new(false));
         let presence_topic = options.presence.clone().map(|p| (p(0).0, p.clone()));
         let driver = Driver {
             client: client.clone(),
@@ -250,7 +268,7 @@ impl Connection {
             last_error: error_tx,
             epoch: epoch.clone(),
         };
-        let inbound = Inbound::new(incoming_tx, rejected.clone());
+        let inbound = Inbound::new(&options, incoming_tx, rejected.clone(), &epoch, &closing);
         let task = tokio::spawn(driver.run(eventloop, inbound));
         Ok(Connection {
             client: Client::Mqtt(client),
@@ -260,6 +278,7 @@ impl Connection {
             rejected,
             presence_topic,
             epoch,
+            closing,
             url: options.url,
             task,
         })
@@ -283,12 +302,15 @@ impl Connection {
         let (session, inbox) = broker.connect(&options.client_id, will);
         let session = Arc::new(session);
         let presence_topic = options.presence.clone().map(|p| (p(0).0, p.clone()));
+        let epoch = Arc::new(AtomicU64::new(epoch));
+        let closing = Arc::new(AtomicBool::new(false));
+        let inbound = Inbound::new(&options, incoming_tx, rejected.clone(), &epoch, &closing);
         let task = tokio::spawn(run_local(
             session.clone(),
             inbox,
             options.clone(),
-            epoch,
-            Inbound::new(incoming_tx, rejected.clone()),
+            epoch.clone(),
+            inbound,
             link_tx,
         ));
         Connection {
@@ -298,7 +320,8 @@ impl Connection {
             last_error,
             rejected,
             presence_topic,
-            epoch: Arc::new(AtomicU64::new(epoch)),
+            epoch,
+            closing,
             url: options.url,
             task,
         }
@@ -377,6 +400,8 @@ impl Connection {
     /// later need not read it at all, so a stage does not collect one record for every
     /// session ever run), then disconnect and stop reconnecting.
     pub async fn close(mut self) {
+        // Its own offline and cleared records come back to it; they are not to be undone.
+        self.closing.store(true, Ordering::Relaxed);
         if let Some((topic, presence)) = &self.presence_topic {
             let (_, _, offline) = presence(self.epoch.load(Ordering::Relaxed));
             let _ = self
@@ -477,8 +502,17 @@ impl Driver {
                     let _ = self.link.send(Link::Up { generation });
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if !inbound.deliver(publish).await {
-                        break;
+                    match inbound.deliver(publish).await {
+                        Delivered::Passed => {}
+                        Delivered::Stop => break,
+                        Delivered::Tidy(topic, payload) => {
+                            let _ = self.client.try_publish(
+                                topic,
+                                QoS::AtLeastOnce,
+                                true,
+                                payload.to_vec(),
+                            );
+                        }
                     }
                 }
                 // `close` asked for it (the DISCONNECT is flushed): no reconnection, and so no
@@ -511,14 +545,13 @@ impl Driver {
                 .client
                 .try_publish(topic, QoS::AtLeastOnce, true, online.to_vec());
         }
-        if self.options.subscriptions.is_empty() {
+        let filters = self.options.filters();
+        if filters.is_empty() {
             let _ = self.link.send(Link::Up { generation });
         } else {
-            let filters = self
-                .options
-                .subscriptions
-                .iter()
-                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+            let filters = filters
+                .into_iter()
+                .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
             let _ = self.client.try_subscribe_many(filters);
         }
     }
@@ -552,7 +585,7 @@ async fn run_local(
     session: Arc<crate::broker::LocalSession>,
     mut inbox: crate::broker::LocalInbox,
     options: ConnectOptions,
-    epoch: u64,
+    epoch: Arc<AtomicU64>,
     mut inbound: Inbound,
     link: watch::Sender<Link>,
 ) {
@@ -560,7 +593,7 @@ async fn run_local(
         match packet {
             Packet::ConnAck(_) => {
                 if let Some(presence) = &options.presence {
-                    let (topic, online, _) = presence(epoch);
+                    let (topic, online, _) = presence(epoch.load(Ordering::Relaxed));
                     if let Err(e) = session
                         .publish(&topic, QoS::AtLeastOnce, true, online)
                         .await
@@ -568,21 +601,29 @@ async fn run_local(
                         tracing::warn!("presence refused by the broker: {e}");
                     }
                 }
-                if options.subscriptions.is_empty() {
+                let filters = options.filters();
+                if filters.is_empty() {
                     let _ = link.send(Link::Up { generation: 1 });
                 } else {
-                    session.subscribe(&options.subscriptions);
+                    session.subscribe(&filters);
                 }
             }
             Packet::SubAck(_) => {
                 let _ = link.send(Link::Up { generation: 1 });
             }
-            Packet::Publish(publish) => {
-                let delivered = inbound.deliver(publish).await;
-                if !delivered {
-                    break;
+            Packet::Publish(publish) => match inbound.deliver(publish).await {
+                Delivered::Passed => {}
+                Delivered::Stop => break,
+                Delivered::Tidy(topic, payload) => {
+                    // Not awaited here: the router may deliver it back to this very inbox.
+                    let session = session.clone();
+                    tokio::spawn(async move {
+                        let _ = session
+                            .publish(&topic, QoS::AtLeastOnce, true, payload)
+                            .await;
+                    });
                 }
-            }
+            },
             _ => {}
         }
         inbound.sweep();
@@ -597,44 +638,112 @@ struct Inbound {
     swept: Instant,
     incoming: mpsc::Sender<Received>,
     rejected: Arc<AtomicU64>,
+    tidy: Option<Tidy>,
+}
+
+/// What a side that announces presence does with the presence records it reads.
+struct Tidy {
+    /// Its own presence topic and records.
+    own: String,
+    presence: PresenceFn,
+    /// The epoch of its current connection.
+    epoch: Arc<AtomicU64>,
+    /// Set by [`Connection::close`]: its own offline and cleared records are to stay.
+    closing: Arc<AtomicBool>,
+    /// Whether the caller subscribed to presence records itself (else they stop here).
+    pass_on: bool,
+}
+
+/// What became of a publish handed to [`Inbound::deliver`].
+enum Delivered {
+    /// Passed on, or dropped as invalid.
+    Passed,
+    /// Nobody receives any more.
+    Stop,
+    /// Publish this retained record (topic, payload) to keep presence tidy.
+    Tidy(String, Bytes),
 }
 
 impl Inbound {
-    fn new(incoming: mpsc::Sender<Received>, rejected: Arc<AtomicU64>) -> Inbound {
+    fn new(
+        options: &ConnectOptions,
+        incoming: mpsc::Sender<Received>,
+        rejected: Arc<AtomicU64>,
+        epoch: &Arc<AtomicU64>,
+        closing: &Arc<AtomicBool>,
+    ) -> Inbound {
+        let tidy = options.presence.as_ref().map(|presence| {
+            let own = presence(0).0;
+            Tidy {
+                pass_on: options.subscriptions.contains(&presence_filter(&own)),
+                own,
+                presence: presence.clone(),
+                epoch: epoch.clone(),
+                closing: closing.clone(),
+            }
+        });
         Inbound {
             reassembler: Reassembler::default(),
             swept: Instant::now(),
             incoming,
             rejected,
+            tidy,
         }
     }
 
-    /// Reassemble `publish`, passing on a completed frame; `false` once nobody receives.
-    async fn deliver(&mut self, publish: rumqttc::Publish) -> bool {
-        // A presence record is one whole frame, read whatever its version: it says which
-        // version its session speaks, so that its users can name the side to update.
-        let frame = if crate::Topics::is_presence(&publish.topic) {
-            if publish.payload.is_empty() {
-                // A record cleared by its session on a clean exit, right after its offline
-                // record: nothing more to learn.
-                return true;
-            }
-            Reassembler::whole_of_any_version(publish.payload).map(Some)
-        } else {
-            self.reassembler.push(publish.payload, Instant::now())
-        };
-        match frame {
-            Ok(Some(frame)) => {
-                let received = Received {
-                    topic: publish.topic,
-                    frame,
-                };
-                return self.incoming.send(received).await.is_ok();
-            }
-            Ok(None) => {}
-            Err(e) => self.reject(&e),
+    /// Reassemble `publish`, passing on a completed frame.
+    async fn deliver(&mut self, publish: rumqttc::Publish) -> Delivered {
+        if crate::Topics::is_presence(&publish.topic) {
+            return self.presence(publish).await;
         }
-        true
+        match self.reassembler.push(publish.payload, Instant::now()) {
+            Ok(Some(frame)) => self.pass_on(publish.topic, frame).await,
+            Ok(None) => Delivered::Passed,
+            Err(e) => {
+                self.reject(&e);
+                Delivered::Passed
+            }
+        }
+    }
+
+    async fn pass_on(&self, topic: String, frame: Frame) -> Delivered {
+        match self.incoming.send(Received { topic, frame }).await {
+            Ok(()) => Delivered::Passed,
+            Err(_) => Delivered::Stop,
+        }
+    }
+
+    /// A presence record is one whole frame, read whatever its version: it says which
+    /// version its session speaks, so that its users can name the side to update. An empty
+    /// payload is a cleared record: nothing to pass on.
+    async fn presence(&mut self, publish: rumqttc::Publish) -> Delivered {
+        let frame = if publish.payload.is_empty() {
+            None
+        } else {
+            match Reassembler::whole_of_any_version(publish.payload) {
+                Ok(frame) => Some(frame),
+                Err(e) => {
+                    self.reject(&e);
+                    return Delivered::Passed;
+                }
+            }
+        };
+        let record = frame
+            .as_ref()
+            .and_then(|f| f.parse::<crate::Presence>().ok());
+        let Some(tidy) = &self.tidy else {
+            return match frame {
+                Some(frame) => self.pass_on(publish.topic, frame).await,
+                None => Delivered::Passed,
+            };
+        };
+        let action = tidy.judge(&publish.topic, record.as_ref());
+        if let (true, Some(frame)) = (tidy.pass_on, frame) {
+            if let Delivered::Stop = self.pass_on(publish.topic, frame).await {
+                return Delivered::Stop;
+            }
+        }
+        action
     }
 
     /// Drop partial messages past their time, at most once a second.
@@ -651,6 +760,44 @@ impl Inbound {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("dropped a bridge message: {e}");
     }
+}
+
+impl Tidy {
+    /// What to publish on reading `record` (`None`: cleared or unreadable) on `topic`.
+    ///
+    /// Another session's offline record is cleared: whoever listened when it was published
+    /// has read it, and to anyone joining later an absent session and an offline one are the
+    /// same, so without this every session that ever crashed (its will) would stay retained
+    /// on the stage, and be sent to every stub that connects. Its own record, found cleared
+    /// or offline while connected (another session cleared its offline record as it
+    /// reconnected, or the will of its previous connection came late), is put back.
+    fn judge(&self, topic: &str, record: Option<&crate::Presence>) -> Delivered {
+        if topic != self.own {
+            return match record {
+                Some(other) if !other.online => {
+                    tracing::debug!(session = %other.session, "clearing an offline session's presence record");
+                    Delivered::Tidy(topic.to_string(), Bytes::new())
+                }
+                _ => Delivered::Passed,
+            };
+        }
+        // An online record of another epoch is left alone: two connections under one name
+        // would otherwise overwrite each other's without end.
+        if record.is_some_and(|own| own.online) || self.closing.load(Ordering::Relaxed) {
+            return Delivered::Passed;
+        }
+        tracing::debug!(
+            "this session's presence record was cleared or marked offline: putting it back"
+        );
+        let (topic, online, _) = (self.presence)(self.epoch.load(Ordering::Relaxed));
+        Delivered::Tidy(topic, online)
+    }
+}
+
+/// The filter of every presence record on the stage of presence topic `own`.
+fn presence_filter(own: &str) -> String {
+    let stage = own.rsplit_once('/').map_or(own, |(stage, _)| stage);
+    format!("{stage}/+")
 }
 
 /// A fresh presence epoch: now in milliseconds, and above `previous`.

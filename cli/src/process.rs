@@ -148,7 +148,12 @@ mod tests {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
         // The command name in field 2 may hold spaces; fields after it are plain.
         let after_name = &stat[stat.rfind(')').expect("name") + 2..];
-        after_name.split(' ').nth(41 - 3).expect("policy").parse().expect("number")
+        after_name
+            .split(' ')
+            .nth(41 - 3)
+            .expect("policy")
+            .parse()
+            .expect("number")
     }
 
     #[tokio::test]

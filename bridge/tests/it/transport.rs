@@ -1,6 +1,6 @@
 //! The bridge connection over the embedded broker: chunked messages end to end, presence with
-//! its will, reconnection with resubscription after the broker restarts, and the in-process
-//! connection meeting WebSocket clients on the same broker.
+//! its will, presence records kept tidy, reconnection with resubscription after the broker
+//! restarts, and the in-process connection meeting WebSocket clients on the same broker.
 
 use bridge::broker::{Broker, BrokerConfig};
 use bridge::transport::{ConnectOptions, Connection, Link};
@@ -148,6 +148,107 @@ async fn a_session_closed_cleanly_goes_offline_and_leaves_no_retained_record() {
     let mut late = open(&b.url(), "late", vec![topics.presence_filter()]).await;
     let first: Presence = next(&mut late).await.frame.parse().unwrap();
     assert_eq!(first.session, "s2");
+}
+
+/// The presence records someone subscribing now is sent (retained), in topic order; polled
+/// until `done` holds of them, for [`WAIT`].
+async fn retained_presence_until(
+    url: &str,
+    topics: &Topics,
+    done: impl Fn(&[Presence]) -> bool,
+) -> Vec<Presence> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut late = open(url, "late", vec![topics.presence_filter()]).await;
+        let mut records = Vec::new();
+        // Retained records come right after the subscription; a quiet 100 ms ends them.
+        while let Ok(Some(got)) =
+            tokio::time::timeout(Duration::from_millis(100), late.recv()).await
+        {
+            records.push(got.frame.parse::<Presence>().unwrap());
+        }
+        late.close().await;
+        if done(&records) || tokio::time::Instant::now() > deadline {
+            return records;
+        }
+    }
+}
+
+fn sessions(records: &[Presence]) -> Vec<(&str, bool)> {
+    records
+        .iter()
+        .map(|p| (p.session.as_str(), p.online))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_next_session_clears_the_record_a_crashed_session_left() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let topics = Topics::new("app", "dev").unwrap();
+    let mut options = ConnectOptions::new(b.url(), "dev-s1");
+    options.presence = Some(presence_for(topics.clone(), "s1"));
+    let mut s1 = Connection::open(options).unwrap();
+    s1.ready(WAIT).await.unwrap();
+    drop(s1); // crashed: its will marks it offline, retained
+    let left = retained_presence_until(&b.url(), &topics, |r| sessions(r) == [("s1", false)]).await;
+    assert_eq!(sessions(&left), [("s1", false)]);
+
+    // The next session (in-process, as `live dev` joins its embedded broker) clears it.
+    let mut options = ConnectOptions::new(b.url(), "dev-s2");
+    options.presence = Some(presence_for(topics.clone(), "s2"));
+    let mut s2 = Connection::open_local(options, &b.local());
+    s2.ready(WAIT).await.unwrap();
+    let now = retained_presence_until(&b.url(), &topics, |r| sessions(r) == [("s2", true)]).await;
+    assert_eq!(sessions(&now), [("s2", true)]);
+
+    // Closed: its own offline and cleared records come back to it, and are not undone.
+    s2.close().await;
+    let gone = retained_presence_until(&b.url(), &topics, |r| r.is_empty()).await;
+    assert!(gone.is_empty(), "{:?}", sessions(&gone));
+}
+
+#[tokio::test]
+async fn a_session_puts_back_its_record_when_it_finds_it_cleared_or_offline() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let topics = Topics::new("app", "dev").unwrap();
+    let mut options = ConnectOptions::new(b.url(), "dev-s1");
+    options.presence = Some(presence_for(topics.clone(), "s1"));
+    let mut s1 = Connection::open(options).unwrap();
+    s1.ready(WAIT).await.unwrap();
+    let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
+    let online: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert!(online.online && online.session == "s1");
+    let topic = topics.presence("s1").unwrap();
+    let other = open(&b.url(), "other", vec![]).await;
+
+    // Cleared, as another session clears an offline record while s1 reconnects: the
+    // watcher does not see the empty record, then sees s1 online again.
+    other
+        .publish(&topic, Bytes::new(), rumqttc::QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+    let back: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert_eq!(back, online);
+
+    // Marked offline by a late will of an earlier connection.
+    let (_, _, stale) = presence_for(topics.clone(), "s1")(1);
+    other
+        .publish(&topic, stale, rumqttc::QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+    let offline: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert!(!offline.online && offline.epoch == 1);
+    let back: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert_eq!(back, online);
+    let now = retained_presence_until(&b.url(), &topics, |r| sessions(r) == [("s1", true)]).await;
+    assert_eq!(sessions(&now), [("s1", true)]);
+
+    // Closed: its offline record goes out and is then cleared, and is not put back.
+    s1.close().await;
+    let gone = retained_presence_until(&b.url(), &topics, |r| r.is_empty()).await;
+    assert!(gone.is_empty(), "{:?}", sessions(&gone));
 }
 
 #[tokio::test]
