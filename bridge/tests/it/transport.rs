@@ -19,6 +19,13 @@ fn presence_for(topics: Topics, session: &str) -> bridge::transport::PresenceFn 
     bridge::transport::session_presence(&topics, session, vec!["hello".into()]).unwrap()
 }
 
+/// Options for developer session `session` on `b`: client id `dev-{session}`, with presence.
+fn session_options(b: &Broker, topics: &Topics, session: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::new(b.url(), format!("dev-{session}"));
+    options.presence = Some(presence_for(topics.clone(), session));
+    options
+}
+
 async fn open(url: &str, id: &str, subs: Vec<String>) -> Connection {
     let mut options = ConnectOptions::new(url, id);
     options.subscriptions = subs;
@@ -68,9 +75,8 @@ async fn an_in_process_connection_meets_websocket_clients_with_presence_and_will
     let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
     let mut stub = open(&b.url(), "stub", vec![results.clone()]).await;
 
-    let mut options = ConnectOptions::new(b.url(), "dev-s1");
+    let mut options = session_options(&b, &topics, "s1");
     options.subscriptions = vec![inv.clone()];
-    options.presence = Some(presence_for(topics.clone(), "s1"));
     let mut dev = Connection::open_local(options, &b.local());
     dev.ready(WAIT).await.unwrap();
     let online: Presence = next(&mut watcher).await.frame.parse().unwrap();
@@ -97,9 +103,7 @@ async fn presence_is_retained_and_its_will_marks_a_dropped_session_offline() {
     crate::mqtt::init_logging();
     let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
     let topics = Topics::new("app", "dev").unwrap();
-    let mut options = ConnectOptions::new(b.url(), "dev-s1");
-    options.presence = Some(presence_for(topics.clone(), "s1"));
-    let mut dev = Connection::open(options).unwrap();
+    let mut dev = Connection::open(session_options(&b, &topics, "s1")).unwrap();
     dev.ready(WAIT).await.unwrap();
 
     let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
@@ -123,11 +127,7 @@ async fn a_session_closed_cleanly_goes_offline_and_leaves_no_retained_record() {
     let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
     let topics = Topics::new("app", "dev").unwrap();
     let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
-    let session = |id: &str| {
-        let mut options = ConnectOptions::new(b.url(), format!("dev-{id}"));
-        options.presence = Some(presence_for(topics.clone(), id));
-        Connection::open(options).unwrap()
-    };
+    let session = |id: &str| Connection::open(session_options(&b, &topics, id)).unwrap();
     let mut s1 = session("s1");
     s1.ready(WAIT).await.unwrap();
     let online: Presence = next(&mut watcher).await.frame.parse().unwrap();
@@ -150,35 +150,30 @@ async fn a_session_closed_cleanly_goes_offline_and_leaves_no_retained_record() {
     assert_eq!(first.session, "s2");
 }
 
-/// The presence records someone subscribing now is sent (retained), in topic order; polled
-/// until `done` holds of them, for [`WAIT`].
-async fn retained_presence_until(
-    url: &str,
-    topics: &Topics,
-    done: impl Fn(&[Presence]) -> bool,
-) -> Vec<Presence> {
+/// Assert that someone subscribing to presence now is sent the retained records
+/// `expected` ((session, online), in topic order), polling for [`WAIT`] until it is so.
+async fn assert_retained(b: &Broker, topics: &Topics, expected: &[(&str, bool)]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let mut late = open(url, "late", vec![topics.presence_filter()]).await;
+        let mut late = open(&b.url(), "late", vec![topics.presence_filter()]).await;
         let mut records = Vec::new();
         // Retained records come right after the subscription; a quiet 100 ms ends them.
         while let Ok(Some(got)) =
             tokio::time::timeout(Duration::from_millis(100), late.recv()).await
         {
-            records.push(got.frame.parse::<Presence>().unwrap());
+            let p: Presence = got.frame.parse().unwrap();
+            records.push((p.session, p.online));
         }
         late.close().await;
-        if done(&records) || tokio::time::Instant::now() > deadline {
-            return records;
+        let got: Vec<(&str, bool)> = records.iter().map(|(s, o)| (s.as_str(), *o)).collect();
+        if got == expected {
+            return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retained {got:?}, not {expected:?}"
+        );
     }
-}
-
-fn sessions(records: &[Presence]) -> Vec<(&str, bool)> {
-    records
-        .iter()
-        .map(|p| (p.session.as_str(), p.online))
-        .collect()
 }
 
 #[tokio::test]
@@ -186,26 +181,19 @@ async fn the_next_session_clears_the_record_a_crashed_session_left() {
     crate::mqtt::init_logging();
     let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
     let topics = Topics::new("app", "dev").unwrap();
-    let mut options = ConnectOptions::new(b.url(), "dev-s1");
-    options.presence = Some(presence_for(topics.clone(), "s1"));
-    let mut s1 = Connection::open(options).unwrap();
+    let mut s1 = Connection::open(session_options(&b, &topics, "s1")).unwrap();
     s1.ready(WAIT).await.unwrap();
     drop(s1); // crashed: its will marks it offline, retained
-    let left = retained_presence_until(&b.url(), &topics, |r| sessions(r) == [("s1", false)]).await;
-    assert_eq!(sessions(&left), [("s1", false)]);
+    assert_retained(&b, &topics, &[("s1", false)]).await;
 
     // The next session (in-process, as `live dev` joins its embedded broker) clears it.
-    let mut options = ConnectOptions::new(b.url(), "dev-s2");
-    options.presence = Some(presence_for(topics.clone(), "s2"));
-    let mut s2 = Connection::open_local(options, &b.local());
+    let mut s2 = Connection::open_local(session_options(&b, &topics, "s2"), &b.local());
     s2.ready(WAIT).await.unwrap();
-    let now = retained_presence_until(&b.url(), &topics, |r| sessions(r) == [("s2", true)]).await;
-    assert_eq!(sessions(&now), [("s2", true)]);
+    assert_retained(&b, &topics, &[("s2", true)]).await;
 
     // Closed: its own offline and cleared records come back to it, and are not undone.
     s2.close().await;
-    let gone = retained_presence_until(&b.url(), &topics, |r| r.is_empty()).await;
-    assert!(gone.is_empty(), "{:?}", sessions(&gone));
+    assert_retained(&b, &topics, &[]).await;
 }
 
 #[tokio::test]
@@ -213,9 +201,7 @@ async fn a_session_puts_back_its_record_when_it_finds_it_cleared_or_offline() {
     crate::mqtt::init_logging();
     let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
     let topics = Topics::new("app", "dev").unwrap();
-    let mut options = ConnectOptions::new(b.url(), "dev-s1");
-    options.presence = Some(presence_for(topics.clone(), "s1"));
-    let mut s1 = Connection::open(options).unwrap();
+    let mut s1 = Connection::open(session_options(&b, &topics, "s1")).unwrap();
     s1.ready(WAIT).await.unwrap();
     let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
     let online: Presence = next(&mut watcher).await.frame.parse().unwrap();
@@ -242,13 +228,11 @@ async fn a_session_puts_back_its_record_when_it_finds_it_cleared_or_offline() {
     assert!(!offline.online && offline.epoch == 1);
     let back: Presence = next(&mut watcher).await.frame.parse().unwrap();
     assert_eq!(back, online);
-    let now = retained_presence_until(&b.url(), &topics, |r| sessions(r) == [("s1", true)]).await;
-    assert_eq!(sessions(&now), [("s1", true)]);
+    assert_retained(&b, &topics, &[("s1", true)]).await;
 
     // Closed: its offline record goes out and is then cleared, and is not put back.
     s1.close().await;
-    let gone = retained_presence_until(&b.url(), &topics, |r| r.is_empty()).await;
-    assert!(gone.is_empty(), "{:?}", sessions(&gone));
+    assert_retained(&b, &topics, &[]).await;
 }
 
 #[tokio::test]
