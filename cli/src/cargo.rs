@@ -48,6 +48,7 @@ struct Node {
 }
 
 /// A Rust project as cargo sees it.
+#[derive(Debug)]
 pub struct Metadata {
     raw: Raw,
 }

@@ -33,6 +33,9 @@ pub struct Project {
     pub functions: BTreeMap<String, Function>,
     /// Build Rust functions with `--release` (a command-line choice, not a live.toml key).
     pub release: bool,
+    /// What `cargo metadata` said while loading, when loading asked it (a zero-config
+    /// project), so that the watch set does not ask again.
+    pub cargo: Option<std::sync::Arc<crate::cargo::Metadata>>,
 }
 
 /// One function's table.
@@ -169,6 +172,7 @@ impl Project {
             stage: default_stage(),
             functions,
             release: false,
+            cargo: Some(std::sync::Arc::new(metadata)),
         })
     }
 
@@ -237,6 +241,7 @@ impl Project {
             stage,
             functions: file.functions,
             release: false,
+            cargo: None,
         })
     }
 }

@@ -68,7 +68,10 @@ impl WatchSet {
             .filter(|(_, f)| f.command.is_none())
             .collect();
         if !rust.is_empty() {
-            let metadata = crate::cargo::Metadata::load(&project.root)?;
+            let metadata = match &project.cargo {
+                Some(known) => known.clone(),
+                None => std::sync::Arc::new(crate::cargo::Metadata::load(&project.root)?),
+            };
             let ws = canonical(metadata.workspace_root());
             set.shared.insert(ws.join("Cargo.toml"));
             set.shared.insert(ws.join("Cargo.lock"));
