@@ -253,35 +253,17 @@ impl Connection {
         let mut network = eventloop.network_options();
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
-
-        let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
-        let (link_tx, link) = watch::channel(Link::Down);
-        let (error_tx, last_error) = watch::channel(String::from("not tried yet"));
-        let rejected = Arc::new(AtomicU64::new(0));
-        let epoch = Arc::new(AtomicU64::new(0));
-        let closing = Arc::new(AtomicBool::new(false));
-        let presence_topic = options.presence.clone().map(|p| (p(0).0, p.clone()));
-        let driver = Driver {
-            client: client.clone(),
-            options: options.clone(),
-            link: link_tx,
-            last_error: error_tx,
-            epoch: epoch.clone(),
-        };
-        let inbound = Inbound::new(&options, incoming_tx, rejected.clone(), &epoch, &closing);
-        let task = tokio::spawn(driver.run(eventloop, inbound));
-        Ok(Connection {
-            client: Client::Mqtt(client),
-            incoming,
-            link,
-            last_error,
-            rejected,
-            presence_topic,
-            epoch,
-            closing,
-            url: options.url,
-            task,
-        })
+        let mqtt_client = Client::Mqtt(client.clone());
+        Ok(Connection::assemble(&options, 0, mqtt_client, |started| {
+            let driver = Driver {
+                client,
+                options: options.clone(),
+                link: started.link,
+                last_error: started.last_error,
+                epoch: started.epoch,
+            };
+            tokio::spawn(driver.run(eventloop, started.inbound))
+        }))
     }
 
     /// Join a broker running in this process without a socket: the same session,
@@ -290,10 +272,6 @@ impl Connection {
     /// up until closed (a broker in this process does not go away on its own).
     #[cfg(feature = "broker")]
     pub fn open_local(options: ConnectOptions, broker: &crate::broker::LocalBroker) -> Connection {
-        let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
-        let (link_tx, link) = watch::channel(Link::Down);
-        let (_, last_error) = watch::channel(String::from("in-process"));
-        let rejected = Arc::new(AtomicU64::new(0));
         let epoch = epoch_after(0);
         let will = options.presence.as_ref().map(|presence| {
             let (topic, _, offline) = presence(epoch);
@@ -301,28 +279,50 @@ impl Connection {
         });
         let (session, inbox) = broker.connect(&options.client_id, will);
         let session = Arc::new(session);
-        let presence_topic = options.presence.clone().map(|p| (p(0).0, p.clone()));
+        let local_client = Client::Local(session.clone());
+        Connection::assemble(&options, epoch, local_client, |started| {
+            started.last_error.send_replace("in-process".into());
+            tokio::spawn(run_local(
+                session,
+                inbox,
+                options.clone(),
+                started.epoch,
+                started.inbound,
+                started.link,
+            ))
+        })
+    }
+
+    /// What both kinds of connection share: the channels to the caller, the counters, the
+    /// presence state; `start` starts the task that runs the connection.
+    fn assemble(
+        options: &ConnectOptions,
+        epoch: u64,
+        client: Client,
+        start: impl FnOnce(Started) -> JoinHandle<()>,
+    ) -> Connection {
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+        let (link_tx, link) = watch::channel(Link::Down);
+        let (error_tx, last_error) = watch::channel(String::from("not tried yet"));
+        let rejected = Arc::new(AtomicU64::new(0));
         let epoch = Arc::new(AtomicU64::new(epoch));
         let closing = Arc::new(AtomicBool::new(false));
-        let inbound = Inbound::new(&options, incoming_tx, rejected.clone(), &epoch, &closing);
-        let task = tokio::spawn(run_local(
-            session.clone(),
-            inbox,
-            options.clone(),
-            epoch.clone(),
-            inbound,
-            link_tx,
-        ));
+        let task = start(Started {
+            inbound: Inbound::new(options, incoming_tx, rejected.clone(), &epoch, &closing),
+            link: link_tx,
+            last_error: error_tx,
+            epoch: epoch.clone(),
+        });
         Connection {
-            client: Client::Local(session),
+            client,
             incoming,
             link,
             last_error,
             rejected,
-            presence_topic,
+            presence_topic: options.presence.clone().map(|p| (p(0).0, p.clone())),
             epoch,
             closing,
-            url: options.url,
+            url: options.url.clone(),
             task,
         }
     }
@@ -462,6 +462,14 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// What the task running a connection is given.
+struct Started {
+    inbound: Inbound,
+    link: watch::Sender<Link>,
+    last_error: watch::Sender<String>,
+    epoch: Arc<AtomicU64>,
 }
 
 /// The background task that polls the event loop and reconnects.
