@@ -356,9 +356,16 @@ impl Connection {
                     let headers: Vec<Header> = response
                         .headers
                         .iter()
-                        .filter_map(|h| {
-                            let value = std::str::from_utf8(h.value).ok()?;
-                            Some((h.name.to_ascii_lowercase(), value.to_string()))
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value);
+                            if let std::borrow::Cow::Owned(_) = value {
+                                // The bridge carries text; Lambda's headers are text too.
+                                eprintln!(
+                                    "live stub: header {} is not UTF-8; passed on with U+FFFD in place of its invalid bytes",
+                                    h.name
+                                );
+                            }
+                            (h.name.to_ascii_lowercase(), value.into_owned())
                         })
                         .collect();
                     self.buf.advance(len);
@@ -605,6 +612,29 @@ mod tests {
         client.respond("r1", &[], Bytes::from("done")).await;
         assert_eq!(client.next().await.unwrap().request_id, "r2");
         rx.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_event_header_that_is_not_utf8_is_passed_on_not_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            read_until(&mut stream, &mut seen, NEXT_REQUEST, 1).await;
+            let head: &[u8] = b"HTTP/1.1 200 OK\r\nlambda-runtime-aws-request-id: r1\r\n\
+                                lambda-runtime-client-context: {\"a\":\"caf\xe9\"}\r\n\
+                                content-length: 2\r\n\r\n{}";
+            stream.write_all(head).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let event = RuntimeClient::new(&addr).next().await.unwrap();
+        let context = event
+            .headers
+            .iter()
+            .find(|(name, _)| name == "lambda-runtime-client-context")
+            .map(|(_, value)| value.as_str());
+        assert_eq!(context, Some("{\"a\":\"caf\u{fffd}\"}"));
     }
 
     #[tokio::test]
