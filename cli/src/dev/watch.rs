@@ -409,6 +409,25 @@ fn advice(e: notify::Error) -> anyhow::Error {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_watch_limit_becomes_advice_and_other_errors_stay_as_they_are() {
+        // inotify_add_watch fails with ENOSPC (28) at the limit; notify may also say so itself.
+        let at_limit = [
+            notify::Error::io(std::io::Error::from_raw_os_error(28)),
+            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
+        ];
+        for e in at_limit {
+            let told = advice(e).to_string();
+            assert!(
+                told.contains("sudo sysctl fs.inotify.max_user_watches=524288"),
+                "{told}"
+            );
+        }
+        let other = advice(notify::Error::path_not_found()).to_string();
+        assert!(other.starts_with("the file watcher failed: "), "{other}");
+        assert!(!other.contains("sysctl"), "{other}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_saves_becomes_one_batch() {
         let (tx, mut rx) = mpsc::channel(16);
