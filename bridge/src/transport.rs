@@ -6,7 +6,8 @@
 //! Callers `send` messages and `recv` reassembled frames; chunking, keep-alive and size
 //! limits stay inside. A side that announces presence also keeps its stage's presence
 //! records tidy: it clears the offline records other sessions left, and puts its own
-//! record back when it finds it cleared or marked offline while it is connected. A process that hosts the broker itself joins it in-process instead
+//! record back when it finds it cleared, unreadable or marked offline while it is
+//! connected. A process that hosts the broker itself joins it in-process instead
 //! (`Connection::open_local`, feature `broker`): the same session, presence and will, no
 //! socket.
 
@@ -723,7 +724,7 @@ impl Inbound {
 
     /// A presence record is one whole frame, read whatever its version: it says which
     /// version its session speaks, so that its users can name the side to update. An empty
-    /// payload is a cleared record: nothing to pass on.
+    /// payload is a cleared record: nothing to pass on; so is an unreadable one.
     async fn presence(&mut self, publish: rumqttc::Publish) -> Delivered {
         let frame = if publish.payload.is_empty() {
             None
@@ -731,8 +732,9 @@ impl Inbound {
             match Reassembler::whole_of_any_version(publish.payload) {
                 Ok(frame) => Some(frame),
                 Err(e) => {
+                    // Counted, and on its own topic taken as a cleared record.
                     self.reject(&e);
-                    return Delivered::Passed;
+                    None
                 }
             }
         };
@@ -776,9 +778,9 @@ impl Tidy {
     /// Another session's offline record is cleared: whoever listened when it was published
     /// has read it, and to anyone joining later an absent session and an offline one are the
     /// same, so without this every session that ever crashed (its will) would stay retained
-    /// on the stage, and be sent to every stub that connects. Its own record, found cleared
-    /// or offline while connected (another session cleared its offline record as it
-    /// reconnected, or the will of its previous connection came late), is put back.
+    /// on the stage, and be sent to every stub that connects. Its own record, found cleared,
+    /// unreadable or offline while connected (another session cleared its offline record as
+    /// it reconnected, or the will of its previous connection came late), is put back.
     fn judge(&self, topic: &str, record: Option<&crate::Presence>) -> Delivered {
         if topic != self.own {
             return match record {

@@ -197,7 +197,7 @@ async fn the_next_session_clears_the_record_a_crashed_session_left() {
 }
 
 #[tokio::test]
-async fn a_session_puts_back_its_record_when_it_finds_it_cleared_or_offline() {
+async fn a_session_puts_back_its_record_when_it_finds_it_cleared_unreadable_or_offline() {
     crate::mqtt::init_logging();
     let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
     let topics = Topics::new("app", "dev").unwrap();
@@ -228,6 +228,20 @@ async fn a_session_puts_back_its_record_when_it_finds_it_cleared_or_offline() {
     assert!(!offline.online && offline.epoch == 1);
     let back: Presence = next(&mut watcher).await.frame.parse().unwrap();
     assert_eq!(back, online);
+
+    // Overwritten with something unreadable.
+    other
+        .publish(
+            &topic,
+            Bytes::from_static(b"garbage"),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+        )
+        .await
+        .unwrap();
+    let back: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert_eq!(back, online);
+    assert_eq!(watcher.rejected(), 1);
     assert_retained(&b, &topics, &[("s1", true)]).await;
 
     // Closed: its offline record goes out and is then cleared, and is not put back.
