@@ -105,7 +105,7 @@ async fn serve(
     if drained.is_err() {
         connections.shutdown().await;
     }
-    tracing::info!("broker stopped");
+    tracing::debug!("broker stopped");
     Ok(())
 }
 
