@@ -174,6 +174,9 @@ pub struct Received {
     pub topic: String,
     /// The reassembled frame.
     pub frame: Frame,
+    /// The connection it arrived on, counted as [`Link::Up`] counts them: what a side learns
+    /// from retained records (presence) holds from the connection they came on.
+    pub generation: u64,
 }
 
 /// How a connection reaches its broker: over WebSocket (`rumqttc`), or, for a broker in this
@@ -511,16 +514,21 @@ impl Driver {
                     let _ = self.link.send(Link::Up { generation });
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    match inbound.deliver(publish).await {
+                    match inbound.deliver(publish, generation).await {
                         Delivered::Passed => {}
                         Delivered::Stop => break,
-                        Delivered::Tidy(topic, payload) => {
-                            let _ = self.client.try_publish(
-                                topic,
-                                QoS::AtLeastOnce,
-                                true,
-                                payload.to_vec(),
-                            );
+                        Delivered::Tidy(tidy) => {
+                            if tidy.still_wanted() {
+                                let published = self.client.try_publish(
+                                    &tidy.topic,
+                                    QoS::AtLeastOnce,
+                                    true,
+                                    tidy.payload.to_vec(),
+                                );
+                                if let Err(e) = published {
+                                    tracing::warn!(topic = %tidy.topic, "could not tidy a presence record: {e}");
+                                }
+                            }
                         }
                     }
                 }
@@ -620,16 +628,22 @@ async fn run_local(
             Packet::SubAck(_) => {
                 let _ = link.send(Link::Up { generation: 1 });
             }
-            Packet::Publish(publish) => match inbound.deliver(publish).await {
+            Packet::Publish(publish) => match inbound.deliver(publish, 1).await {
                 Delivered::Passed => {}
                 Delivered::Stop => break,
-                Delivered::Tidy(topic, payload) => {
+                Delivered::Tidy(tidy) => {
                     // Not awaited here: the router may deliver it back to this very inbox.
                     let session = session.clone();
                     tokio::spawn(async move {
-                        let _ = session
-                            .publish(&topic, QoS::AtLeastOnce, true, payload)
-                            .await;
+                        // Checked where it goes out: `close` may have begun meanwhile.
+                        if tidy.still_wanted() {
+                            let published = session
+                                .publish(&tidy.topic, QoS::AtLeastOnce, true, tidy.payload)
+                                .await;
+                            if let Err(e) = published {
+                                tracing::warn!(topic = %tidy.topic, "could not tidy a presence record: {e}");
+                            }
+                        }
                     });
                 }
             },
@@ -659,7 +673,8 @@ struct Tidy {
     epoch: Arc<AtomicU64>,
     /// Set by [`Connection::close`]: its own offline and cleared records are to stay.
     closing: Arc<AtomicBool>,
-    /// Whether the caller subscribed to presence records itself (else they stop here).
+    /// Whether the caller subscribed to presence records itself (else they stop here); only
+    /// the stage's presence filter itself counts, not a wider one.
     pass_on: bool,
 }
 
@@ -669,8 +684,28 @@ enum Delivered {
     Passed,
     /// Nobody receives any more.
     Stop,
-    /// Publish this retained record (topic, payload) to keep presence tidy.
-    Tidy(String, Bytes),
+    /// Publish this retained record to keep presence tidy.
+    Tidy(TidyUp),
+}
+
+/// A retained record to publish to keep presence tidy.
+struct TidyUp {
+    topic: String,
+    payload: Bytes,
+    /// For this side's own record: set once it closes, when the record must not be put back.
+    /// The check and the publish run with no await between them, and `close` sets it before
+    /// it publishes the offline record: on a single-threaded runtime (`live dev`'s) nothing
+    /// can come between.
+    unless: Option<Arc<AtomicBool>>,
+}
+
+impl TidyUp {
+    fn still_wanted(&self) -> bool {
+        !self
+            .unless
+            .as_ref()
+            .is_some_and(|closing| closing.load(Ordering::Relaxed))
+    }
 }
 
 impl Inbound {
@@ -700,13 +735,14 @@ impl Inbound {
         }
     }
 
-    /// Reassemble `publish`, passing on a completed frame.
-    async fn deliver(&mut self, publish: rumqttc::Publish) -> Delivered {
+    /// Reassemble `publish`, received on connection `generation`, passing on a completed
+    /// frame.
+    async fn deliver(&mut self, publish: rumqttc::Publish, generation: u64) -> Delivered {
         if crate::Topics::is_presence(&publish.topic) {
-            return self.presence(publish).await;
+            return self.presence(publish, generation).await;
         }
         match self.reassembler.push(publish.payload, Instant::now()) {
-            Ok(Some(frame)) => self.pass_on(publish.topic, frame).await,
+            Ok(Some(frame)) => self.pass_on(publish.topic, frame, generation).await,
             Ok(None) => Delivered::Passed,
             Err(e) => {
                 self.reject(&e);
@@ -715,8 +751,13 @@ impl Inbound {
         }
     }
 
-    async fn pass_on(&self, topic: String, frame: Frame) -> Delivered {
-        match self.incoming.send(Received { topic, frame }).await {
+    async fn pass_on(&self, topic: String, frame: Frame, generation: u64) -> Delivered {
+        let received = Received {
+            topic,
+            frame,
+            generation,
+        };
+        match self.incoming.send(received).await {
             Ok(()) => Delivered::Passed,
             Err(_) => Delivered::Stop,
         }
@@ -725,7 +766,7 @@ impl Inbound {
     /// A presence record is one whole frame, read whatever its version: it says which
     /// version its session speaks, so that its users can name the side to update. An empty
     /// payload is a cleared record: nothing to pass on; so is an unreadable one.
-    async fn presence(&mut self, publish: rumqttc::Publish) -> Delivered {
+    async fn presence(&mut self, publish: rumqttc::Publish, generation: u64) -> Delivered {
         let frame = if publish.payload.is_empty() {
             None
         } else {
@@ -743,13 +784,13 @@ impl Inbound {
             .and_then(|f| f.parse::<crate::Presence>().ok());
         let Some(tidy) = &self.tidy else {
             return match frame {
-                Some(frame) => self.pass_on(publish.topic, frame).await,
+                Some(frame) => self.pass_on(publish.topic, frame, generation).await,
                 None => Delivered::Passed,
             };
         };
         let action = tidy.judge(&publish.topic, record.as_ref());
         if let (true, Some(frame)) = (tidy.pass_on, frame) {
-            if let Delivered::Stop = self.pass_on(publish.topic, frame).await {
+            if let Delivered::Stop = self.pass_on(publish.topic, frame, generation).await {
                 return Delivered::Stop;
             }
         }
@@ -786,7 +827,11 @@ impl Tidy {
             return match record {
                 Some(other) if !other.online => {
                     tracing::debug!(session = %other.session, "clearing an offline session's presence record");
-                    Delivered::Tidy(topic.to_string(), Bytes::new())
+                    Delivered::Tidy(TidyUp {
+                        topic: topic.to_string(),
+                        payload: Bytes::new(),
+                        unless: None,
+                    })
                 }
                 _ => Delivered::Passed,
             };
@@ -800,7 +845,11 @@ impl Tidy {
             "this session's presence record was cleared or marked offline: putting it back"
         );
         let (topic, online, _) = (self.presence)(self.epoch.load(Ordering::Relaxed));
-        Delivered::Tidy(topic, online)
+        Delivered::Tidy(TidyUp {
+            topic,
+            payload: online,
+            unless: Some(self.closing.clone()),
+        })
     }
 }
 

@@ -106,14 +106,14 @@ async fn pump<R: tokio::io::AsyncBufRead + Unpin>(
 /// when `live` answers a stub or a handler, the child waits for a free core or the end of
 /// `live`'s time slice instead of taking `live`'s core at once. On a loaded machine `live`
 /// then goes on with the invocations it has in hand rather than being switched out for each
-/// message it sends (measured in BENCHMARKS.md: about 16 % more invocations per second at 32
+/// message it sends (measured in BENCHMARKS.md: 10-20 % more invocations per second at 32
 /// connections, and less CPU per invocation in every process). A machine with a free core
 /// runs the child at once, as before.
 #[allow(unsafe_code)]
 fn in_child_before_exec(cmd: &mut Command) {
     let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (prctl, getppid, _exit, sched_setscheduler).
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (prctl, getppid, sched_setscheduler, _exit): nothing that allocates or takes a lock.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

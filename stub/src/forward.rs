@@ -9,7 +9,7 @@ use bridge::runtime_api::failure;
 use bridge::transport::{ConnectOptions, Connection, Link, Sender};
 use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -20,6 +20,10 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 
 /// How often an unacknowledged invocation is sent again, and an acknowledged one probed for.
 const RETRANSMIT: Duration = Duration::from_millis(1000);
+
+/// How long after a reconnection a session known before it may go unannounced before it is
+/// forgotten: the broker sends the retained presence records right after the subscription.
+const PRESENCE_GRACE: Duration = Duration::from_secs(2);
 
 /// What to post to the real Runtime API.
 pub enum Reply {
@@ -46,6 +50,81 @@ impl Reply {
 }
 
 type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<(DevMessage, Bytes)>>>>;
+
+/// Hand a result message to the invocation waiting for it; a late or duplicate result has
+/// no waiter and is dropped.
+fn deliver_result(waiters: &Waiters, frame: bridge::wire::Frame) {
+    let Ok(message) = frame.parse::<DevMessage>() else {
+        eprintln!("live stub: dropped an unreadable result message");
+        return;
+    };
+    let waiter = waiters
+        .lock()
+        .expect("lock")
+        .get(message.request_id())
+        .cloned();
+    if let Some(w) = waiter {
+        let _ = w.send((message, frame.body));
+    }
+}
+
+/// What the stub knows of the developer sessions, connection by connection. A record is
+/// taken from the current connection only, and after a reconnection the sessions known
+/// before are kept only if they are announced again: a session that left while this stub
+/// was cut off (or frozen past its keep-alive) may have left no record at all (a clean exit
+/// clears it, and other sessions clear a crashed one's), and would otherwise stay "online"
+/// here for good, its invocations unanswered.
+#[derive(Default)]
+struct Sessions {
+    /// The connection the records come from.
+    generation: u64,
+    /// Sessions known from earlier connections and not announced on this one yet.
+    unconfirmed: HashSet<String>,
+    /// When those are forgotten.
+    confirm_by: Option<Instant>,
+}
+
+impl Sessions {
+    /// Connection `generation` is up (or delivering): on a new one, every session in `known`
+    /// waits to be announced again.
+    fn connection(&mut self, known: &HashMap<String, Presence>, generation: u64, now: Instant) {
+        if generation <= self.generation {
+            return;
+        }
+        self.generation = generation;
+        self.unconfirmed = known.keys().cloned().collect();
+        self.confirm_by = Some(now + PRESENCE_GRACE);
+    }
+
+    /// Take record `p`, received on connection `generation`, into `map`; whether it changed.
+    fn record(
+        &mut self,
+        map: &mut HashMap<String, Presence>,
+        generation: u64,
+        p: Presence,
+    ) -> bool {
+        if generation < self.generation {
+            return false; // from a connection since replaced: what it says may be stale
+        }
+        self.unconfirmed.remove(&p.session);
+        let changed = map
+            .get(&p.session)
+            .is_none_or(|old| p.supersedes(old) && *old != p);
+        if changed {
+            map.insert(p.session.clone(), p);
+        }
+        changed
+    }
+
+    /// The grace after a reconnection is over: forget the sessions not announced again.
+    fn forget_unconfirmed(&mut self, map: &mut HashMap<String, Presence>) -> bool {
+        self.confirm_by = None;
+        let before = map.len();
+        map.retain(|session, _| !self.unconfirmed.contains(session));
+        self.unconfirmed.clear();
+        map.len() != before
+    }
+}
 
 pub struct Bridge {
     config: Config,
@@ -97,28 +176,31 @@ impl Bridge {
             });
         }
         tokio::spawn(async move {
-            while let Some(received) = connection.recv().await {
-                if received.topic == results {
-                    let Ok(message) = received.frame.parse::<DevMessage>() else {
-                        eprintln!("live stub: dropped an unreadable result message");
-                        continue;
-                    };
-                    // A late or duplicate result has no waiter: dropped.
-                    let waiter = waiters
-                        .lock()
-                        .expect("lock")
-                        .get(message.request_id())
-                        .cloned();
-                    if let Some(w) = waiter {
-                        let _ = w.send((message, received.frame.body));
-                    }
-                } else if let Ok(p) = received.frame.parse::<Presence>() {
-                    presence_tx.send_modify(|map| {
-                        let newer = map.get(&p.session).is_none_or(|old| p.supersedes(old));
-                        if newer {
-                            map.insert(p.session.clone(), p);
+            let mut book = Sessions::default();
+            let mut link = connection.link();
+            let mut link_open = true;
+            loop {
+                let grace = book.confirm_by;
+                tokio::select! {
+                    received = connection.recv() => {
+                        let Some(received) = received else { break };
+                        book.connection(&presence_tx.borrow(), received.generation, Instant::now());
+                        if received.topic == results {
+                            deliver_result(&waiters, received.frame);
+                        } else if let Ok(p) = received.frame.parse::<Presence>() {
+                            presence_tx.send_if_modified(|map| book.record(map, received.generation, p));
                         }
-                    });
+                    }
+                    changed = link.changed(), if link_open => {
+                        link_open = changed.is_ok();
+                        let up = *link.borrow_and_update();
+                        if let Link::Up { generation } = up {
+                            book.connection(&presence_tx.borrow(), generation, Instant::now());
+                        }
+                    }
+                    _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now).into()), if grace.is_some() => {
+                        presence_tx.send_if_modified(|map| book.forget_unconfirmed(map));
+                    }
                 }
             }
         });
@@ -235,9 +317,11 @@ impl Bridge {
                     if changed.is_err() {
                         continue;
                     }
-                    // The session went away: re-route to whichever session now serves the
-                    // function (the same one back, or another), or keep waiting.
-                    let chosen = self.choose();
+                    // The session stays while it serves the function (a session joining must
+                    // not take an invocation another is running: it would run twice; one that
+                    // reconnected is sent it again). Gone: re-route to whichever session now
+                    // serves the function, or keep waiting.
+                    let chosen = self.serving(&session.session).or_else(|| self.choose());
                     let moved = match &chosen {
                         Some(c) => c.session != session.session || c.epoch != session.epoch,
                         None => false,
@@ -311,15 +395,22 @@ impl Bridge {
         }
     }
 
+    /// Whether record `p` says its session serves this function now.
+    fn serves(&self, p: &Presence) -> bool {
+        p.online && (p.functions.is_empty() || p.functions.contains(&self.config.function))
+    }
+
+    /// The latest record of `session`, if it serves this function now.
+    fn serving(&self, session: &str) -> Option<Presence> {
+        let presence = self.presence.borrow();
+        presence.get(session).filter(|p| self.serves(p)).cloned()
+    }
+
     /// The session serving this function: online, listing the function, the same one for this
     /// environment while the set of sessions does not change.
     fn choose(&self) -> Option<Presence> {
         let presence = self.presence.borrow();
-        let mut candidates: Vec<&Presence> = presence
-            .values()
-            .filter(|p| p.online)
-            .filter(|p| p.functions.is_empty() || p.functions.contains(&self.config.function))
-            .collect();
+        let mut candidates: Vec<&Presence> = presence.values().filter(|p| self.serves(p)).collect();
         if candidates.is_empty() {
             return None;
         }
@@ -368,4 +459,62 @@ fn version_mismatch(session: &Presence) -> Option<Reply> {
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online(session: &str, epoch: u64) -> Presence {
+        Presence {
+            session: session.into(),
+            online: true,
+            epoch,
+            version: PROTOCOL_VERSION,
+            functions: vec![],
+        }
+    }
+
+    fn names(map: &HashMap<String, Presence>) -> Vec<&str> {
+        let mut names: Vec<&str> = map.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn after_a_reconnection_only_sessions_announced_again_are_kept() {
+        let (mut book, mut map, t0) = (Sessions::default(), HashMap::new(), Instant::now());
+        book.connection(&map, 1, t0);
+        assert!(book.record(&mut map, 1, online("a", 1)));
+        assert!(book.record(&mut map, 1, online("b", 1)));
+        assert!(
+            !book.forget_unconfirmed(&mut map),
+            "nothing was known before"
+        );
+
+        // Reconnected: `a` is announced again, `b` left while the stub was cut off.
+        book.connection(&map, 2, t0);
+        assert_eq!(book.confirm_by, Some(t0 + PRESENCE_GRACE));
+        assert!(!book.record(&mut map, 2, online("a", 1)), "the same record");
+        assert_eq!(names(&map), ["a", "b"], "kept until the grace ends");
+        assert!(book.forget_unconfirmed(&mut map));
+        assert_eq!(names(&map), ["a"]);
+        assert_eq!(book.confirm_by, None);
+    }
+
+    #[test]
+    fn a_record_from_a_replaced_connection_is_ignored() {
+        let (mut book, mut map, t0) = (Sessions::default(), HashMap::new(), Instant::now());
+        book.connection(&map, 1, t0);
+        book.record(&mut map, 1, online("a", 1));
+        book.connection(&map, 2, t0);
+        // Late from connection 1: it neither adds a session nor keeps one known.
+        assert!(!book.record(&mut map, 1, online("c", 1)));
+        assert!(!book.record(&mut map, 1, online("a", 2)));
+        book.forget_unconfirmed(&mut map);
+        assert!(map.is_empty(), "{:?}", names(&map));
+        // The link coming up again for the same connection changes nothing.
+        book.connection(&map, 2, t0);
+        assert_eq!(book.confirm_by, None);
+    }
 }

@@ -1,9 +1,14 @@
 //! A team on one dev stage: two `live dev` sessions on one broker and one cloud. Every
-//! invocation runs in exactly one session, and none is lost when a developer leaves.
+//! invocation runs in exactly one session: none is lost when a developer leaves, none is
+//! taken from a session running it when another developer joins, and a stub that was cut
+//! off while a developer left does not keep sending to the one who is gone.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tests::http::Http;
-use tests::live::{live_broker, live_cloud, live_dev, project, raw_function, LiveDev};
+use tests::http::{Http, Reply};
+use tests::live::{live_broker, live_cloud, live_dev, port_of, project, raw_function, LiveDev};
+use tests::proxy::FaultProxy;
 
 /// Invocations sent at once in each round: enough execution environments that both sessions
 /// serve some (a stub picks a session by its environment's hash).
@@ -22,6 +27,37 @@ async fn round(front_door: &str) -> Vec<String> {
         ids.push(reply.header("x-live-request-id").to_string());
     }
     ids
+}
+
+/// The file the handler of invocation `i` of a [`slow_round`] writes its pid to as it starts.
+fn started(dir: &Path, i: usize) -> std::path::PathBuf {
+    dir.join(format!("started-{i}.pid"))
+}
+
+/// Send `AT_ONCE` invocations that each sleep `sleep_ms` in the handler, and return once
+/// every handler has started (within 30 s), with the calls.
+async fn slow_round(
+    front_door: &str,
+    dir: &Path,
+    sleep_ms: u64,
+) -> Vec<tokio::task::JoinHandle<Reply>> {
+    let http = Http::default();
+    let started = |i| started(dir, i);
+    let calls: Vec<_> = (0..AT_ONCE)
+        .map(|i| {
+            let event = format!(
+                r#"{{"sleep_ms":{sleep_ms},"file":"{}"}}"#,
+                started(i).display()
+            );
+            http.spawn_invoke(front_door, "echo", event)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(0..AT_ONCE).all(|i| started(i).exists()) {
+        assert!(Instant::now() < deadline, "not every handler started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    calls
 }
 
 /// For each of `ids`, the sessions that printed an invocation line for it, once each id has
@@ -73,5 +109,69 @@ async fn two_developers_on_one_stage_each_invocation_runs_in_exactly_one_session
     // Nothing of the first round ran a second time meanwhile.
     for (id, ran) in first.iter().zip(ran_in(&[&alice, &bob], &first).await) {
         assert_eq!(ran.len(), 1, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_joining_takes_no_invocation_another_is_running() {
+    let (_broker, url) = live_broker(&[]);
+    let dir = project("team-join", &raw_function("echo"));
+    let cloud = live_cloud(&dir, &["--broker", &url]);
+    let alice = live_dev(&dir, &["--broker", &url]);
+    // Every environment is running an invocation in Alice's session when Bob joins; about
+    // half of them would pick Bob for a new invocation (by their hash).
+    let calls = slow_round(&cloud.front_door, &dir, 3000).await;
+    let bob = live_dev(&dir, &["--broker", &url]);
+    let mut ids = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        let reply = call.await.expect("the invocation's task");
+        reply.assert_no_function_error();
+        // A second run, in Bob's session, would have started long before Alice's answered
+        // (Bob's worker would have written its pid over hers).
+        let answered_by = reply.json()["pid"].as_u64().expect("pid");
+        let last_started = std::fs::read_to_string(started(&dir, i)).expect("pid file");
+        assert_eq!(
+            last_started.trim(),
+            answered_by.to_string(),
+            "invocation {i} started again in another worker"
+        );
+        ids.push(reply.header("x-live-request-id").to_string());
+    }
+    for (id, ran) in ids.iter().zip(ran_in(&[&alice, &bob], &ids).await) {
+        assert_eq!(ran, [0], "{id} ran in sessions {ran:?} (0: Alice, 1: Bob)");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stubs_cut_off_while_a_developer_left_turn_to_the_one_still_there() {
+    let (_broker, url) = live_broker(&[]);
+    let proxy =
+        Arc::new(FaultProxy::start(format!("127.0.0.1:{}", port_of(&url)).parse().unwrap()).await);
+    let via = format!("ws://{}/mqtt", proxy.addr);
+    let dir = project(
+        "team-cut",
+        &format!("{}timeout = 10\n", raw_function("echo")),
+    );
+    // Only the stubs go through the proxy.
+    let cloud = live_cloud(&dir, &["--broker", &via]);
+    let mut alice = live_dev(&dir, &["--broker", &url]);
+    let bob = live_dev(&dir, &["--broker", &url]);
+    let first = round(&cloud.front_door).await;
+    assert_eq!(first.len(), AT_ONCE);
+
+    // The stubs are cut off while Alice crashes: her will marks her offline, Bob clears the
+    // record, and the stubs, back, find only Bob's.
+    let outage = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move { proxy.outage(Duration::from_secs(3)).await })
+    };
+    alice.child.signal(9);
+    alice.child.wait_exit();
+    outage.await.unwrap();
+    // Every environment serves one invocation of the next round: each goes to Bob, none to
+    // the session that is gone (it would wait for an answer until the deadline).
+    let second = round(&cloud.front_door).await;
+    for (id, ran) in second.iter().zip(ran_in(&[&bob], &second).await) {
+        assert_eq!(ran, [0], "{id} was answered by Bob");
     }
 }
