@@ -22,8 +22,14 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 const RETRANSMIT: Duration = Duration::from_millis(1000);
 
 /// How long after a reconnection a session known before it may go unannounced before it is
-/// forgotten: the broker sends the retained presence records right after the subscription.
+/// forgotten (the broker sends the retained presence records right after the subscription),
+/// and how long an invocation waits for its session to come back before it moves to
+/// another (a session's connection that drops and comes back marks it offline meanwhile).
 const PRESENCE_GRACE: Duration = Duration::from_secs(2);
+
+/// A grace timer that fires this much late was asleep (the stub frozen): it starts again,
+/// since the records it waited for may be waiting to be read.
+const OVERSLEPT: Duration = Duration::from_millis(500);
 
 /// What to post to the real Runtime API.
 pub enum Reply {
@@ -93,7 +99,21 @@ impl Sessions {
         }
         self.generation = generation;
         self.unconfirmed = known.keys().cloned().collect();
-        self.confirm_by = Some(now + PRESENCE_GRACE);
+        // A link that keeps dropping does not put off forgetting.
+        let by = now + PRESENCE_GRACE;
+        self.confirm_by = Some(self.confirm_by.map_or(by, |earlier| earlier.min(by)));
+    }
+
+    /// The grace timer fired at `now`: forget the sessions not announced again, unless the
+    /// timer overslept (the stub was frozen), when it starts again.
+    fn grace_over(&mut self, map: &mut HashMap<String, Presence>, now: Instant) -> bool {
+        if let Some(by) = self.confirm_by {
+            if now.saturating_duration_since(by) > OVERSLEPT {
+                self.confirm_by = Some(now + PRESENCE_GRACE);
+                return false;
+            }
+        }
+        self.forget_unconfirmed(map)
     }
 
     /// Take record `p`, received on connection `generation`, into `map`; whether it changed.
@@ -199,7 +219,7 @@ impl Bridge {
                         }
                     }
                     _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now).into()), if grace.is_some() => {
-                        presence_tx.send_if_modified(|map| book.forget_unconfirmed(map));
+                        presence_tx.send_if_modified(|map| book.grace_over(map, Instant::now()));
                     }
                 }
             }
@@ -277,6 +297,11 @@ impl Bridge {
         }
         let mut retransmit =
             tokio::time::interval_at(tokio::time::Instant::now() + RETRANSMIT, RETRANSMIT);
+        // While the session is not serving the function: until when it may come back before
+        // the invocation moves, then whether it may move.
+        let mut hold_until: Option<Instant> = None;
+        let mut may_move = false;
+        let (mut link_open, mut presence_open) = (true, true);
         loop {
             tokio::select! {
                 received = rx.recv() => {
@@ -302,39 +327,47 @@ impl Bridge {
                         return reply;
                     }
                 }
-                changed = self.link.changed() => {
+                changed = self.link.changed(), if link_open => {
                     // A reconnection loses what was in flight with the old connection (clean
                     // sessions, QoS 0), the invocation or its result: send again now rather
                     // than at the next retransmission.
+                    link_open = changed.is_ok();
                     let up = matches!(*self.link.borrow_and_update(), Link::Up { .. });
-                    if changed.is_ok() && up {
+                    if link_open && up {
                         if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, acked).await {
                             return reply;
                         }
                     }
                 }
-                changed = self.presence.changed() => {
-                    if changed.is_err() {
-                        continue;
+                changed = self.presence.changed(), if presence_open => {
+                    presence_open = changed.is_ok();
+                    // The invocation stays with its session while that serves the function: a
+                    // session joining must not take an invocation another is running (it
+                    // would run twice). One that reconnected is sent it again.
+                    if let Some(latest) = self.serving(&session.session) {
+                        (hold_until, may_move) = (None, false);
+                        if latest.epoch != session.epoch {
+                            session = latest;
+                            acked = false;
+                            if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, false).await {
+                                return reply;
+                            }
+                        }
+                    } else if may_move {
+                        match self.move_on(&mut message, &mut session, &next.body).await {
+                            Err(reply) => return reply,
+                            Ok(moved) => if moved { (acked, may_move) = (false, false) },
+                        }
+                    } else if hold_until.is_none() {
+                        // Gone, or only its connection dropped: it has a while to come back.
+                        hold_until = Some(Instant::now() + PRESENCE_GRACE);
                     }
-                    // The session stays while it serves the function (a session joining must
-                    // not take an invocation another is running: it would run twice; one that
-                    // reconnected is sent it again). Gone: re-route to whichever session now
-                    // serves the function, or keep waiting.
-                    let chosen = self.serving(&session.session).or_else(|| self.choose());
-                    let moved = match &chosen {
-                        Some(c) => c.session != session.session || c.epoch != session.epoch,
-                        None => false,
-                    };
-                    if let (true, Some(c)) = (moved, chosen) {
-                        if let Some(reply) = version_mismatch(&c) {
-                            return reply;
-                        }
-                        session = c;
-                        acked = false;
-                        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, false).await {
-                            return reply;
-                        }
+                }
+                _ = tokio::time::sleep_until(hold_until.unwrap_or(answer_by).into()), if hold_until.is_some() => {
+                    (hold_until, may_move) = (None, true);
+                    match self.move_on(&mut message, &mut session, &next.body).await {
+                        Err(reply) => return reply,
+                        Ok(moved) => if moved { (acked, may_move) = (false, false) },
                     }
                 }
                 _ = tokio::time::sleep_until(answer_by.into()) => {
@@ -357,6 +390,25 @@ impl Bridge {
                 }
             }
         }
+    }
+
+    /// Move the invocation to whichever session now serves the function, if any: whether it
+    /// moved.
+    async fn move_on(
+        &self,
+        message: &mut StubMessage,
+        session: &mut Presence,
+        body: &[u8],
+    ) -> Result<bool, Reply> {
+        let Some(next) = self.choose() else {
+            return Ok(false); // none yet: a session appearing changes the presence again
+        };
+        if let Some(reply) = version_mismatch(&next) {
+            return Err(reply);
+        }
+        *session = next;
+        self.send_invoke(message, session, body, false).await?;
+        Ok(true)
     }
 
     /// Send `message` (an invocation) to `session`, and count the attempt for the next send;
@@ -431,16 +483,22 @@ impl Bridge {
             loop {
                 if matches!(*self.link.borrow(), Link::Up { .. }) {
                     if let Some(p) = self.choose() {
-                        return p;
+                        return Some(p);
                     }
                 }
-                tokio::select! {
-                    _ = self.presence.changed() => {}
-                    _ = self.link.changed() => {}
+                let open = tokio::select! {
+                    changed = self.presence.changed() => changed.is_ok(),
+                    changed = self.link.changed() => changed.is_ok(),
+                };
+                if !open {
+                    return None; // the connection's task ended: nothing will change
                 }
             }
         };
-        tokio::time::timeout_at(until.into(), wait).await.ok()
+        tokio::time::timeout_at(until.into(), wait)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -500,6 +558,37 @@ mod tests {
         assert!(book.forget_unconfirmed(&mut map));
         assert_eq!(names(&map), ["a"]);
         assert_eq!(book.confirm_by, None);
+    }
+
+    #[test]
+    fn a_grace_timer_that_overslept_starts_again() {
+        let (mut book, mut map, t0) = (Sessions::default(), HashMap::new(), Instant::now());
+        book.connection(&map, 1, t0);
+        book.record(&mut map, 1, online("a", 1));
+        book.connection(&map, 2, t0);
+        // Frozen through the grace: what was sent meanwhile is still to be read.
+        let thawed = t0 + PRESENCE_GRACE + Duration::from_secs(5);
+        assert!(!book.grace_over(&mut map, thawed));
+        assert_eq!(names(&map), ["a"]);
+        assert_eq!(book.confirm_by, Some(thawed + PRESENCE_GRACE));
+        assert!(book.grace_over(&mut map, thawed + PRESENCE_GRACE));
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_link_that_keeps_dropping_does_not_put_off_forgetting() {
+        let (mut book, mut map, t0) = (Sessions::default(), HashMap::new(), Instant::now());
+        book.connection(&map, 1, t0);
+        book.record(&mut map, 1, online("a", 1));
+        book.record(&mut map, 1, online("b", 1));
+        book.forget_unconfirmed(&mut map);
+        book.connection(&map, 2, t0);
+        let later = t0 + PRESENCE_GRACE / 2;
+        book.connection(&map, 3, later);
+        book.record(&mut map, 3, online("a", 1));
+        assert_eq!(book.confirm_by, Some(t0 + PRESENCE_GRACE));
+        assert!(book.grace_over(&mut map, t0 + PRESENCE_GRACE));
+        assert_eq!(names(&map), ["a"]);
     }
 
     #[test]

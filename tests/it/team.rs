@@ -1,7 +1,8 @@
 //! A team on one dev stage: two `live dev` sessions on one broker and one cloud. Every
 //! invocation runs in exactly one session: none is lost when a developer leaves, none is
-//! taken from a session running it when another developer joins, and a stub that was cut
-//! off while a developer left does not keep sending to the one who is gone.
+//! taken from a session running it when another developer joins or when that session's
+//! connection drops for a moment, and a stub that was cut off while a developer left does
+//! not keep sending to the one who is gone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -120,16 +121,24 @@ async fn a_developer_joining_takes_no_invocation_another_is_running() {
     let alice = live_dev(&dir, &["--broker", &url]);
     // Every environment is running an invocation in Alice's session when Bob joins; about
     // half of them would pick Bob for a new invocation (by their hash).
-    let calls = slow_round(&cloud.front_door, &dir, 3000).await;
+    let calls = slow_round(&cloud.front_door, &dir, 6000).await;
     let bob = live_dev(&dir, &["--broker", &url]);
+    let ids = each_ran_once(&dir, calls).await;
+    for (id, ran) in ids.iter().zip(ran_in(&[&alice, &bob], &ids).await) {
+        assert_eq!(ran, [0], "{id} ran in sessions {ran:?} (0: Alice, 1: Bob)");
+    }
+}
+
+/// Wait for the calls of a [`slow_round`] in `dir`: each answered without error by the
+/// worker that last started it (a second run, in another worker, would have started long
+/// before the first answered, and written its pid over the first's). Their request ids.
+async fn each_ran_once(dir: &Path, calls: Vec<tokio::task::JoinHandle<Reply>>) -> Vec<String> {
     let mut ids = Vec::new();
     for (i, call) in calls.into_iter().enumerate() {
         let reply = call.await.expect("the invocation's task");
         reply.assert_no_function_error();
-        // A second run, in Bob's session, would have started long before Alice's answered
-        // (Bob's worker would have written its pid over hers).
         let answered_by = reply.json()["pid"].as_u64().expect("pid");
-        let last_started = std::fs::read_to_string(started(&dir, i)).expect("pid file");
+        let last_started = std::fs::read_to_string(started(dir, i)).expect("pid file");
         assert_eq!(
             last_started.trim(),
             answered_by.to_string(),
@@ -137,9 +146,29 @@ async fn a_developer_joining_takes_no_invocation_another_is_running() {
         );
         ids.push(reply.header("x-live-request-id").to_string());
     }
-    for (id, ran) in ids.iter().zip(ran_in(&[&alice, &bob], &ids).await) {
-        assert_eq!(ran, [0], "{id} ran in sessions {ran:?} (0: Alice, 1: Bob)");
-    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_stay_with_a_developer_whose_connection_drops_and_comes_back() {
+    let (_broker, url) = live_broker(&[]);
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", port_of(&url)).parse().unwrap()).await;
+    let via = format!("ws://{}/mqtt", proxy.addr);
+    let dir = project("team-blip", &raw_function("echo"));
+    let cloud = live_cloud(&dir, &["--broker", &url]);
+    // Only Alice's session goes through the proxy.
+    let alice = live_dev(&dir, &["--broker", &via]);
+    let bob = live_dev(&dir, &["--broker", &url]);
+    let calls = slow_round(&cloud.front_door, &dir, 3000).await;
+    // Alice's connection drops: her will marks her offline (and Bob clears it); she is back
+    // well within the stubs' grace, and her invocations finish with her.
+    proxy.outage(Duration::from_millis(300)).await;
+    let ids = each_ran_once(&dir, calls).await;
+    let ran = ran_in(&[&alice, &bob], &ids).await;
+    assert!(
+        ran.iter().any(|r| r == &[0]),
+        "Alice served some of {AT_ONCE} environments: {ran:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +194,11 @@ async fn stubs_cut_off_while_a_developer_left_turn_to_the_one_still_there() {
         let proxy = proxy.clone();
         tokio::spawn(async move { proxy.outage(Duration::from_secs(3)).await })
     };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.drops.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the outage never began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     alice.child.signal(9);
     alice.child.wait_exit();
     outage.await.unwrap();

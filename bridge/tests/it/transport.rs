@@ -292,6 +292,7 @@ async fn the_connection_comes_back_and_resubscribes_after_the_broker_restarts() 
     dev.send(&res, &msg, b"").await.unwrap();
     let got = next(&mut stub).await;
     assert_eq!(got.frame.parse::<DevMessage>().unwrap(), msg);
+    assert_eq!(got.generation, 2, "it came on the second connection");
 }
 
 #[tokio::test]
