@@ -155,6 +155,8 @@ pub struct Bridge {
     link: watch::Receiver<Link>,
     presence: watch::Receiver<HashMap<String, Presence>>,
     waiters: Waiters,
+    /// Lambda's deadline for the invocation being forwarded.
+    deadline: Instant,
 }
 
 impl Bridge {
@@ -181,6 +183,7 @@ impl Bridge {
             link: connection.link(),
             presence,
             waiters: waiters.clone(),
+            deadline: Instant::now(),
         };
         if config.timing {
             // For cold-start measurements: say when the bridge is first up.
@@ -233,6 +236,7 @@ impl Bridge {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let remaining = Duration::from_millis(next.deadline_ms.saturating_sub(now_ms));
+        self.deadline = Instant::now() + remaining;
         let answer_by = Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN);
         let window = Instant::now() + self.config.no_dev_window;
         let where_ = self.place.clone();
@@ -432,6 +436,12 @@ impl Bridge {
             // One that cannot go now goes at the next retransmission or reconnection.
             let _ = self.sender.send(&topic, &probe, b"").await;
             return Ok(());
+        }
+        // The time left as it goes: a session that receives it late, or only a re-send,
+        // knows its deadline all the same.
+        if let StubMessage::Invoke(invocation) = message {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            invocation.remaining_ms = left.as_millis() as u64;
         }
         let sent = self.sender.send(&topic, message, body).await;
         if let StubMessage::Invoke(invocation) = message {

@@ -171,6 +171,41 @@ async fn a_worker_killed_mid_invocation_is_named_and_replaced() {
 }
 
 #[tokio::test]
+async fn after_a_timeout_the_next_invocation_runs_at_once_on_a_fresh_worker() {
+    // A handler that never answers, in a function with a 1 s timeout: the stub answers at
+    // its deadline, and its environment (reused, as Lambda reuses it) takes the next one.
+    let dir = project("timeout", &format!("{}timeout = 1\n", raw_function("echo")));
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let marker = dir.join("worker.pid");
+    let event = format!(r#"{{"mode":"sleep","file":"{}"}}"#, marker.display());
+    let hung = http.invoke(&dev.front_door, "echo", &[], event).await;
+    assert_eq!(hung.header("x-amz-function-error"), "Unhandled");
+    assert_eq!(hung.json()["errorType"], "Live.DeadlineReached");
+    let hung_pid: u64 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Before: the next one waited behind the hung one until its worker was stopped (2 s
+    // past its deadline), past its own deadline, and ran after its caller had its error.
+    let next = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    next.assert_no_function_error();
+    assert_eq!(
+        next.header("x-live-env-id"),
+        hung.header("x-live-env-id"),
+        "the same environment"
+    );
+    assert_ne!(
+        next.json()["pid"].as_u64().unwrap(),
+        hung_pid,
+        "a fresh worker"
+    );
+    let stopped = dev.invocation(hung.header("x-live-request-id"));
+    assert_eq!(stopped["error_type"], "Live.GivenUp", "{stopped}");
+}
+
+#[tokio::test]
 async fn only_the_functions_a_change_affects_rebuild() {
     let dir = fixture_copy("reload");
     let dev = live_dev(&dir, &[]);

@@ -288,7 +288,9 @@ fn print_ready(
 /// What this session knows of a request id: still running, or answered (kept to answer a
 /// duplicate the same way).
 enum Seen {
-    Running,
+    /// Running; notified when the stub has given up on it (it sent its environment's next
+    /// invocation), so that its worker stops, as Lambda resets an environment that timed out.
+    Running(Arc<tokio::sync::Notify>),
     /// Answered: the result is kept to answer a probe or a duplicate (either means the
     /// stub has not got it), until the same environment's next invocation (which means it
     /// has) or the deadline (boxed: most entries are `Done`).
@@ -316,7 +318,7 @@ impl Seen {
         };
         match self {
             Seen::Answered(kept) => Some((kept.message.clone(), kept.body.clone())),
-            Seen::Running => ack(),
+            Seen::Running(_) => ack(),
             Seen::Done if ack_done => ack(),
             Seen::Done => None,
         }
@@ -333,6 +335,39 @@ struct SeenMap {
 }
 
 impl SeenMap {
+    /// Note new invocation `request_id` of environment `env_id` as running. Its stub has
+    /// finished with the environment's previous one: a result kept for it is no longer
+    /// needed, and one still running has been given up on (the stub answered at its
+    /// deadline), so it is told to stop. The oldest ids beyond [`REMEMBERED`] are forgotten,
+    /// but not those still running or holding a result. Returns what tells the run to stop.
+    fn start(&mut self, request_id: &str, env_id: &str) -> Arc<tokio::sync::Notify> {
+        let previous = self
+            .latest
+            .insert(env_id.to_string(), request_id.to_string());
+        match previous.and_then(|p| self.map.get_mut(&p)) {
+            Some(entry @ Seen::Answered(..)) => *entry = Seen::Done,
+            Some(Seen::Running(stop)) => stop.notify_one(),
+            _ => {}
+        }
+        let stop = Arc::new(tokio::sync::Notify::new());
+        self.map
+            .insert(request_id.to_string(), Seen::Running(stop.clone()));
+        self.order.push_back(request_id.to_string());
+        let mut turns = self.order.len();
+        while self.order.len() > REMEMBERED && turns > 0 {
+            turns -= 1;
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if matches!(self.map.get(&old), Some(Seen::Done) | None) {
+                self.map.remove(&old);
+            } else {
+                self.order.push_back(old);
+            }
+        }
+        stop
+    }
+
     /// Keep the result of `request_id` for a probe, if the stub of `env_id` may still want
     /// it: only while it is that environment's latest invocation (the sweep looks no
     /// further); once the stub has sent its next one, it has this result or gave up on it.
@@ -357,7 +392,7 @@ impl SeenMap {
                 return false;
             };
             match entry {
-                Seen::Running => true,
+                Seen::Running(_) => true,
                 Seen::Answered(kept) if kept.until > now => true,
                 Seen::Answered(_) => {
                     *entry = Seen::Done;
@@ -392,46 +427,33 @@ impl Session {
         let ack = DevMessage::Ack {
             request_id: invocation.request_id.clone(),
         };
-        let previous = {
+        // The invocation's deadline, from the time it had left when the stub sent it.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(invocation.remaining_ms);
+        let start = {
             let mut seen = state.seen.lock().expect("lock");
             match seen.map.get(&invocation.request_id) {
                 // A retransmission: the stub has not heard from us yet.
-                Some(entry) => entry.again(&invocation.request_id, true),
-                None => {
-                    // A stub sends its next invocation only once it has finished the last
-                    // one: that result is no longer needed.
-                    let previous = seen
-                        .latest
-                        .insert(invocation.env_id.clone(), invocation.request_id.clone());
-                    if let Some(entry @ Seen::Answered(..)) =
-                        previous.and_then(|p| seen.map.get_mut(&p))
-                    {
-                        *entry = Seen::Done;
-                    }
-                    seen.map
-                        .insert(invocation.request_id.clone(), Seen::Running);
-                    seen.order.push_back(invocation.request_id.clone());
-                    while seen.order.len() > REMEMBERED {
-                        if let Some(old) = seen.order.pop_front() {
-                            seen.map.remove(&old);
-                        }
-                    }
-                    None
-                }
+                Some(entry) => Err(entry.again(&invocation.request_id, true)),
+                None => Ok(seen.start(&invocation.request_id, &invocation.env_id)),
             }
         };
-        if let Some((message, body)) = previous {
-            // A duplicate: acknowledged again while it runs, or the same answer again once
-            // answered; the handler is not run twice.
-            let _ = state.sender.send(&results, &message, &body).await;
-            return;
-        }
+        let stop = match start {
+            Ok(stop) => stop,
+            Err(again) => {
+                // A duplicate: acknowledged again while it runs, or the same answer again
+                // once answered; the handler is not run twice.
+                if let Some((message, body)) = again {
+                    let _ = state.sender.send(&results, &message, &body).await;
+                }
+                return;
+            }
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let start = Instant::now();
             // The result acknowledges the invocation; a separate acknowledgement goes out
             // only if the result takes a while, well before the stub's retransmission.
-            let run = state.run(&invocation, body);
+            let run = state.run(&invocation, body, deadline, stop.notified());
             tokio::pin!(run);
             let ran = tokio::select! {
                 ran = &mut run => ran,
@@ -518,7 +540,13 @@ impl Session {
     }
 
     /// Run an invocation on code no older than the files were when it arrived.
-    async fn run(&self, invocation: &bridge::Invocation, body: Bytes) -> worker::Ran {
+    async fn run(
+        &self,
+        invocation: &bridge::Invocation,
+        body: Bytes,
+        deadline: tokio::time::Instant,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> worker::Ran {
         if !self.functions.contains(&invocation.function) {
             return worker::failed(
                 "Live.UnknownFunction",
@@ -532,10 +560,14 @@ impl Session {
         if let Some(watcher) = &self.watcher {
             watcher.barrier_for(&invocation.request_id).await;
         }
-        let until = tokio::time::Instant::now()
-            + Duration::from_millis(invocation.remaining_ms).saturating_sub(BUILD_WAIT_MARGIN);
+        let until = deadline
+            .checked_sub(BUILD_WAIT_MARGIN)
+            .unwrap_or_else(tokio::time::Instant::now);
         match self.builds.launch_for(&invocation.function, until).await {
-            Ok((launch, generation)) => self.workers.run(invocation, body, &launch, generation).await,
+            Ok((launch, generation)) => {
+                let ran = self.workers.run(invocation, body, &launch, generation, deadline, stop);
+                ran.await
+            }
             Err(NotReady::Failed(failure)) => worker::failed(
                 "Live.BuildFailed",
                 format!("the build of {} failed: {}", invocation.function, failure.first_error),
@@ -590,7 +622,7 @@ mod tests {
         let now = Instant::now();
         let mut seen = SeenMap::default();
         for (env, request_id, entry) in [
-            ("e1", "running", Seen::Running),
+            ("e1", "running", Seen::Running(Arc::default())),
             (
                 "e2",
                 "expired",
@@ -604,7 +636,7 @@ mod tests {
         }
         seen.sweep(now);
         let state = |id: &str| match seen.map.get(id) {
-            Some(Seen::Running) => "running",
+            Some(Seen::Running(_)) => "running",
             Some(Seen::Answered(_)) => "answered",
             Some(Seen::Done) => "done",
             None => "forgotten",
@@ -627,7 +659,7 @@ mod tests {
         let now = Instant::now();
         let mut seen = SeenMap::default();
         for id in ["old", "new"] {
-            seen.map.insert(id.into(), Seen::Running);
+            seen.map.insert(id.into(), Seen::Running(Arc::default()));
         }
         seen.latest.insert("e1".into(), "new".into());
         let kept = |id: &str| match answered(id, now + Duration::from_secs(5)) {
@@ -641,5 +673,44 @@ mod tests {
             "the sweep would never reach it"
         );
         assert!(matches!(seen.map.get("new"), Some(Seen::Answered(_))));
+    }
+
+    #[tokio::test]
+    async fn the_next_invocation_of_an_environment_stops_the_one_its_stub_gave_up_on() {
+        let mut seen = SeenMap::default();
+        let first = seen.start("r1", "e1");
+        let other = seen.start("r2", "e2");
+        let _second = seen.start("r3", "e1");
+        let stopped = tokio::time::timeout(Duration::from_secs(5), first.notified()).await;
+        assert!(stopped.is_ok(), "r1 was not told to stop");
+        let untouched = tokio::time::timeout(Duration::from_millis(50), other.notified()).await;
+        assert!(
+            untouched.is_err(),
+            "another environment's invocation was stopped"
+        );
+    }
+
+    #[test]
+    fn ids_still_running_or_holding_a_result_are_not_forgotten() {
+        let mut seen = SeenMap::default();
+        let _running = seen.start("long", "e-long");
+        seen.start("answered", "e-answered");
+        seen.keep(
+            "answered",
+            "e-answered",
+            match answered("answered", Instant::now() + Duration::from_secs(60)) {
+                Seen::Answered(kept) => *kept,
+                _ => unreachable!(),
+            },
+        );
+        for i in 0..REMEMBERED + 10 {
+            let id = format!("r{i}");
+            seen.start(&id, &format!("e{i}"));
+            seen.map.insert(id, Seen::Done);
+        }
+        assert!(matches!(seen.map.get("long"), Some(Seen::Running(_))));
+        assert!(matches!(seen.map.get("answered"), Some(Seen::Answered(_))));
+        assert!(!seen.map.contains_key("r0"), "the oldest done ids go");
+        assert_eq!(seen.order.len(), REMEMBERED);
     }
 }

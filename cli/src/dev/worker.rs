@@ -52,13 +52,17 @@ impl Workers {
     }
 
     /// Run `invocation` on the worker of its execution environment, built at `generation`
-    /// from `launch`, starting (or replacing) it if needed.
+    /// from `launch`, starting (or replacing) it if needed, by `deadline` (then a little
+    /// more, before the worker is stopped) and until `stop` completes (the stub gave up on
+    /// it: the worker is stopped, and the environment's next invocation starts afresh).
     pub async fn run(
         &self,
         invocation: &bridge::Invocation,
         body: Bytes,
         launch: &Launch,
         generation: u64,
+        deadline: tokio::time::Instant,
+        stop: impl std::future::Future<Output = ()>,
     ) -> Ran {
         let slot = self
             .slots
@@ -67,7 +71,25 @@ impl Workers {
             .entry((invocation.function.clone(), invocation.env_id.clone()))
             .or_default()
             .clone();
-        let mut guard = slot.lock().await;
+        tokio::pin!(stop);
+        let given_up = || {
+            failed(
+                "Live.GivenUp",
+                "the stub gave up on this invocation at its deadline and sent its environment's \
+                 next one; the worker was stopped, as Lambda resets an environment that timed out"
+                    .into(),
+            )
+        };
+        // Behind the environment's previous invocation, which its stub gave up on (it is
+        // being stopped), or past the deadline.
+        let mut guard = tokio::select! {
+            guard = slot.lock() => guard,
+            _ = &mut stop => return given_up(),
+            _ = tokio::time::sleep_until(deadline) => return failed(
+                "Sandbox.Timedout",
+                format!("the worker of {} was busy until the invocation's deadline", invocation.function),
+            ),
+        };
         if let Some(worker) = guard.as_mut() {
             let exited = matches!(worker.process.child.try_wait(), Ok(Some(_)));
             if exited || worker.generation != generation {
@@ -90,7 +112,6 @@ impl Workers {
             headers: invocation.headers.clone(),
             body,
         };
-        let budget = Duration::from_millis(invocation.remaining_ms) + OVERRUN;
         let outcome = tokio::select! {
             outcome = worker.api.invoke(local) => {
                 outcome.ok_or_else(|| failure("Live.WorkerCrashed", "the worker's Runtime API stopped"))
@@ -104,10 +125,11 @@ impl Workers {
                     worker.process.stderr_tail()
                 ),
             )),
-            _ = tokio::time::sleep(budget) => Err(failure(
+            _ = tokio::time::sleep_until(deadline + OVERRUN) => Err(failure(
                 "Sandbox.Timedout",
                 &format!("the handler did not answer within the invocation's {} ms; its worker was stopped", invocation.remaining_ms),
             )),
+            _ = &mut stop => Err(given_up().outcome.expect_err("a failure")),
         };
         let keep = matches!(
             outcome,
@@ -235,8 +257,17 @@ mod tests {
                 remaining_ms: 30_000,
                 attempt: 0,
             };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let never = std::future::pending();
             let ran = workers
-                .run(&invocation, Bytes::from_static(b"{}"), &launch, 1)
+                .run(
+                    &invocation,
+                    Bytes::from_static(b"{}"),
+                    &launch,
+                    1,
+                    deadline,
+                    never,
+                )
                 .await;
             assert!(
                 matches!(ran.outcome, Ok(Outcome::Response { .. })),
