@@ -325,6 +325,58 @@ async fn a_hundred_concurrent_invocations_each_get_their_own_result_from_their_o
 }
 
 #[tokio::test]
+async fn a_caller_that_goes_away_does_not_end_its_invocation_or_its_environment() {
+    use tokio::io::AsyncWriteExt;
+    let dir = project("caller-gone", &raw_function("echo"));
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let first = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    first.assert_no_function_error();
+    let env = first.header("x-live-env-id").to_string();
+
+    // A caller sends a slow invocation and hangs up once the handler has started. (Its
+    // marker is written outside the project, whose changes would start a new worker.)
+    let started = dir.with_extension("started.pid");
+    let event = format!(r#"{{"sleep_ms":1000,"file":"{}"}}"#, started.display());
+    let addr = dev.front_door.trim_start_matches("http://").to_string();
+    let mut caller = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\nhost: {addr}\r\n\
+         content-length: {}\r\n\r\n{event}",
+        event.len()
+    );
+    caller.write_all(request.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the handler never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(caller);
+
+    // It runs to its end (its line is printed once its result is sent) ...
+    while dev.runs().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned invocation never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and its environment, stub and worker alive, serves the next one.
+    let next = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    next.assert_no_function_error();
+    assert_eq!(
+        next.header("x-live-env-id"),
+        env,
+        "the environment was lost"
+    );
+    assert_eq!(
+        next.json()["count"],
+        3,
+        "the same worker, with its module state"
+    );
+}
+
+#[tokio::test]
 async fn the_official_python_runtime_client_serves_results_and_raised_exceptions() {
     let python = python();
     let dir = project(

@@ -200,6 +200,26 @@ pub fn arn(function: &str) -> String {
 
 impl Pool {
     /// Run one invocation in a warm environment, or a new one, or wait for one.
+    /// [`Pool::invoke`] in a task of its own, so that it runs to the end even if its caller
+    /// goes away (a client that disconnects drops its request's future, which held the
+    /// environment, and so killed the stub mid-invocation), as Lambda finishes an invocation
+    /// whatever its caller does.
+    pub async fn invoke_to_the_end(self: &Arc<Self>, request: Request) -> Reply {
+        let pool = self.clone();
+        match tokio::spawn(async move { pool.invoke(request).await }).await {
+            Ok(reply) => reply,
+            Err(e) => Reply {
+                request_id: String::new(),
+                result: Err(bridge::runtime_api::failure(
+                    "Live.EmulatorFailed",
+                    &format!("the invocation's task failed: {e}"),
+                )),
+                stub_pid: 0,
+                env_id: String::new(),
+            },
+        }
+    }
+
     pub async fn invoke(&self, request: Request) -> Reply {
         let request_id = crate::ids::request_id();
         let _slot = self

@@ -199,7 +199,7 @@ async fn invoke_api(
             .body(Full::new(Bytes::new()))
             .expect("static parts"),
         "RequestResponse" => {
-            let reply = pool.invoke(request).await;
+            let reply = pool.invoke_to_the_end(request).await;
             let builder = with_trace(Response::builder(), &reply)
                 .status(StatusCode::OK)
                 .header("x-amz-executed-version", "$LATEST")
@@ -245,7 +245,7 @@ async fn function_url(
         &host,
     );
     let reply = pool
-        .invoke(Request {
+        .invoke_to_the_end(Request {
             body: Bytes::from(event.to_string()),
             ..Request::default()
         })
