@@ -215,6 +215,26 @@ async fn runtime_headers_and_payload_bytes_reach_the_handler_unchanged() {
         "deadline {deadline}, now {now}"
     );
 
+    // A pretty-printed client context (a header cannot carry its line breaks) arrives on
+    // one line; one that is not a JSON object is refused, as Lambda refuses it.
+    let pretty = "{\n  \"custom\": {\"k\": \"v\"}\n}";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pretty);
+    let headers = [("X-Amz-Client-Context", encoded.as_str())];
+    let reply = http.invoke(&dev.front_door, "echo", &headers, "{}").await;
+    reply.assert_no_function_error();
+    let seen = &reply.json()["headers"]["lambda-runtime-client-context"];
+    assert_eq!(seen, "{   \"custom\": {\"k\": \"v\"} }");
+    let not_json = base64::engine::general_purpose::STANDARD.encode("hello");
+    let headers = [("X-Amz-Client-Context", not_json.as_str())];
+    let refused = http.invoke(&dev.front_door, "echo", &headers, "{}").await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.json()["__type"],
+        "InvalidRequestContentException",
+        "{:?}",
+        refused.json()
+    );
+
     // Bytes that JSON re-encoding would change: non-ASCII, integers beyond 2^53, spacing.
     let payload = r#"{"mode":"echo", "big": 9007199254740993, "huge": 123456789012345678901234567890, "text": "héllo — 日本 🚀", "f": 1.50}"#;
     let echoed = http.invoke(&dev.front_door, "echo", &[], payload).await;

@@ -160,18 +160,16 @@ async fn invoke_api(
             &format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
         );
     };
-    let client_context = match header(&parts, "x-amz-client-context") {
+    let client_context = match header(&parts, "x-amz-client-context").map(client_context) {
         None => None,
-        Some(encoded) => match base64::engine::general_purpose::STANDARD.decode(encoded) {
-            Ok(decoded) => Some(String::from_utf8_lossy(&decoded).to_string()),
-            Err(_) => {
-                return aws_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequestContentException",
-                    "X-Amz-Client-Context must be base64-encoded JSON",
-                )
-            }
-        },
+        Some(Some(context)) => Some(context),
+        Some(None) => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContentException",
+                "Client context must be a valid Base64-encoded JSON object.",
+            )
+        }
     };
     let request = Request {
         body,
@@ -265,4 +263,20 @@ async fn function_url(
         .expect("static parts");
     parts.headers.extend(traced.into_parts().0.headers);
     Response::from_parts(parts, Full::new(body))
+}
+
+/// The client context of `X-Amz-Client-Context` (base64 of a JSON object) as the runtime's
+/// `Lambda-Runtime-Client-Context` header carries it, or `None` if it is not one. Its text
+/// goes on as sent, except line breaks and tabs (pretty-printed JSON, the only place valid
+/// JSON has control characters), which a header cannot carry: each becomes a space.
+fn client_context(encoded: &str) -> Option<String> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    if !value.is_object() {
+        return None;
+    }
+    Some(text.replace(char::is_control, " "))
 }
