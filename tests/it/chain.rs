@@ -397,6 +397,36 @@ async fn a_caller_that_goes_away_does_not_end_its_invocation_or_its_environment(
 }
 
 #[tokio::test]
+async fn an_environment_whose_stub_died_while_idle_is_not_used_again() {
+    let dir = project("idle-death", &raw_function("echo"));
+    let dev = live_dev(&dir, &[]);
+    let http = Http::default();
+    let first = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    first.assert_no_function_error();
+    let stub = first.header("x-live-stub-pid").to_string();
+    assert!(Command::new("kill")
+        .args(["-9", &stub])
+        .status()
+        .unwrap()
+        .success());
+    // Dead (a zombie until reaped) before the next invocation comes.
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{stub}/stat")).unwrap_or_default();
+        let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest.to_string());
+        after_name.and_then(|rest| rest.chars().next())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(state(), Some('Z') | None) {
+        assert!(Instant::now() < deadline, "the stub did not die");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let next = http.invoke(&dev.front_door, "echo", &[], "{}").await;
+    next.assert_no_function_error();
+    assert_ne!(next.header("x-live-stub-pid"), stub, "a fresh environment");
+    assert_ne!(next.header("x-live-env-id"), first.header("x-live-env-id"));
+}
+
+#[tokio::test]
 async fn the_official_python_runtime_client_serves_results_and_raised_exceptions() {
     let python = python();
     let dir = project(

@@ -220,6 +220,20 @@ impl Pool {
         }
     }
 
+    /// The most recently used idle environment whose process is still there; those whose
+    /// process ended while idle (a runtime that crashed between invocations, a stub killed)
+    /// are dropped, and the invocation goes to another or a fresh one, as Lambda would.
+    fn warm_env(&self) -> Option<Env> {
+        let mut idle = self.idle.lock().expect("lock");
+        while let Some(mut env) = idle.pop() {
+            if matches!(env.process.child.try_wait(), Ok(None)) {
+                return Some(env);
+            }
+            tracing::debug!(env = %env.env_id, "dropped an idle environment whose process ended");
+        }
+        None
+    }
+
     pub async fn invoke(&self, request: Request) -> Reply {
         let request_id = crate::ids::request_id();
         let _slot = self
@@ -227,7 +241,7 @@ impl Pool {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let warm = self.idle.lock().expect("lock").pop();
+        let warm = self.warm_env();
         let (mut env, frozen) = match warm {
             Some(env) => {
                 let frozen = env.take();
