@@ -387,6 +387,13 @@ async fn result(
         }
     };
     let outcome = if is_error {
+        // No payload: Lambda builds the error from the header.
+        let (headers, body) = if body.is_empty() {
+            let named = error_type.as_deref().unwrap_or("Unhandled");
+            (json_headers(), Bytes::from(error_body(named, "")))
+        } else {
+            (headers, body)
+        };
         Outcome::Error {
             error_type,
             headers,

@@ -212,6 +212,25 @@ async fn error_bodies_of_every_official_client_are_accepted_unchanged() {
 }
 
 #[tokio::test]
+async fn an_error_without_a_payload_is_built_from_its_header() {
+    let api = api().await;
+    let rt = Runtime::new(&api);
+    let named = [("lambda-runtime-function-error-type", "Runtime.ExitError")];
+    for (id, headers, expected) in [
+        ("n1", &named[..], "Runtime.ExitError"),
+        ("n2", &[][..], "Unhandled"),
+    ] {
+        let (outcome, status) = serve_one(&api, &rt, id, "error", headers, Vec::new()).await;
+        assert_eq!(status, 202);
+        let Outcome::Error { body, .. } = outcome else {
+            panic!("{id}: {outcome:?}");
+        };
+        let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+        assert_eq!(error["errorType"], expected, "{id}");
+    }
+}
+
+#[tokio::test]
 async fn a_response_above_the_limit_gets_413_and_the_caller_a_size_error() {
     let api = api().await;
     let rt = Runtime::new(&api);
