@@ -66,6 +66,9 @@ impl std::fmt::Debug for OnInvoke {
 /// What an invocation asks for.
 #[derive(Debug, Default)]
 pub struct Request {
+    /// Set by a caller that answers before the invocation ends (an `Event`); made up here
+    /// otherwise.
+    pub request_id: Option<String>,
     pub body: Bytes,
     /// The decoded `X-Amz-Client-Context`, JSON.
     pub client_context: Option<String>,
@@ -235,7 +238,10 @@ impl Pool {
     }
 
     pub async fn invoke(&self, request: Request) -> Reply {
-        let request_id = crate::ids::request_id();
+        let request_id = request
+            .request_id
+            .clone()
+            .unwrap_or_else(crate::ids::request_id);
         let _slot = self
             .slots
             .acquire()

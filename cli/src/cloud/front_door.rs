@@ -172,6 +172,7 @@ async fn invoke_api(
         }
     };
     let request = Request {
+        request_id: None,
         body,
         client_context,
         trace_id: header(&parts, "x-amzn-trace-id").map(str::to_string),
@@ -181,6 +182,12 @@ async fn invoke_api(
     };
     match invocation_type.as_str() {
         "Event" => {
+            // Answered at once, with the request id the invocation will run under.
+            let request_id = crate::ids::request_id();
+            let request = Request {
+                request_id: Some(request_id.clone()),
+                ..request
+            };
             tokio::spawn(async move {
                 let reply = pool.invoke(request).await;
                 if let Err((error_type, _)) = &reply.result {
@@ -189,6 +196,8 @@ async fn invoke_api(
             });
             Response::builder()
                 .status(StatusCode::ACCEPTED)
+                .header("x-amzn-requestid", &request_id)
+                .header("x-live-request-id", &request_id)
                 .body(Full::new(Bytes::new()))
                 .expect("static parts")
         }
