@@ -172,12 +172,17 @@ async fn a_worker_killed_mid_invocation_is_named_and_replaced() {
 
 #[tokio::test]
 async fn after_a_timeout_the_next_invocation_runs_at_once_on_a_fresh_worker() {
-    // A handler that never answers, in a function with a 1 s timeout: the stub answers at
+    // A handler that never answers, in a function with a 2 s timeout: the stub answers at
     // its deadline, and its environment (reused, as Lambda reuses it) takes the next one.
-    let dir = project("timeout", &format!("{}timeout = 1\n", raw_function("echo")));
+    let dir = project("timeout", &format!("{}timeout = 2\n", raw_function("echo")));
     let dev = live_dev(&dir, &[]);
     let http = Http::default();
-    let marker = dir.join("worker.pid");
+    // Warm: the hung call does not pay for starting the stub and the worker.
+    http.invoke(&dev.front_door, "echo", &[], "{}")
+        .await
+        .assert_no_function_error();
+    // Outside the project, whose changes would start a new worker anyway.
+    let marker = dir.with_extension("worker.pid");
     let event = format!(r#"{{"mode":"sleep","file":"{}"}}"#, marker.display());
     let hung = http.invoke(&dev.front_door, "echo", &[], event).await;
     assert_eq!(hung.header("x-amz-function-error"), "Unhandled");

@@ -387,12 +387,9 @@ async fn result(
         }
     };
     let outcome = if is_error {
-        // No payload: Lambda builds the error from the header.
-        let (headers, body) = if body.is_empty() {
-            let named = error_type.as_deref().unwrap_or("Unhandled");
-            (json_headers(), Bytes::from(error_body(named, "")))
-        } else {
-            (headers, body)
+        let (headers, body) = match built_error(&body, error_type.as_deref(), "Unhandled") {
+            Some(built) => (json_headers(), built),
+            None => (headers, body),
         };
         Outcome::Error {
             error_type,
@@ -410,11 +407,19 @@ async fn result(
     accepted()
 }
 
+/// With no payload, Lambda builds the error from the error-type header (`otherwise` if
+/// there is none): the error JSON to use instead of an empty `body`.
+fn built_error(body: &Bytes, error_type: Option<&str>, otherwise: &str) -> Option<Bytes> {
+    body.is_empty()
+        .then(|| Bytes::from(error_body(error_type.unwrap_or(otherwise), "")))
+}
+
 async fn init_error(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
     let error_type = error_type(&req);
     let body = read_limited(req.into_body(), MAX_RESPONSE_BYTES)
         .await
         .unwrap_or_default();
+    let body = built_error(&body, error_type.as_deref(), "Runtime.InitError").unwrap_or(body);
     let outcome = Outcome::InitError { error_type, body };
     let current = shared.current.lock().expect("lock").take();
     match current {

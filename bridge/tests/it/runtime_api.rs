@@ -212,7 +212,7 @@ async fn error_bodies_of_every_official_client_are_accepted_unchanged() {
 }
 
 #[tokio::test]
-async fn an_error_without_a_payload_is_built_from_its_header() {
+async fn an_error_or_init_error_without_a_payload_is_built_from_its_header() {
     let api = api().await;
     let rt = Runtime::new(&api);
     let named = [("lambda-runtime-function-error-type", "Runtime.ExitError")];
@@ -228,6 +228,19 @@ async fn an_error_without_a_payload_is_built_from_its_header() {
         let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
         assert_eq!(error["errorType"], expected, "{id}");
     }
+    // The same for an init error.
+    let (outcome, _) = tokio::join!(api.invoke(invocation("n3", b"{}")), async {
+        rt.call("GET", "/2018-06-01/runtime/invocation/next", &[], "")
+            .await;
+        let posted = rt
+            .call("POST", "/2018-06-01/runtime/init/error", &named, "")
+            .await;
+        assert_eq!(posted.0, 202);
+    });
+    let (error_type, body) = outcome.unwrap().failure().unwrap();
+    assert_eq!(error_type, "Runtime.ExitError");
+    let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+    assert_eq!(error["errorType"], "Runtime.ExitError");
 }
 
 #[tokio::test]

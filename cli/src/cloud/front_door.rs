@@ -253,6 +253,8 @@ async fn function_url(
     );
     let reply = pool
         .invoke_to_the_end(Request {
+            // The event's `requestContext.requestId` is the id it runs under.
+            request_id: Some(request_id.clone()),
             body: Bytes::from(event.to_string()),
             ..Request::default()
         })
@@ -276,8 +278,8 @@ async fn function_url(
 
 /// The client context of `X-Amz-Client-Context` (base64 of a JSON object) as the runtime's
 /// `Lambda-Runtime-Client-Context` header carries it, or `None` if it is not one. Its text
-/// goes on as sent, except line breaks and tabs (pretty-printed JSON, the only place valid
-/// JSON has control characters), which a header cannot carry: each becomes a space.
+/// goes on as sent, except line breaks (pretty-printed JSON) and DEL, which a header cannot
+/// carry: each becomes a space.
 fn client_context(encoded: &str) -> Option<String> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
@@ -287,5 +289,5 @@ fn client_context(encoded: &str) -> Option<String> {
     if !value.is_object() {
         return None;
     }
-    Some(text.replace(char::is_control, " "))
+    Some(text.replace(['\r', '\n', '\u{7f}'], " "))
 }

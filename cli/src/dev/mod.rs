@@ -29,6 +29,9 @@ use worker::Workers;
 /// this bounds the memory of a long session).
 const REMEMBERED: usize = 4096;
 
+/// Lambda's longest timeout: no invocation has more time left than this.
+const MAX_REMAINING_MS: u64 = 900_000;
+
 /// How long an invocation runs before it is acknowledged on its own (a quicker result is
 /// the acknowledgement); well within the stub's 1 s retransmission.
 const ACK_AFTER: Duration = Duration::from_millis(200);
@@ -335,6 +338,28 @@ struct SeenMap {
 }
 
 impl SeenMap {
+    /// What to do with `invocation` as it arrives: run it (a new delivery; what stops the
+    /// run is returned), or answer it again (a retransmission: the stub has not heard from
+    /// us yet). Lambda retries an asynchronous invocation that failed under the same request
+    /// id, and a stub sends a delivery at attempt 0 only once: a known id at attempt 0 that no
+    /// longer runs is such a retry, and runs again.
+    fn arrive(
+        &mut self,
+        invocation: &bridge::Invocation,
+    ) -> Result<Arc<tokio::sync::Notify>, Option<(DevMessage, Bytes)>> {
+        let id = &invocation.request_id;
+        let new_delivery = match self.map.get(id) {
+            None => true,
+            Some(Seen::Running(_)) => false,
+            Some(Seen::Answered(_) | Seen::Done) => invocation.attempt == 0,
+        };
+        if new_delivery {
+            Ok(self.start(id, &invocation.env_id))
+        } else {
+            Err(self.map.get(id).and_then(|entry| entry.again(id, true)))
+        }
+    }
+
     /// Note new invocation `request_id` of environment `env_id` as running. Its stub has
     /// finished with the environment's previous one: a result kept for it is no longer
     /// needed, and one still running has been given up on (the stub answered at its
@@ -427,16 +452,11 @@ impl Session {
         let ack = DevMessage::Ack {
             request_id: invocation.request_id.clone(),
         };
-        // The invocation's deadline, from the time it had left when the stub sent it.
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(invocation.remaining_ms);
-        let start = {
-            let mut seen = state.seen.lock().expect("lock");
-            match seen.map.get(&invocation.request_id) {
-                // A retransmission: the stub has not heard from us yet.
-                Some(entry) => Err(entry.again(&invocation.request_id, true)),
-                None => Ok(seen.start(&invocation.request_id, &invocation.env_id)),
-            }
-        };
+        // The invocation's deadline, from the time it had left when the stub sent it (at most
+        // Lambda's 15 minutes: a bad message does not overflow the clock).
+        let remaining = invocation.remaining_ms.min(MAX_REMAINING_MS);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(remaining);
+        let start = state.seen.lock().expect("lock").arrive(&invocation);
         let stop = match start {
             Ok(stop) => stop,
             Err(again) => {
@@ -673,6 +693,38 @@ mod tests {
             "the sweep would never reach it"
         );
         assert!(matches!(seen.map.get("new"), Some(Seen::Answered(_))));
+    }
+
+    fn delivery(request_id: &str, attempt: u32) -> bridge::Invocation {
+        bridge::Invocation {
+            request_id: request_id.into(),
+            function: "f".into(),
+            env_id: "e1".into(),
+            headers: vec![],
+            remaining_ms: 1000,
+            attempt,
+        }
+    }
+
+    #[test]
+    fn a_retransmission_is_answered_again_and_lambdas_retry_runs_again() {
+        let mut seen = SeenMap::default();
+        assert!(seen.arrive(&delivery("r1", 0)).is_ok(), "new");
+        // The stub sends it again (attempt 1) while it runs: acknowledged, not run.
+        assert!(matches!(seen.arrive(&delivery("r1", 1)), Err(Some(_))));
+        // A first send of a running id (another stub's) does not run it twice either.
+        assert!(seen.arrive(&delivery("r1", 0)).is_err());
+        seen.map.insert("r1".into(), Seen::Done);
+        assert!(
+            seen.arrive(&delivery("r1", 2)).is_err(),
+            "a late retransmission"
+        );
+        // Lambda retries a failed asynchronous invocation under its id: a new delivery.
+        assert!(
+            seen.arrive(&delivery("r1", 0)).is_ok(),
+            "Lambda's retry runs"
+        );
+        assert!(matches!(seen.map.get("r1"), Some(Seen::Running(_))));
     }
 
     #[tokio::test]

@@ -83,8 +83,9 @@ impl Workers {
         // Behind the environment's previous invocation, which its stub gave up on (it is
         // being stopped), or past the deadline.
         let mut guard = tokio::select! {
-            guard = slot.lock() => guard,
+            biased; // given up first: it must not take the worker its successor needs
             _ = &mut stop => return given_up(),
+            guard = slot.lock() => guard,
             _ = tokio::time::sleep_until(deadline) => return failed(
                 "Sandbox.Timedout",
                 format!("the worker of {} was busy until the invocation's deadline", invocation.function),
@@ -113,6 +114,8 @@ impl Workers {
             body,
         };
         let outcome = tokio::select! {
+            biased; // given up first: its event must not reach the handler
+            _ = &mut stop => Err(given_up().outcome.expect_err("a failure")),
             outcome = worker.api.invoke(local) => {
                 outcome.ok_or_else(|| failure("Live.WorkerCrashed", "the worker's Runtime API stopped"))
             }
@@ -129,7 +132,6 @@ impl Workers {
                 "Sandbox.Timedout",
                 &format!("the handler did not answer within the invocation's {} ms; its worker was stopped", invocation.remaining_ms),
             )),
-            _ = &mut stop => Err(given_up().outcome.expect_err("a failure")),
         };
         let keep = matches!(
             outcome,
