@@ -31,6 +31,24 @@ const PRESENCE_GRACE: Duration = Duration::from_secs(2);
 /// since the records it waited for may be waiting to be read.
 const OVERSLEPT: Duration = Duration::from_millis(500);
 
+/// Whether an invocation's session serves its function: here, gone until a time (it may come
+/// back: only its connection may have dropped), or gone for longer (the invocation may move).
+#[derive(Clone, Copy)]
+enum Away {
+    Here,
+    Until(Instant),
+    Long,
+}
+
+impl Away {
+    fn until(self) -> Option<Instant> {
+        match self {
+            Away::Until(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
 /// What to post to the real Runtime API.
 pub enum Reply {
     Response {
@@ -301,12 +319,10 @@ impl Bridge {
         }
         let mut retransmit =
             tokio::time::interval_at(tokio::time::Instant::now() + RETRANSMIT, RETRANSMIT);
-        // While the session is not serving the function: until when it may come back before
-        // the invocation moves, then whether it may move.
-        let mut hold_until: Option<Instant> = None;
-        let mut may_move = false;
+        let mut away = Away::Here;
         let (mut link_open, mut presence_open) = (true, true);
         loop {
+            let mut move_now = false;
             tokio::select! {
                 received = rx.recv() => {
                     let Some((message, body)) = received else {
@@ -349,7 +365,7 @@ impl Bridge {
                     // session joining must not take an invocation another is running (it
                     // would run twice). One that reconnected is sent it again.
                     if let Some(latest) = self.serving(&session.session) {
-                        (hold_until, may_move) = (None, false);
+                        away = Away::Here;
                         if latest.epoch != session.epoch {
                             session = latest;
                             acked = false;
@@ -357,22 +373,17 @@ impl Bridge {
                                 return reply;
                             }
                         }
-                    } else if may_move {
-                        match self.move_on(&mut message, &mut session, &next.body).await {
-                            Err(reply) => return reply,
-                            Ok(moved) => if moved { (acked, may_move) = (false, false) },
-                        }
-                    } else if hold_until.is_none() {
+                    } else {
                         // Gone, or only its connection dropped: it has a while to come back.
-                        hold_until = Some(Instant::now() + PRESENCE_GRACE);
+                        match away {
+                            Away::Here => away = Away::Until(Instant::now() + PRESENCE_GRACE),
+                            Away::Until(_) => {}
+                            Away::Long => move_now = true,
+                        }
                     }
                 }
-                _ = tokio::time::sleep_until(hold_until.unwrap_or(answer_by).into()), if hold_until.is_some() => {
-                    (hold_until, may_move) = (None, true);
-                    match self.move_on(&mut message, &mut session, &next.body).await {
-                        Err(reply) => return reply,
-                        Ok(moved) => if moved { (acked, may_move) = (false, false) },
-                    }
+                _ = tokio::time::sleep_until(away.until().unwrap_or(answer_by).into()), if away.until().is_some() => {
+                    (away, move_now) = (Away::Long, true);
                 }
                 _ = tokio::time::sleep_until(answer_by.into()) => {
                     return if self.choose().is_none() {
@@ -391,6 +402,13 @@ impl Bridge {
                             session.session
                         ))
                     };
+                }
+            }
+            if move_now {
+                match self.move_on(&mut message, &mut session, &next.body).await {
+                    Err(reply) => return reply,
+                    Ok(true) => (acked, away) = (false, Away::Here),
+                    Ok(false) => {} // none serves it yet: the next presence change tries again
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::http::Http;
 use tests::live::{listens_on, live_cloud, live_dev, proc_info, project, raw_function};
-use tests::{python, Child};
+use tests::{python, wait_until, Child};
 
 /// The first command of the README's first code block, as a user copies it.
 fn readme_command() -> String {
@@ -364,21 +364,15 @@ async fn a_caller_that_goes_away_does_not_end_its_invocation_or_its_environment(
         event.len()
     );
     caller.write_all(request.as_bytes()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !started.exists() {
-        assert!(Instant::now() < deadline, "the handler never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(Duration::from_secs(30), "the handler never started", || {
+        started.exists()
+    })
+    .await;
     drop(caller);
 
     // It runs to its end (its line is printed once its result is sent) ...
-    while dev.runs().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned invocation never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let finished = "the abandoned invocation never finished";
+    wait_until(Duration::from_secs(30), finished, || dev.runs().len() >= 2).await;
     // ... and its environment, stub and worker alive, serves the next one.
     let next = http.invoke(&dev.front_door, "echo", &[], "{}").await;
     next.assert_no_function_error();
@@ -413,11 +407,10 @@ async fn an_environment_whose_stub_died_while_idle_is_not_used_again() {
         let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest.to_string());
         after_name.and_then(|rest| rest.chars().next())
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !matches!(state(), Some('Z') | None) {
-        assert!(Instant::now() < deadline, "the stub did not die");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(Duration::from_secs(10), "the stub did not die", || {
+        matches!(state(), Some('Z') | None)
+    })
+    .await;
     let next = http.invoke(&dev.front_door, "echo", &[], "{}").await;
     next.assert_no_function_error();
     assert_ne!(next.header("x-live-stub-pid"), stub, "a fresh environment");

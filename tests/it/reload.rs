@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tests::http::Http;
 use tests::live::{fixture_copy, live_dev, project, raw_function, set_version};
+use tests::wait_until;
 
 fn set_shared(dir: &Path, version: u64) {
     let path = dir.join("common/src/lib.rs");
@@ -299,11 +300,11 @@ async fn ten_saves_under_steady_load_lose_nothing() {
 
 /// Wait until the load has finished `count` invocations; a stall for 30 s fails the test.
 async fn wait_until_done(done: &AtomicUsize, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while done.load(Ordering::SeqCst) < count {
-        assert!(Instant::now() < deadline, "the load stalled at {count}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let stalled = format!("the load stalled at {count}");
+    wait_until(Duration::from_secs(30), &stalled, || {
+        done.load(Ordering::SeqCst) >= count
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tests::http::{Http, Reply};
 use tests::live::{live_broker, live_cloud, live_dev, port_of, project, raw_function, LiveDev};
 use tests::proxy::FaultProxy;
+use tests::wait_until;
 
 /// Invocations sent at once in each round: enough execution environments that both sessions
 /// serve some (a stub picks a session by its environment's hash).
@@ -53,11 +54,10 @@ async fn slow_round(
             http.spawn_invoke(front_door, "echo", event)
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(0..AT_ONCE).all(|i| started(i).exists()) {
-        assert!(Instant::now() < deadline, "not every handler started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(Duration::from_secs(30), "not every handler started", || {
+        (0..AT_ONCE).all(|i| started(i).exists())
+    })
+    .await;
     calls
 }
 
@@ -194,11 +194,10 @@ async fn stubs_cut_off_while_a_developer_left_turn_to_the_one_still_there() {
         let proxy = proxy.clone();
         tokio::spawn(async move { proxy.outage(Duration::from_secs(3)).await })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.drops.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the outage never began");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(Duration::from_secs(10), "the outage never began", || {
+        proxy.drops.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
     alice.child.signal(9);
     alice.child.wait_exit();
     outage.await.unwrap();

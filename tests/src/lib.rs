@@ -27,6 +27,16 @@ pub fn target_dir() -> PathBuf {
     workspace_root().join("target")
 }
 
+/// Poll `done` every 5 ms until it holds; fail the test, saying `what` did not happen, if it
+/// does not within `within`.
+pub async fn wait_until(within: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// Microseconds since the epoch, as `live dev --json` stamps its lines (`at_us`).
 pub fn epoch_us() -> u64 {
     std::time::SystemTime::now()

@@ -73,18 +73,17 @@ impl Workers {
             .clone();
         tokio::pin!(stop);
         let given_up = || {
-            failed(
+            failure(
                 "Live.GivenUp",
                 "the stub gave up on this invocation at its deadline and sent its environment's \
-                 next one; the worker was stopped, as Lambda resets an environment that timed out"
-                    .into(),
+                 next one; the worker was stopped, as Lambda resets an environment that timed out",
             )
         };
         // Behind the environment's previous invocation, which its stub gave up on (it is
         // being stopped), or past the deadline.
         let mut guard = tokio::select! {
             biased; // given up first: it must not take the worker its successor needs
-            _ = &mut stop => return given_up(),
+            _ = &mut stop => return Ran { outcome: Err(given_up()), worker_pid: 0 },
             guard = slot.lock() => guard,
             _ = tokio::time::sleep_until(deadline) => return failed(
                 "Sandbox.Timedout",
@@ -115,7 +114,7 @@ impl Workers {
         };
         let outcome = tokio::select! {
             biased; // given up first: its event must not reach the handler
-            _ = &mut stop => Err(given_up().outcome.expect_err("a failure")),
+            _ = &mut stop => Err(given_up()),
             outcome = worker.api.invoke(local) => {
                 outcome.ok_or_else(|| failure("Live.WorkerCrashed", "the worker's Runtime API stopped"))
             }
