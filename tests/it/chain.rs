@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::http::Http;
-use tests::live::{listens_on, live_cloud, live_dev, proc_info, project, raw_function};
+use tests::live::{listens_on, live_cloud, live_dev, proc_info, proc_state, project, raw_function};
 use tests::{python, wait_until, Child};
 
 /// The first command of the README's first code block, as a user copies it.
@@ -373,7 +373,13 @@ async fn a_caller_that_goes_away_does_not_end_its_invocation_or_its_environment(
     // It runs to its end (its line is printed once its result is sent) ...
     let finished = "the abandoned invocation never finished";
     wait_until(Duration::from_secs(30), finished, || dev.runs().len() >= 2).await;
-    // ... and its environment, stub and worker alive, serves the next one.
+    // ... and its environment, stub and worker alive, goes back to the pool (its stub is
+    // frozen once it is there) and serves the next one.
+    let stub: u32 = first.header("x-live-stub-pid").parse().unwrap();
+    wait_until(Duration::from_secs(30), "the stub was not frozen", || {
+        proc_state(stub) == Some('T')
+    })
+    .await;
     let next = http.invoke(&dev.front_door, "echo", &[], "{}").await;
     next.assert_no_function_error();
     assert_eq!(
@@ -402,13 +408,9 @@ async fn an_environment_whose_stub_died_while_idle_is_not_used_again() {
         .unwrap()
         .success());
     // Dead (a zombie until reaped) before the next invocation comes.
-    let state = || {
-        let stat = std::fs::read_to_string(format!("/proc/{stub}/stat")).unwrap_or_default();
-        let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest.to_string());
-        after_name.and_then(|rest| rest.chars().next())
-    };
+    let pid: u32 = stub.parse().unwrap();
     wait_until(Duration::from_secs(10), "the stub did not die", || {
-        matches!(state(), Some('Z') | None)
+        matches!(proc_state(pid), Some('Z') | None)
     })
     .await;
     let next = http.invoke(&dev.front_door, "echo", &[], "{}").await;

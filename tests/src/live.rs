@@ -193,6 +193,14 @@ pub fn proc_info(pid: u32) -> (u32, String) {
     (ppid, exe)
 }
 
+/// The state letter of process `pid` (`R`, `S`, `T` for stopped, `Z` for a zombie...), or
+/// `None` once it is gone.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
+
 /// Whether process `pid` holds a socket listening on TCP `port` (from /proc/net/tcp).
 pub fn listens_on(pid: u32, port: u16) -> bool {
     let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
