@@ -360,6 +360,12 @@ impl Connection {
         self.link.clone()
     }
 
+    /// The last error the connection met (a refused login, a failed connect), to watch: what
+    /// to tell a user who waits for a link that does not come up.
+    pub fn last_error(&self) -> watch::Receiver<String> {
+        self.last_error.clone()
+    }
+
     /// Payloads dropped because they were not valid bridge frames (garbage, wrong version,
     /// bad chunks, timeouts).
     pub fn rejected(&self) -> u64 {
