@@ -148,6 +148,9 @@ pub enum TransportError {
     /// The URL is not a `ws://` or `wss://` URL.
     #[error("broker URL {0:?} is not a ws:// or wss:// URL")]
     BadUrl(String),
+    /// A `wss://` URL: this build speaks plain `ws://` only.
+    #[error("broker URL {0:?} needs TLS, which this build of live does not have yet: use a ws:// broker (`live broker`, `live cloud`)")]
+    TlsUnsupported(String),
     /// The broker refuses the publish (over its limits); only an in-process connection
     /// hears why, a broker closes a WebSocket client's connection instead.
     #[error("the broker refuses the message: {0}")]
@@ -239,7 +242,9 @@ impl Connection {
     pub fn open(options: ConnectOptions) -> Result<Connection, TransportError> {
         let transport = match options.url.split("://").next() {
             Some("ws") => Transport::Ws,
-            Some("wss") => Transport::wss_with_default_config(),
+            // TLS comes with the IoT Core transport, on the tree's one rustls and crypto
+            // provider (rumqttc's own TLS would pull a second rustls-webpki and aws-lc-rs).
+            Some("wss") => return Err(TransportError::TlsUnsupported(options.url)),
             _ => return Err(TransportError::BadUrl(options.url)),
         };
         let mut mqtt = MqttOptions::new(options.client_id.clone(), options.url.clone(), 0);
