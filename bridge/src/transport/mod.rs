@@ -376,7 +376,7 @@ impl Drop for Connection {
 }
 
 /// What the task running a connection is given.
-pub(super) struct Started {
+struct Started {
     inbound: Inbound,
     link: watch::Sender<Link>,
     last_error: watch::Sender<String>,

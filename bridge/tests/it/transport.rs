@@ -181,6 +181,17 @@ async fn assert_retained(b: &Broker, topics: &Topics, expected: &[(&str, bool)])
 
 #[tokio::test]
 async fn the_next_session_clears_the_record_a_crashed_session_left() {
+    clears_a_crashed_sessions_record(true).await;
+}
+
+#[tokio::test]
+async fn the_next_session_over_websocket_clears_it_too() {
+    clears_a_crashed_sessions_record(false).await;
+}
+
+/// Session s1 crashes, leaving its offline will retained; s2 (in-process, as `live dev` joins
+/// its embedded broker, or over WebSocket) clears it as it joins.
+async fn clears_a_crashed_sessions_record(in_process: bool) {
     crate::mqtt::init_logging();
     let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
     let topics = Topics::new("app", "dev").unwrap();
@@ -189,8 +200,12 @@ async fn the_next_session_clears_the_record_a_crashed_session_left() {
     drop(s1); // crashed: its will marks it offline, retained
     assert_retained(&b, &topics, &[("s1", false)]).await;
 
-    // The next session (in-process, as `live dev` joins its embedded broker) clears it.
-    let mut s2 = Connection::open_local(session_options(&b, &topics, "s2"), &b.local());
+    let options = session_options(&b, &topics, "s2");
+    let mut s2 = if in_process {
+        Connection::open_local(options, &b.local())
+    } else {
+        Connection::open(options).unwrap()
+    };
     s2.ready(WAIT).await.unwrap();
     assert_retained(&b, &topics, &[("s2", true)]).await;
 
