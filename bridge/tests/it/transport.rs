@@ -1,6 +1,8 @@
-//! The bridge connection over the embedded broker: chunked messages end to end, presence with
-//! its will, presence records kept tidy, reconnection with resubscription after the broker
-//! restarts, and the in-process connection meeting WebSocket clients on the same broker.
+//! The bridge connection over the embedded broker: chunked messages end to end, their topics
+//! parsed, presence with its will, presence records kept tidy (over WebSocket and in-process),
+//! a presence record always one whole message (or the session refused), reconnection with
+//! resubscription after the broker restarts, and the in-process connection meeting WebSocket
+//! clients on the same broker.
 
 use bridge::broker::{Broker, BrokerConfig};
 use bridge::topics::Topic;
