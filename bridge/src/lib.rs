@@ -2,7 +2,8 @@
 //!
 //! - [`protocol`]: the messages, as data, and the limits beside them;
 //! - [`wire`]: framing, chunking to IoT Core's payload limit, and bounded reassembly;
-//! - [`topics`]: the topic scheme under `live/{app}/{stage}/` and IoT Core's topic limits;
+//! - [`topics`]: the topic scheme under `live/{app}/{stage}/`, received topics parsed into a
+//!   [`Topic`], and IoT Core's topic limits;
 //! - [`transport`]: the MQTT-over-WebSocket client connection (on `rumqttc`), or an
 //!   in-process one to a broker in the same process;
 //! - [`runtime_api`]: the Lambda Runtime API's paths and headers, and (feature
@@ -19,5 +20,5 @@ pub mod wire;
 pub mod broker;
 
 pub use protocol::{DevMessage, Invocation, Presence, StubMessage, PROTOCOL_VERSION};
-pub use topics::Topics;
+pub use topics::{Topic, Topics};
 pub use wire::{Frame, ProtocolError, Reassembler};

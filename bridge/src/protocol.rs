@@ -129,7 +129,8 @@ impl DevMessage {
 }
 
 /// Retained on a developer session's presence topic; its last will is the same record with
-/// `online: false`.
+/// `online: false`. A retained record is one MQTT message, so a record is one whole frame of
+/// at most [`MAX_MQTT_PAYLOAD`] bytes, never chunked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
     /// The developer session this record describes.

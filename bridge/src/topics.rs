@@ -1,5 +1,6 @@
-//! The topic scheme under `live/{app}/{stage}/`, and the topic limits every broker on the path
-//! enforces (IoT Core's: 256 bytes, 7 slashes, no `$` prefix).
+//! The topic scheme under `live/{app}/{stage}/`: topics built from names, a received topic
+//! parsed back into a [`Topic`], and the topic limits every broker on the path enforces (IoT
+//! Core's: 256 bytes, 7 slashes, no `$` prefix).
 //!
 //! ```text
 //! live/{app}/{stage}/dev/{session}/inv   invocations for one developer session (stub -> dev)
@@ -36,6 +37,40 @@ pub enum TopicError {
     Invalid(String),
 }
 
+/// What a received topic is, parsed once by the transport ([`Topics::parse`]) so that callers
+/// match this instead of comparing strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topic {
+    /// `live/{app}/{stage}/dev/{session}/inv`: invocations for developer session `session`.
+    Invocations {
+        /// The developer session.
+        session: String,
+    },
+    /// `live/{app}/{stage}/env/{env}/res`: results for stub execution environment `env`.
+    Results {
+        /// The execution environment.
+        env: String,
+    },
+    /// `live/{app}/{stage}/presence/{session}`: developer session `session`'s retained record.
+    Presence {
+        /// The developer session.
+        session: String,
+    },
+    /// A topic outside the scheme, as received.
+    Other(String),
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Topic::Invocations { session } => write!(f, "the invocations of session {session}"),
+            Topic::Results { env } => write!(f, "the results of environment {env}"),
+            Topic::Presence { session } => write!(f, "the presence record of session {session}"),
+            Topic::Other(topic) => write!(f, "topic {topic}"),
+        }
+    }
+}
+
 /// The topics of one app and stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -70,13 +105,35 @@ impl Topics {
         Ok(format!("{}/presence/{session}", self.prefix))
     }
 
-    /// Whether `topic` is a developer session's presence topic (of any app and stage).
-    pub fn is_presence(topic: &str) -> bool {
-        let mut levels = topic.split('/');
-        levels.next() == Some("live")
-            && levels.nth(2) == Some("presence")
-            && levels.next().is_some()
-            && levels.next().is_none()
+    /// What a received `topic` is in the scheme, of any app and stage (a connection receives
+    /// only what it subscribed to, which is its own stage's); anything else, a malformed name
+    /// included, is [`Topic::Other`]. The transport parses every received topic once, here.
+    pub fn parse(topic: &str) -> Topic {
+        let mut levels = [""; 6];
+        let mut depth = 0;
+        for level in topic.split('/') {
+            if depth == levels.len() {
+                return Topic::Other(topic.to_string());
+            }
+            levels[depth] = level;
+            depth += 1;
+        }
+        let parsed = match &levels[..depth] {
+            ["live", app, stage, rest @ ..] if is_name(app) && is_name(stage) => match rest {
+                ["dev", session, "inv"] if is_name(session) => Some(Topic::Invocations {
+                    session: session.to_string(),
+                }),
+                ["env", env, "res"] if is_name(env) => Some(Topic::Results {
+                    env: env.to_string(),
+                }),
+                ["presence", session] if is_name(session) => Some(Topic::Presence {
+                    session: session.to_string(),
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        parsed.unwrap_or_else(|| Topic::Other(topic.to_string()))
     }
 
     /// The filter matching every developer session's presence on this app and stage.
@@ -88,12 +145,7 @@ impl Topics {
 /// Check a name used inside topics (app, stage, function, session, environment); `what`
 /// names it in the error.
 pub fn check_name(what: &'static str, name: &str) -> Result<(), TopicError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    if is_name(name) {
         Ok(())
     } else {
         Err(TopicError::BadName {
@@ -101,6 +153,15 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), TopicError> {
             name: name.to_string(),
         })
     }
+}
+
+/// Whether `name` is 1-64 ASCII letters, digits, `-`, `_` or `.`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn check_limits(topic: &str) -> Result<(), TopicError> {
@@ -169,12 +230,79 @@ mod tests {
     use super::*;
 
     #[test]
-    fn presence_topics_are_recognised() {
+    fn the_scheme_s_topics_parse_into_what_they_are() {
         let t = Topics::new("app", "stage").unwrap();
-        assert!(Topics::is_presence(&t.presence("s1").unwrap()));
-        assert!(!Topics::is_presence(&t.invocations("s1").unwrap()));
-        assert!(!Topics::is_presence(&t.results("e1").unwrap()));
-        assert!(!Topics::is_presence("other/app/stage/presence/s1"));
+        let session = || "s1".to_string();
+        assert_eq!(
+            Topics::parse(&t.invocations("s1").unwrap()),
+            Topic::Invocations { session: session() }
+        );
+        assert_eq!(
+            Topics::parse(&t.results("e-1.x_y").unwrap()),
+            Topic::Results {
+                env: "e-1.x_y".into()
+            }
+        );
+        assert_eq!(
+            Topics::parse(&t.presence("s1").unwrap()),
+            Topic::Presence { session: session() }
+        );
+        // Longest names: still in the scheme.
+        let long = "a".repeat(MAX_NAME_BYTES);
+        let t = Topics::new(&long, &long).unwrap();
+        assert_eq!(
+            Topics::parse(&t.presence(&long).unwrap()),
+            Topic::Presence {
+                session: long.clone()
+            }
+        );
+        // Another app or stage parses alike: a connection receives only its own stage's.
+        assert_eq!(
+            Topics::parse("live/other/prod/dev/s2/inv"),
+            Topic::Invocations {
+                session: "s2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn anything_else_is_other_as_received() {
+        let too_long = format!("live/app/stage/presence/{}", "x".repeat(MAX_NAME_BYTES + 1));
+        for topic in [
+            "",
+            "live",
+            "live/app/stage",
+            "other/app/stage/presence/s1",
+            "Live/app/stage/presence/s1",
+            "live/app/stage/presence",
+            "live/app/stage/presence/",
+            "live/app/stage/presence/s1/x",
+            "live/app/stage/presence/+",
+            "live/app/stage/dev/s1",
+            "live/app/stage/dev/s1/res",
+            "live/app/stage/env/e1/inv",
+            "live/app/stage/env//res",
+            "live/app/stage/x",
+            "live//stage/presence/s1",
+            "live/a b/stage/presence/s1",
+            "live/app/st+ge/env/e1/res",
+            "live/app/stage/dev/s1/inv/more/levels",
+            "/live/app/stage/dev/s1/inv",
+            &too_long,
+        ] {
+            assert_eq!(
+                Topics::parse(topic),
+                Topic::Other(topic.into()),
+                "{topic:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_parsed_topic_reads_as_what_it_is() {
+        let t = Topics::parse("live/app/stage/dev/s1/inv");
+        assert_eq!(t.to_string(), "the invocations of session s1");
+        assert_eq!(Topics::parse("a/b").to_string(), "topic a/b");
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! The chunks of a message carry, concatenated, exactly what follows the prefix of its whole
-//! frame. The body is copied, never re-encoded: bytes that are not UTF-8, numbers beyond 2^53
-//! and anything else pass unchanged.
+//! frame. A retained record (presence) is one MQTT message, so it is always one whole frame
+//! ([`encode_whole`]), never chunks. The body is copied, never re-encoded: bytes that are not
+//! UTF-8, numbers beyond 2^53 and anything else pass unchanged.
 
 use crate::protocol::{
     MAX_MESSAGE_BYTES, MAX_MQTT_PAYLOAD, PROTOCOL_VERSION, REASSEMBLY_BUDGET, REASSEMBLY_TIMEOUT,
@@ -151,8 +152,7 @@ impl Frame {
 
 /// Encode `message` with `body` into MQTT payloads, each at most [`MAX_MQTT_PAYLOAD`] bytes.
 pub fn encode<M: Serialize>(message: &M, body: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
-    let header =
-        serde_json::to_vec(message).map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
+    let header = header_of(message)?;
     let content_len = 4 + header.len() + body.len();
     if content_len > MAX_MESSAGE_BYTES {
         return Err(ProtocolError::TooLarge {
@@ -161,12 +161,7 @@ pub fn encode<M: Serialize>(message: &M, body: &[u8]) -> Result<Vec<Bytes>, Prot
         });
     }
     if PREFIX_LEN + content_len <= MAX_MQTT_PAYLOAD {
-        let mut out = BytesMut::with_capacity(PREFIX_LEN + content_len);
-        put_prefix(&mut out, KIND_WHOLE);
-        out.put_u32(header.len() as u32);
-        out.put_slice(&header);
-        out.put_slice(body);
-        return Ok(vec![out.freeze()]);
+        return Ok(vec![whole(&header, body)]);
     }
     let mut content = BytesMut::with_capacity(content_len);
     content.put_u32(header.len() as u32);
@@ -191,6 +186,35 @@ pub fn encode<M: Serialize>(message: &M, body: &[u8]) -> Result<Vec<Bytes>, Prot
     Ok(chunks)
 }
 
+/// Encode `message` with `body` as one whole frame in one MQTT payload, never chunked: for a
+/// retained record (presence), which is one MQTT message, so that its chunks could not be
+/// kept together. [`ProtocolError::TooLarge`] when it does not fit [`MAX_MQTT_PAYLOAD`].
+pub fn encode_whole<M: Serialize>(message: &M, body: &[u8]) -> Result<Bytes, ProtocolError> {
+    let header = header_of(message)?;
+    let size = PREFIX_LEN + 4 + header.len() + body.len();
+    if size > MAX_MQTT_PAYLOAD {
+        return Err(ProtocolError::TooLarge {
+            size,
+            limit: MAX_MQTT_PAYLOAD,
+        });
+    }
+    Ok(whole(&header, body))
+}
+
+fn header_of<M: Serialize>(message: &M) -> Result<Vec<u8>, ProtocolError> {
+    serde_json::to_vec(message).map_err(|e| ProtocolError::BadHeader(e.to_string()))
+}
+
+/// A whole frame of `header` and `body`, which the caller has checked fit one payload.
+fn whole(header: &[u8], body: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(PREFIX_LEN + 4 + header.len() + body.len());
+    put_prefix(&mut out, KIND_WHOLE);
+    out.put_u32(header.len() as u32);
+    out.put_slice(header);
+    out.put_slice(body);
+    out.freeze()
+}
+
 fn put_prefix(out: &mut BytesMut, kind: u8) {
     out.put_slice(MAGIC);
     out.put_u8(PROTOCOL_VERSION);
@@ -202,13 +226,10 @@ fn put_prefix(out: &mut BytesMut, kind: u8) {
 fn next_message_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        std::process::id().hash(&mut h);
-        std::time::SystemTime::now().hash(&mut h);
-        h.finish()
-    });
+    // Without an OS random source (none seen on Linux), the process id keeps apart at least
+    // the senders running at one time.
+    let seed = *SEED
+        .get_or_init(|| getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()) << 32));
     seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 

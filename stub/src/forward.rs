@@ -226,7 +226,7 @@ impl Bridge {
                     received = connection.recv() => {
                         let Some(received) = received else { break };
                         book.connection(&presence_tx.borrow(), received.generation, Instant::now());
-                        if received.topic == results {
+                        if let bridge::Topic::Results { .. } = received.topic {
                             deliver_result(&waiters, received.frame);
                         } else if let Ok(p) = received.frame.parse::<Presence>() {
                             presence_tx.send_if_modified(|map| book.record(map, received.generation, p));

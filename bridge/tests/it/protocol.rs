@@ -1,8 +1,8 @@
-//! Wire protocol v1: every message kind round-trips, large payloads chunk and reassemble byte
+//! Wire protocol v2: every message kind round-trips, large payloads chunk and reassemble byte
 //! for byte, and every malformed input is a typed error, never a panic.
 
 use bridge::protocol::{Invocation, MAX_MQTT_PAYLOAD, PROTOCOL_VERSION};
-use bridge::wire::{encode, Limits, ProtocolError, Reassembler, CHUNK_DATA};
+use bridge::wire::{encode, encode_whole, Limits, ProtocolError, Reassembler, CHUNK_DATA};
 use bridge::{DevMessage, Frame, Presence, StubMessage};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -190,6 +190,28 @@ fn oversized_messages_are_refused_on_both_sides() {
         r.push(chunk.into(), Instant::now()),
         Err(ProtocolError::TooLarge { .. })
     ));
+}
+
+#[test]
+fn a_whole_frame_fills_one_payload_exactly_and_never_more() {
+    let ack = DevMessage::Ack {
+        request_id: "r".into(),
+    };
+    let room = MAX_MQTT_PAYLOAD - encode_whole(&ack, b"").unwrap().len();
+    let full = encode_whole(&ack, &vec![7; room]).unwrap();
+    assert_eq!(full.len(), MAX_MQTT_PAYLOAD);
+    assert_eq!(encode(&ack, &vec![7; room]).unwrap(), vec![full.clone()]);
+    let frame = Reassembler::whole_of_any_version(full).unwrap();
+    assert_eq!(frame.body.len(), room);
+    // One byte more is chunked by `encode`, refused by `encode_whole`.
+    assert_eq!(encode(&ack, &vec![7; room + 1]).unwrap().len(), 2);
+    assert_eq!(
+        encode_whole(&ack, &vec![7; room + 1]),
+        Err(ProtocolError::TooLarge {
+            size: MAX_MQTT_PAYLOAD + 1,
+            limit: MAX_MQTT_PAYLOAD
+        })
+    );
 }
 
 #[test]

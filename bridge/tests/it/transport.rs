@@ -1,8 +1,11 @@
-//! The bridge connection over the embedded broker: chunked messages end to end, presence with
-//! its will, presence records kept tidy, reconnection with resubscription after the broker
-//! restarts, and the in-process connection meeting WebSocket clients on the same broker.
+//! The bridge connection over the embedded broker: chunked messages end to end, their topics
+//! parsed, presence with its will, presence records kept tidy (over WebSocket and in-process),
+//! a presence record always one whole message (or the session refused), reconnection with
+//! resubscription after the broker restarts, and the in-process connection meeting WebSocket
+//! clients on the same broker.
 
 use bridge::broker::{Broker, BrokerConfig};
+use bridge::topics::Topic;
 use bridge::transport::{ConnectOptions, Connection, Link};
 use bridge::{DevMessage, Presence, StubMessage, Topics};
 use bytes::Bytes;
@@ -39,7 +42,8 @@ async fn next(c: &mut Connection) -> bridge::transport::Received {
     tokio::time::timeout(WAIT, c.recv()).await.unwrap().unwrap()
 }
 
-/// A 6 MB message (47 chunks) sent by `from` on `topic` reaches `to` whole.
+/// A 6 MB message (47 chunks) sent by `from` on `topic` (session s1's invocations) reaches
+/// `to` whole, its topic parsed.
 async fn six_megabytes_arrive_whole(from: &Connection, to: &mut Connection, topic: &str) {
     let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
     let msg = StubMessage::Probe {
@@ -48,7 +52,8 @@ async fn six_megabytes_arrive_whole(from: &Connection, to: &mut Connection, topi
     };
     from.send(topic, &msg, &body).await.unwrap();
     let got = next(to).await;
-    assert_eq!(got.topic, topic);
+    let s1 = "s1".to_string();
+    assert_eq!(got.topic, Topic::Invocations { session: s1 });
     assert_eq!(got.frame.parse::<StubMessage>().unwrap(), msg);
     assert!(got.frame.body == body);
     assert_eq!(to.rejected(), 0);
@@ -178,6 +183,17 @@ async fn assert_retained(b: &Broker, topics: &Topics, expected: &[(&str, bool)])
 
 #[tokio::test]
 async fn the_next_session_clears_the_record_a_crashed_session_left() {
+    clears_a_crashed_sessions_record(true).await;
+}
+
+#[tokio::test]
+async fn the_next_session_over_websocket_clears_it_too() {
+    clears_a_crashed_sessions_record(false).await;
+}
+
+/// Session s1 crashes, leaving its offline will retained; s2 (in-process, as `live dev` joins
+/// its embedded broker, or over WebSocket) clears it as it joins.
+async fn clears_a_crashed_sessions_record(in_process: bool) {
     crate::mqtt::init_logging();
     let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
     let topics = Topics::new("app", "dev").unwrap();
@@ -186,8 +202,12 @@ async fn the_next_session_clears_the_record_a_crashed_session_left() {
     drop(s1); // crashed: its will marks it offline, retained
     assert_retained(&b, &topics, &[("s1", false)]).await;
 
-    // The next session (in-process, as `live dev` joins its embedded broker) clears it.
-    let mut s2 = Connection::open_local(session_options(&b, &topics, "s2"), &b.local());
+    let options = session_options(&b, &topics, "s2");
+    let mut s2 = if in_process {
+        Connection::open_local(options, &b.local())
+    } else {
+        Connection::open(options).unwrap()
+    };
     s2.ready(WAIT).await.unwrap();
     assert_retained(&b, &topics, &[("s2", true)]).await;
 
@@ -317,4 +337,83 @@ async fn garbage_on_a_bridge_topic_is_dropped_and_counted() {
     let got = next(&mut dev).await;
     assert_eq!(got.frame.parse::<DevMessage>().unwrap(), msg);
     assert_eq!(dev.rejected(), 1);
+}
+
+/// `count` function names of the longest length a name may have.
+fn long_names(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{i:0>64}")).collect()
+}
+
+#[tokio::test]
+async fn a_presence_record_too_large_for_one_message_is_refused_at_session_start() {
+    // A retained record is one MQTT message: 2,000 functions of the longest names do not fit
+    // one. Before, the session started and published the record's first chunk, which no
+    // reader takes for a record, and put it back every time it read it.
+    let topics = Topics::new("app", "dev").unwrap();
+    let refused = bridge::transport::session_presence(&topics, "s1", long_names(2_000));
+    let message = refused.err().expect("refused").to_string();
+    assert!(
+        message.contains("131072 bytes") && message.contains("2000 functions"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_largest_presence_record_arrives_whole_and_a_chunked_one_is_never_read() {
+    crate::mqtt::init_logging();
+    let b = broker_on("127.0.0.1:0".parse().unwrap()).await;
+    let topics = Topics::new("app", "dev").unwrap();
+    let mut watcher = open(&b.url(), "watcher", vec![topics.presence_filter()]).await;
+    for in_process in [false, true] {
+        let session = if in_process { "s2" } else { "s1" };
+        let mut options = ConnectOptions::new(b.url(), format!("dev-{session}"));
+        let presence = bridge::transport::session_presence(&topics, session, long_names(1_950));
+        options.presence = Some(presence.unwrap());
+        let mut dev = if in_process {
+            Connection::open_local(options, &b.local())
+        } else {
+            Connection::open(options).unwrap()
+        };
+        dev.ready(WAIT).await.unwrap();
+        let online: Presence = next(&mut watcher).await.frame.parse().unwrap();
+        assert_eq!((online.session.as_str(), online.online), (session, true));
+        assert_eq!(online.functions, long_names(1_950));
+        dev.close().await;
+        let offline: Presence = next(&mut watcher).await.frame.parse().unwrap();
+        assert!(!offline.online);
+    }
+    assert_eq!(watcher.rejected(), 0);
+
+    // A record sent in chunks (not as a session sends one): no chunk is taken for a record.
+    let other = open(&b.url(), "other", vec![]).await;
+    let chunked = Presence {
+        session: "s3".into(),
+        online: true,
+        epoch: 1,
+        version: bridge::PROTOCOL_VERSION,
+        functions: long_names(2_000),
+    };
+    let topic = topics.presence("s3").unwrap();
+    let chunks = bridge::wire::encode(&chunked, b"").unwrap();
+    assert_eq!(chunks.len(), 2);
+    for chunk in chunks {
+        other
+            .publish(&topic, chunk, rumqttc::QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+    }
+    other
+        .send(
+            &topic,
+            &Presence {
+                functions: vec![],
+                ..chunked
+            },
+            b"",
+        )
+        .await
+        .unwrap();
+    let got: Presence = next(&mut watcher).await.frame.parse().unwrap();
+    assert!(got.functions.is_empty(), "the chunked record was read");
+    assert_eq!(watcher.rejected(), 2);
 }
