@@ -4,6 +4,7 @@
 
 mod config;
 mod forward;
+mod http1;
 mod runtime;
 
 use bytes::Bytes;
