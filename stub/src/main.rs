@@ -5,7 +5,9 @@
 mod config;
 mod forward;
 mod http1;
+mod receive;
 mod runtime;
+mod sessions;
 
 use bytes::Bytes;
 use forward::{Bridge, Reply};
