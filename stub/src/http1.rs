@@ -137,8 +137,8 @@ impl Connection {
                             let value = String::from_utf8_lossy(h.value);
                             if let std::borrow::Cow::Owned(_) = value {
                                 // The bridge carries text; Lambda's headers are text too.
-                                eprintln!(
-                                    "live stub: header {} is not UTF-8; passed on with U+FFFD in place of its invalid bytes",
+                                tracing::warn!(
+                                    "header {} is not UTF-8; passed on with U+FFFD in place of its invalid bytes",
                                     h.name
                                 );
                             }

@@ -71,7 +71,7 @@ impl RuntimeClient {
                     if retried || e.kind() == io::ErrorKind::InvalidData {
                         return Err(format!("/next: {e}"));
                     }
-                    eprintln!("live stub: the Runtime API connection failed ({e}); reconnecting");
+                    tracing::warn!("the Runtime API connection failed ({e}); reconnecting");
                     retried = true;
                 }
             }
@@ -189,7 +189,7 @@ impl RuntimeClient {
         };
         match sent.await {
             Ok(answer) => report(runtime_api::INIT_ERROR, &answer.answer),
-            Err(e) => eprintln!("live stub: could not post {}: {e}", runtime_api::INIT_ERROR),
+            Err(e) => tracing::error!("could not post {}: {e}", runtime_api::INIT_ERROR),
         }
     }
 
@@ -206,7 +206,7 @@ impl RuntimeClient {
         match written {
             Ok(()) => self.next_sent = true,
             Err(e) => {
-                eprintln!("live stub: the Runtime API connection failed ({e}); reconnecting");
+                tracing::warn!("the Runtime API connection failed ({e}); reconnecting");
                 self.connection = None;
                 self.next_sent = false;
             }
@@ -228,8 +228,8 @@ async fn connected<'a>(
 /// Say when a post was not accepted (the Runtime API's answer is all there is to say).
 fn report(path: &str, answer: &Answer) {
     if !(200..300).contains(&answer.status) {
-        eprintln!(
-            "live stub: {path} answered {}: {}",
+        tracing::warn!(
+            "{path} answered {}: {}",
             answer.status,
             String::from_utf8_lossy(&answer.body)
         );
