@@ -4,12 +4,12 @@
 
 use crate::config::Config;
 use crate::receive::{Inbox, Waiters};
+use crate::reply::{self, version_mismatch, Reply};
 use crate::runtime::Next;
 use crate::sessions::{self, PRESENCE_GRACE};
-use bridge::protocol::{Header, Invocation};
-use bridge::runtime_api::failure;
+use bridge::protocol::Invocation;
 use bridge::transport::{ConnectOptions, Connection, Link, Sender};
-use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
+use bridge::{DevMessage, Presence, StubMessage, Topics};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,30 +41,6 @@ impl Away {
     }
 }
 
-/// What to post to the real Runtime API.
-pub enum Reply {
-    Response {
-        headers: Vec<Header>,
-        body: Bytes,
-    },
-    Error {
-        error_type: String,
-        headers: Vec<Header>,
-        body: Bytes,
-    },
-}
-
-impl Reply {
-    fn failure(error_type: &str, message: String) -> Reply {
-        let (error_type, body) = failure(error_type, &message);
-        Reply::Error {
-            error_type,
-            headers: bridge::runtime_api::json_headers(),
-            body,
-        }
-    }
-}
-
 pub struct Bridge {
     config: Config,
     /// "function F of app A on stage S", for error messages.
@@ -72,6 +48,8 @@ pub struct Bridge {
     topics: Topics,
     sender: Sender,
     link: watch::Receiver<Link>,
+    /// The last error the connection met: what an unreachable bridge is reported with.
+    last_error: watch::Receiver<String>,
     presence: watch::Receiver<HashMap<String, Presence>>,
     waiters: Waiters,
     /// Lambda's deadline for the invocation being forwarded.
@@ -100,6 +78,7 @@ impl Bridge {
             topics,
             sender: connection.sender(),
             link: connection.link(),
+            last_error: connection.last_error(),
             presence,
             waiters: waiters.clone(),
             deadline: Instant::now(),
@@ -135,12 +114,11 @@ impl Bridge {
         // The link and a developer session, within the no-developer window.
         let Some(session) = self.wait_for_session(window.min(answer_by)).await else {
             if !matches!(*self.link.borrow(), Link::Up { .. }) {
-                return Reply::failure(
-                    "Live.BridgeUnreachable",
-                    format!(
-                        "the stub could not reach the bridge at {} within {:?} for {where_}; check that the broker (`live broker`, `live cloud` or IoT Core) is running",
-                        self.config.bridge_url, self.config.no_dev_window
-                    ),
+                return reply::unreachable(
+                    &self.config.bridge_url,
+                    self.config.no_dev_window,
+                    &where_,
+                    &self.last_error.borrow(),
                 );
             }
             return Reply::failure(
@@ -388,21 +366,4 @@ impl Bridge {
             .ok()
             .flatten()
     }
-}
-
-fn version_mismatch(session: &Presence) -> Option<Reply> {
-    (session.version != PROTOCOL_VERSION).then(|| {
-        let update = if session.version > PROTOCOL_VERSION {
-            "redeploy the stub with the newer `live`"
-        } else {
-            "update `live` on the developer's machine"
-        };
-        Reply::failure(
-            "Live.ProtocolMismatch",
-            format!(
-                "developer session {:?} speaks bridge protocol v{}, this stub v{PROTOCOL_VERSION}: {update}",
-                session.session, session.version
-            ),
-        )
-    })
 }

@@ -7,11 +7,13 @@ mod forward;
 mod http1;
 mod log;
 mod receive;
+mod reply;
 mod runtime;
 mod sessions;
 
 use bytes::Bytes;
-use forward::{Bridge, Reply};
+use forward::Bridge;
+use reply::Reply;
 use runtime::RuntimeClient;
 use std::process::ExitCode;
 
