@@ -45,6 +45,7 @@ impl Inbox {
 
     /// A frame arrived at `now`.
     pub fn received(&mut self, received: Received, now: Instant) {
+        // The topic is compared as text (the transport hands it over as received).
         let results = self.results.as_str();
         self.book
             .connection(&self.presence.borrow(), received.generation, now);
@@ -85,8 +86,8 @@ impl Inbox {
                 }
                 changed = link.changed(), if link_open => {
                     link_open = changed.is_ok();
-                    let now = *link.borrow_and_update();
-                    self.link(now, Instant::now());
+                    let state = *link.borrow_and_update();
+                    self.link(state, Instant::now());
                 }
                 _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now).into()), if grace.is_some() => {
                     self.grace_over(Instant::now());
