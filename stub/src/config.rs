@@ -12,6 +12,7 @@
 //! | `LIVE_ENV_ID` | no | this execution environment's id (default: the last 32 characters of `AWS_LAMBDA_LOG_STREAM_NAME`, else random) |
 //! | `LIVE_BROKER_USERNAME`, `LIVE_BROKER_PASSWORD` | no | credentials for a broker that requires them |
 //! | `LIVE_STUB_TIMING` | no | print `live stub: bridge connected` to stderr once connected (cold-start benchmarks) |
+//! | `LIVE_LOG` | no | the level of what the stub logs to stderr (CloudWatch): `off`, `error`, `warn` (default), `info`, `debug`, `trace`; read first, by `log.rs` |
 
 use std::time::Duration;
 

@@ -4,21 +4,28 @@
 
 mod config;
 mod forward;
+mod http1;
+mod log;
+mod receive;
+mod reply;
 mod runtime;
+mod sessions;
 
 use bytes::Bytes;
-use forward::{Bridge, Reply};
+use forward::Bridge;
+use reply::Reply;
 use runtime::RuntimeClient;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    log::install(std::env::var("LIVE_LOG").ok().as_deref());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("live stub: could not start the async runtime: {e}");
+            tracing::error!("could not start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -42,7 +49,7 @@ async fn run() -> ExitCode {
         let next = match api.next().await {
             Ok(next) => next,
             Err(e) => {
-                eprintln!("live stub: {e}");
+                tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -64,7 +71,7 @@ async fn run() -> ExitCode {
 
 /// Report a configuration error to Lambda (served to the first invocation) and exit.
 async fn init_failed(message: &str) -> ExitCode {
-    eprintln!("live stub: {message}");
+    tracing::error!("{message}");
     if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
         let body = bridge::runtime_api::error_body("Live.StubMisconfigured", message);
         let mut client = RuntimeClient::new(&api);

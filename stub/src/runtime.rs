@@ -1,25 +1,14 @@
 //! The real Runtime API, as the stub's client sees it: `/next`, then `/response` or `/error`,
-//! over one kept-alive HTTP/1.1 connection, with each post pipelined with the next `/next`.
+//! over one kept-alive HTTP/1.1 connection (`http1.rs`), with each post pipelined with the
+//! next `/next` and written again on a new connection when the old one broke before its
+//! answer.
 
+use crate::http1::{request_head, Answer, Connection};
 use bridge::protocol::Header;
-use bridge::runtime_api::{self, is_invocation_header, is_result_header, ERROR_TYPE};
-use bytes::{Buf, Bytes, BytesMut};
+use bridge::runtime_api::{self, is_invocation_header, ERROR_TYPE};
+use bytes::Bytes;
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::io;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// The largest body accepted from the Runtime API (Lambda's own limits are 6 MB; this only
-/// stops garbage from exhausting memory).
-const MAX_BODY: usize = 64 * 1024 * 1024;
-
-/// The largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
-
-/// Bodies up to this size are copied into the request's one write; larger ones are written
-/// after the head, not copied.
-const INLINE_BODY: usize = 64 * 1024;
 
 /// One invocation as `/next` returned it.
 pub struct Next {
@@ -57,17 +46,6 @@ struct Posted {
     body: Bytes,
 }
 
-struct Connection {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-struct Answer {
-    status: u16,
-    headers: Vec<Header>,
-    body: Bytes,
-}
-
 impl RuntimeClient {
     pub fn new(host_port: &str) -> Self {
         RuntimeClient {
@@ -93,7 +71,7 @@ impl RuntimeClient {
                     if retried || e.kind() == io::ErrorKind::InvalidData {
                         return Err(format!("/next: {e}"));
                     }
-                    eprintln!("live stub: the Runtime API connection failed ({e}); reconnecting");
+                    tracing::warn!("the Runtime API connection failed ({e}); reconnecting");
                     retried = true;
                 }
             }
@@ -137,12 +115,12 @@ impl RuntimeClient {
                 // first (a second copy of one that did arrive is refused, and reported, by
                 // the Runtime API).
                 for posted in &self.unanswered {
-                    write_request(&mut connection.stream, &posted.head, &posted.body, &[]).await?;
+                    connection.write(&posted.head, &posted.body, &[]).await?;
                 }
                 self.next_sent = false;
             }
             if !self.next_sent {
-                connection.stream.write_all(&self.next_request).await?;
+                connection.write(&self.next_request, &[], &[]).await?;
                 self.next_sent = true;
             }
             let mut closed = false;
@@ -206,12 +184,12 @@ impl RuntimeClient {
         );
         let sent = async {
             let connection = connected(&mut self.connection, &self.host_port).await?;
-            write_request(&mut connection.stream, &head, &body, &[]).await?;
+            connection.write(&head, &body, &[]).await?;
             connection.read_answer().await
         };
         match sent.await {
             Ok(answer) => report(runtime_api::INIT_ERROR, &answer.answer),
-            Err(e) => eprintln!("live stub: could not post {}: {e}", runtime_api::INIT_ERROR),
+            Err(e) => tracing::error!("could not post {}: {e}", runtime_api::INIT_ERROR),
         }
     }
 
@@ -221,16 +199,14 @@ impl RuntimeClient {
     async fn post_then_next(&mut self, path: String, headers: &[Header], body: Bytes) {
         let head = request_head("POST", &path, &self.host_port, headers, Some(&body));
         let written = match connected(&mut self.connection, &self.host_port).await {
-            Ok(connection) => {
-                write_request(&mut connection.stream, &head, &body, &self.next_request).await
-            }
+            Ok(connection) => connection.write(&head, &body, &self.next_request).await,
             Err(e) => Err(e),
         };
         self.unanswered.push_back(Posted { path, head, body });
         match written {
             Ok(()) => self.next_sent = true,
             Err(e) => {
-                eprintln!("live stub: the Runtime API connection failed ({e}); reconnecting");
+                tracing::warn!("the Runtime API connection failed ({e}); reconnecting");
                 self.connection = None;
                 self.next_sent = false;
             }
@@ -244,17 +220,7 @@ async fn connected<'a>(
     host_port: &str,
 ) -> io::Result<&'a mut Connection> {
     if slot.is_none() {
-        let stream = TcpStream::connect(host_port).await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("could not connect to the Runtime API at {host_port}: {e}"),
-            )
-        })?;
-        let _ = stream.set_nodelay(true);
-        *slot = Some(Connection {
-            stream,
-            buf: BytesMut::with_capacity(8 * 1024),
-        });
+        *slot = Some(Connection::open(host_port).await?);
     }
     Ok(slot.as_mut().expect("set above"))
 }
@@ -262,231 +228,21 @@ async fn connected<'a>(
 /// Say when a post was not accepted (the Runtime API's answer is all there is to say).
 fn report(path: &str, answer: &Answer) {
     if !(200..300).contains(&answer.status) {
-        eprintln!(
-            "live stub: {path} answered {}: {}",
+        tracing::warn!(
+            "{path} answered {}: {}",
             answer.status,
             String::from_utf8_lossy(&answer.body)
         );
     }
 }
 
-/// A request's head, with `Content-Length` when it has a body.
-fn request_head(
-    method: &str,
-    path: &str,
-    host: &str,
-    headers: &[Header],
-    body: Option<&Bytes>,
-) -> Vec<u8> {
-    let mut head = String::with_capacity(128);
-    let _ = write!(head, "{method} {path} HTTP/1.1\r\nhost: {host}\r\n");
-    for (name, value) in headers {
-        // Connection-level headers are this client's own; a name or value HTTP does not
-        // allow would get the whole request refused: left out.
-        let token = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        let text = value
-            .bytes()
-            .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
-        if !is_result_header(name) || !token || !text {
-            continue;
-        }
-        let _ = write!(head, "{name}: {value}\r\n");
-    }
-    if let Some(body) = body {
-        let _ = write!(head, "content-length: {}\r\n", body.len());
-    }
-    head.push_str("\r\n");
-    head.into_bytes()
-}
-
-/// Write `head`, `body` and `after` (another request, or nothing): one write unless the body
-/// is large.
-async fn write_request(
-    stream: &mut TcpStream,
-    head: &[u8],
-    body: &[u8],
-    after: &[u8],
-) -> io::Result<()> {
-    if body.len() <= INLINE_BODY {
-        let mut all = Vec::with_capacity(head.len() + body.len() + after.len());
-        all.extend_from_slice(head);
-        all.extend_from_slice(body);
-        all.extend_from_slice(after);
-        stream.write_all(&all).await
-    } else {
-        stream.write_all(head).await?;
-        stream.write_all(body).await?;
-        stream.write_all(after).await
-    }
-}
-
-struct Read {
-    answer: Answer,
-    /// The server closes the connection after this answer.
-    closes: bool,
-}
-
-impl Connection {
-    /// Read more bytes into the buffer; end of stream is an error (an answer is awaited).
-    async fn fill(&mut self) -> io::Result<()> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(8 * 1024);
-        }
-        if self.stream.read_buf(&mut self.buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the Runtime API closed the connection",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Read one answer: its head (parsed by `httparse`), then its body by `Content-Length`,
-    /// chunked, or to the end of the stream.
-    async fn read_answer(&mut self) -> io::Result<Read> {
-        let (status, headers) = loop {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut response = httparse::Response::new(&mut slots);
-            match response.parse(&self.buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = response.code.unwrap_or(0);
-                    let headers: Vec<Header> = response
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            let value = String::from_utf8_lossy(h.value);
-                            if let std::borrow::Cow::Owned(_) = value {
-                                // The bridge carries text; Lambda's headers are text too.
-                                eprintln!(
-                                    "live stub: header {} is not UTF-8; passed on with U+FFFD in place of its invalid bytes",
-                                    h.name
-                                );
-                            }
-                            (h.name.to_ascii_lowercase(), value.into_owned())
-                        })
-                        .collect();
-                    self.buf.advance(len);
-                    if (100..200).contains(&status) {
-                        continue; // an interim answer: the real one follows
-                    }
-                    break (status, headers);
-                }
-                Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => self.fill().await?,
-                Ok(httparse::Status::Partial) => return Err(invalid("a response head too large")),
-                Err(e) => return Err(invalid(&format!("an unreadable response ({e})"))),
-            }
-        };
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.trim())
-        };
-        let closes = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let chunked = header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().ends_with("chunked"));
-        let (body, closes) = if chunked {
-            (self.read_chunked().await?, closes)
-        } else if let Some(length) = header("content-length") {
-            let length: usize = length
-                .parse()
-                .map_err(|_| invalid("an unreadable Content-Length"))?;
-            (self.read_exact(length).await?, closes)
-        } else if status == 204 || status == 304 {
-            (Bytes::new(), closes)
-        } else {
-            // No length: the body ends with the connection.
-            (self.read_to_end().await?, true)
-        };
-        Ok(Read {
-            answer: Answer {
-                status,
-                headers,
-                body,
-            },
-            closes,
-        })
-    }
-
-    async fn read_exact(&mut self, length: usize) -> io::Result<Bytes> {
-        if length > MAX_BODY {
-            return Err(invalid(&format!("a {length}-byte body")));
-        }
-        if self.buf.len() < length {
-            self.buf.reserve(length - self.buf.len());
-        }
-        while self.buf.len() < length {
-            self.fill().await?;
-        }
-        Ok(self.buf.split_to(length).freeze())
-    }
-
-    async fn read_chunked(&mut self) -> io::Result<Bytes> {
-        let mut body = BytesMut::new();
-        loop {
-            let line = self.read_line().await?;
-            let size = line.split(';').next().unwrap_or("").trim();
-            let size =
-                usize::from_str_radix(size, 16).map_err(|_| invalid("an unreadable chunk size"))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while !self.read_line().await?.is_empty() {}
-                return Ok(body.freeze());
-            }
-            if size > MAX_BODY - body.len() {
-                return Err(invalid("a chunked body too large"));
-            }
-            body.extend_from_slice(&self.read_exact(size).await?);
-            if !self.read_line().await?.is_empty() {
-                return Err(invalid("a chunk not followed by CRLF"));
-            }
-        }
-    }
-
-    async fn read_line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = self.buf.split_to(end + 2);
-                return Ok(String::from_utf8_lossy(&line[..end]).into_owned());
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(invalid("a chunk line too long"));
-            }
-            self.fill().await?;
-        }
-    }
-
-    async fn read_to_end(&mut self) -> io::Result<Bytes> {
-        loop {
-            if self.buf.len() > MAX_BODY {
-                return Err(invalid("a body too large"));
-            }
-            match self.fill().await {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Ok(self.buf.split().freeze())
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("the Runtime API sent {what}"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::MAX_BODY;
     use std::time::Duration;
-    use tokio::net::TcpListener;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
     const NEXT_REQUEST: &str = "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n";
 
@@ -656,22 +412,6 @@ mod tests {
         assert!(
             !again.contains("POST"),
             "an answered post was sent again:\n{again}"
-        );
-    }
-
-    #[tokio::test]
-    async fn headers_that_would_break_the_request_are_left_out() {
-        let headers = [
-            ("content-type".to_string(), "text/plain".to_string()),
-            ("connection".to_string(), "close".to_string()),
-            ("content-length".to_string(), "1".to_string()),
-            ("bad name".to_string(), "x".to_string()),
-            ("x-split".to_string(), "a\r\nx-injected: 1".to_string()),
-        ];
-        let head = request_head("POST", "/p", "h:1", &headers, Some(&Bytes::from("ok")));
-        assert_eq!(
-            String::from_utf8(head).unwrap(),
-            "POST /p HTTP/1.1\r\nhost: h:1\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n"
         );
     }
 

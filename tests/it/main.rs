@@ -6,4 +6,5 @@ mod layout;
 mod outages;
 mod parts;
 mod reload;
+mod stub;
 mod team;
