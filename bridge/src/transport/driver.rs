@@ -127,8 +127,16 @@ impl Driver {
                 Err(ConnectionError::RequestsDone) => break,
                 Err(e) => {
                     let _ = self.link.send(Link::Down);
-                    let _ = self.last_error.send(e.to_string());
-                    tracing::debug!(url = %self.options.url, "bridge connection lost: {e}");
+                    let message = e.to_string();
+                    // rumqttc reports a refused CONNACK as an error, not as an event: a refused
+                    // login is worth a warning (once while it lasts), a lost link is not.
+                    let repeated = *self.last_error.borrow() == message;
+                    if matches!(e, ConnectionError::ConnectionRefused(_)) && !repeated {
+                        tracing::warn!(url = %self.options.url, "broker refused the connection: {e}");
+                    } else {
+                        tracing::debug!(url = %self.options.url, "bridge connection lost: {e}");
+                    }
+                    let _ = self.last_error.send(message);
                     backoff = self.pause(backoff, &mut eventloop).await;
                 }
             }
