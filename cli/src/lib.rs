@@ -5,6 +5,8 @@
 //! - [`cloud`]: `live cloud`, the local stand-in for AWS (broker, Lambda emulator running the
 //!   real stub, HTTP front door);
 //! - [`dev`]: `live dev`, the developer's side: builds, workers, one line per invocation;
+//! - [`function`]: building a function and launching its runtime as Lambda does, for both
+//!   [`cloud`] (`--direct`) and [`dev`];
 //! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids.
 
 pub mod broker;
@@ -12,6 +14,7 @@ pub mod cargo;
 pub mod cloud;
 pub mod config;
 pub mod dev;
+pub mod function;
 pub mod ids;
 pub mod process;
 

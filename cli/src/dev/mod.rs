@@ -2,14 +2,13 @@
 //! with no cloud configured, start the local cloud in-process), and run every invocation that
 //! reaches this session on a local worker, one line per invocation.
 
-pub mod build;
 mod output;
 mod reload;
 mod watch;
 pub mod watchset;
 mod worker;
 
-use crate::cloud::{load_project, CloudOptions, LocalCloud};
+use crate::cloud::{CloudOptions, LocalCloud};
 use anyhow::Context;
 use bridge::runtime_api::{self, server::Outcome};
 use bridge::transport::{session_presence, ConnectOptions, Connection, Sender};
@@ -83,7 +82,7 @@ pub struct DevArgs {
 
 /// Run `live dev` until `shutdown`.
 pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let project = load_project(args.config.as_ref(), &args.cloud)?;
+    let project = crate::config::load_project(args.config.as_deref(), args.cloud.release)?;
     let names: Vec<String> = project.functions.keys().cloned().collect();
     let output = Arc::new(Output::new(args.json, args.quiet));
     let builds = Builds::new(project.clone(), output.clone());
@@ -153,7 +152,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
             // its way to the stub.
             let hint = watcher
                 .clone()
-                .map(|w| crate::cloud::emulator::OnInvoke(Arc::new(move |id: &str| w.hint(id))));
+                .map(|w| crate::cloud::OnInvoke(Arc::new(move |id: &str| w.hint(id))));
             Some(LocalCloud::start_with(&project, &args.cloud, None, None, hint).await?)
         }
     };

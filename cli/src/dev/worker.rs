@@ -3,9 +3,8 @@
 //! state and concurrency behave as in Lambda. A worker that dies is replaced on the next
 //! invocation.
 
-use super::build::Launch;
-use crate::cloud::emulator::{handler_name, runtime_command};
 use crate::config::Project;
+use crate::function::{handler_name, runtime_command, Launch};
 use crate::process::{Echo, Supervised};
 use bridge::runtime_api::failure;
 use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
