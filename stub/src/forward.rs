@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::runtime::Next;
-use bridge::protocol::{Header, Invocation};
+use bridge::protocol::{Header, WireInvocation};
 use bridge::runtime_api::failure;
 use bridge::transport::{ConnectOptions, Connection, Link, Sender};
 use bridge::{DevMessage, Presence, StubMessage, Topics, PROTOCOL_VERSION};
@@ -301,7 +301,7 @@ impl Bridge {
         where_: &str,
     ) -> Reply {
         let mut acked = false;
-        let mut message = StubMessage::Invoke(Invocation {
+        let mut message = StubMessage::Invoke(WireInvocation {
             request_id: next.request_id.clone(),
             function: self.config.function.clone(),
             env_id: self.config.env_id.clone(),

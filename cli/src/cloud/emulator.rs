@@ -6,7 +6,7 @@ use crate::config::{Function, Project};
 use crate::function::{handler_name, lambda_env, runtime_command, Launch, REGION};
 use crate::process::{signal, Echo, Supervised};
 use bridge::protocol::Header;
-use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
+use bridge::runtime_api::server::{FunctionInfo, Outcome, RuntimeApi, RuntimeInvocation};
 use bridge::runtime_api::{self, failure};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -283,7 +283,7 @@ impl Pool {
         if let Some(identity) = request.cognito_identity {
             headers.push((runtime_api::COGNITO_IDENTITY.into(), identity));
         }
-        let invocation = Invocation {
+        let invocation = RuntimeInvocation {
             request_id: request_id.clone(),
             headers,
             body: request.body,

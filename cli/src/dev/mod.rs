@@ -344,7 +344,7 @@ impl SeenMap {
     /// longer runs is such a retry, and runs again.
     fn arrive(
         &mut self,
-        invocation: &bridge::Invocation,
+        invocation: &bridge::WireInvocation,
     ) -> Result<Arc<tokio::sync::Notify>, Option<(DevMessage, Bytes)>> {
         let id = &invocation.request_id;
         let new_delivery = match self.map.get(id) {
@@ -440,7 +440,7 @@ struct Session {
 }
 
 impl Session {
-    async fn invoke(state: &Arc<Session>, invocation: bridge::Invocation, body: Bytes) {
+    async fn invoke(state: &Arc<Session>, invocation: bridge::WireInvocation, body: Bytes) {
         let Ok(results) = state.topics.results(&invocation.env_id) else {
             tracing::warn!(
                 "dropped an invocation with a bad environment id {:?}",
@@ -561,7 +561,7 @@ impl Session {
     /// Run an invocation on code no older than the files were when it arrived.
     async fn run(
         &self,
-        invocation: &bridge::Invocation,
+        invocation: &bridge::WireInvocation,
         body: Bytes,
         deadline: tokio::time::Instant,
         stop: impl std::future::Future<Output = ()>,
@@ -694,8 +694,8 @@ mod tests {
         assert!(matches!(seen.map.get("new"), Some(Seen::Answered(_))));
     }
 
-    fn delivery(request_id: &str, attempt: u32) -> bridge::Invocation {
-        bridge::Invocation {
+    fn delivery(request_id: &str, attempt: u32) -> bridge::WireInvocation {
+        bridge::WireInvocation {
             request_id: request_id.into(),
             function: "f".into(),
             env_id: "e1".into(),

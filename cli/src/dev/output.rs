@@ -42,7 +42,7 @@ impl Output {
     /// One invocation's line (or JSON object), printed with the burst it belongs to.
     pub fn invocation(
         self: &Arc<Self>,
-        invocation: &bridge::Invocation,
+        invocation: &bridge::WireInvocation,
         worker_pid: u32,
         elapsed: Duration,
         error_type: Option<&str>,
