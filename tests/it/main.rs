@@ -4,6 +4,7 @@ mod broker_cli;
 mod chain;
 mod layout;
 mod outages;
+mod output;
 mod parts;
 mod reload;
 mod team;
