@@ -2,6 +2,7 @@
 
 mod broker_cli;
 mod chain;
+mod drain;
 mod layout;
 mod outages;
 mod output;

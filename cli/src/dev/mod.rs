@@ -248,6 +248,8 @@ async fn serve(
 /// are answered; new invocations get `Live.SessionStopped`), for up to [`DRAIN`] or until a
 /// second Ctrl-C; then answer those left `Live.SessionStopped`.
 async fn drain(session: &Arc<Session>, connection: &mut Connection, output: &Output) {
+    let again = crate::next_shutdown_signal();
+    tokio::pin!(again);
     let running = session.in_flight();
     if running > 0 {
         output.noteln(format_args!(
@@ -259,8 +261,6 @@ async fn drain(session: &Arc<Session>, connection: &mut Connection, output: &Out
     tokio::pin!(drained);
     let give_up = tokio::time::sleep(DRAIN);
     tokio::pin!(give_up);
-    let again = crate::shutdown_signal();
-    tokio::pin!(again);
     loop {
         tokio::select! {
             _ = &mut drained => return,
