@@ -7,7 +7,7 @@
 //! - [`dev`]: `live dev`, the developer's side: builds, workers, one line per invocation;
 //! - [`function`]: building a function and launching its runtime as Lambda does, for both
 //!   [`cloud`] (`--direct`) and [`dev`];
-//! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids.
+//! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids; [`signals`]: Ctrl+C and SIGTERM.
 
 pub mod broker;
 pub mod cargo;
@@ -17,6 +17,7 @@ pub mod dev;
 pub mod function;
 pub mod ids;
 pub mod process;
+pub mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -65,63 +66,8 @@ pub fn logging(cli: &Cli) {
 /// Run the parsed command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Broker(args) => broker::run(args, shutdown_signal()).await,
-        Command::Cloud(args) => cloud::run(args, shutdown_signal()).await,
-        Command::Dev(args) => dev::run(args, shutdown_signal()).await,
-    }
-}
-
-/// Completes on Ctrl+C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
-/// Completes on the next Ctrl+C or SIGTERM after this call: unlike [`shutdown_signal`], it
-/// listens from the call on, not from its first poll, so a signal sent right after is not
-/// missed.
-pub fn next_shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let listening = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        );
-        async move {
-            match listening {
-                (Ok(mut interrupt), Ok(mut terminate)) => {
-                    tokio::select! {
-                        _ = interrupt.recv() => {}
-                        _ = terminate.recv() => {}
-                    }
-                }
-                _ => std::future::pending().await,
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        Command::Broker(args) => broker::run(args, signals::shutdown()).await,
+        Command::Cloud(args) => cloud::run(args, signals::shutdown()).await,
+        Command::Dev(args) => dev::run(args, signals::shutdown()).await,
     }
 }

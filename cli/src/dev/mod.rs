@@ -248,7 +248,7 @@ async fn serve(
 /// are answered; new invocations get `Live.SessionStopped`), for up to [`DRAIN`] or until a
 /// second Ctrl-C; then answer those left `Live.SessionStopped`.
 async fn drain(session: &Arc<Session>, connection: &mut Connection, output: &Output) {
-    let again = crate::next_shutdown_signal();
+    let again = crate::signals::next();
     tokio::pin!(again);
     let running = session.in_flight();
     if running > 0 {
