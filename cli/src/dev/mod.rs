@@ -250,7 +250,7 @@ async fn serve(
 async fn drain(session: &Arc<Session>, connection: &mut Connection, output: &Output) {
     let again = crate::signals::next();
     tokio::pin!(again);
-    let running = session.in_flight();
+    let running = session.running();
     if running > 0 {
         output.noteln(format_args!(
             "live dev: stopping: waiting up to {}s for {running} invocation(s) to finish (Ctrl-C again to stop them now)",
@@ -274,7 +274,7 @@ async fn drain(session: &Arc<Session>, connection: &mut Connection, output: &Out
     }
     output.noteln(format_args!(
         "live dev: stopping {} invocation(s) still running",
-        session.in_flight()
+        session.running()
     ));
     session.abandon();
     if tokio::time::timeout(ABANDON_WAIT, drained).await.is_err() {

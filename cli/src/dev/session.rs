@@ -1,7 +1,7 @@
 //! The developer session: each invocation that reaches it is deduplicated, acknowledged,
 //! run on its worker once its build is current, and answered; probes are answered from the
 //! kept results. Nothing here waits on a peer where a message is received: every send
-//! runs in a task of the session's own [`TaskTracker`], so `live dev` can drain them on exit.
+//! runs in a task of the session's own [`TaskTracker`]s, so `live dev` can drain them on exit.
 
 use super::output::Output;
 use super::reload::{Builds, NotReady};
@@ -59,8 +59,10 @@ pub struct Parts {
 pub struct Session {
     parts: Parts,
     seen: Mutex<SeenMap>,
-    /// Every invocation's task and every reply being sent.
-    tasks: TaskTracker,
+    /// Every invocation's task.
+    invocations: TaskTracker,
+    /// Every reply being sent (to a retransmission or a probe).
+    replying: TaskTracker,
     /// Cancelled when `live dev` stops: invocations that arrive after it are answered with
     /// `Live.SessionStopped` instead of being run.
     stopping: CancellationToken,
@@ -75,7 +77,8 @@ impl Session {
         Arc::new(Session {
             parts,
             seen: Mutex::new(SeenMap::default()),
-            tasks: TaskTracker::new(),
+            invocations: TaskTracker::new(),
+            replying: TaskTracker::new(),
             stopping: CancellationToken::new(),
             abandon: CancellationToken::new(),
             replies: Arc::new(Semaphore::new(REPLIES_IN_FLIGHT)),
@@ -100,15 +103,17 @@ impl Session {
     /// Stop running new invocations (they are answered `Live.SessionStopped`), and wait for
     /// those running to finish; the returned future completes once they have, and their
     /// answers are sent.
-    pub fn drain(&self) -> impl std::future::Future<Output = ()> + '_ {
+    pub async fn drain(&self) {
         self.stopping.cancel();
-        self.tasks.close();
-        self.tasks.wait()
+        self.invocations.close();
+        self.replying.close();
+        self.invocations.wait().await;
+        self.replying.wait().await;
     }
 
-    /// Invocations (and replies) still in flight.
-    pub fn in_flight(&self) -> usize {
-        self.tasks.len()
+    /// Invocations still running.
+    pub fn running(&self) -> usize {
+        self.invocations.len()
     }
 
     /// Answer every invocation still running with `Live.SessionStopped` (its worker is left
@@ -128,7 +133,7 @@ impl Session {
             return;
         };
         let sender = self.parts.sender.clone();
-        self.tasks.spawn(async move {
+        self.replying.spawn(async move {
             let _ = sender.send(&topic, &message, &body).await;
             drop(permit);
         });
@@ -159,7 +164,7 @@ impl Session {
             }
         };
         let state = self.clone();
-        self.tasks.spawn(async move {
+        self.invocations.spawn(async move {
             let start = Instant::now();
             let ran = tokio::select! {
                 ran = state.acknowledged_run(&invocation, body, deadline, stop.notified(), &results) => ran,
