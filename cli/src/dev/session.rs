@@ -101,8 +101,7 @@ impl Session {
     }
 
     /// Stop running new invocations (they are answered `Live.SessionStopped`), and wait for
-    /// those running to finish; the returned future completes once they have, and their
-    /// answers are sent.
+    /// those running to finish and their answers, and the replies on their way, to be sent.
     pub async fn drain(&self) {
         self.stopping.cancel();
         self.invocations.close();
