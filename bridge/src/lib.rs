@@ -19,6 +19,6 @@ pub mod wire;
 #[cfg(feature = "broker")]
 pub mod broker;
 
-pub use protocol::{DevMessage, Invocation, Presence, StubMessage, PROTOCOL_VERSION};
+pub use protocol::{DevMessage, Presence, StubMessage, WireInvocation, PROTOCOL_VERSION};
 pub use topics::{Topic, Topics};
 pub use wire::{Frame, ProtocolError, Reassembler};

@@ -46,7 +46,7 @@ pub type Header = (String, String);
 pub enum StubMessage {
     /// An invocation taken from the real Runtime API's `/next`; the frame's body is the raw
     /// event, byte for byte.
-    Invoke(Invocation),
+    Invoke(WireInvocation),
     /// The stub still waits for the result of `request_id`, which the developer side
     /// acknowledged: sent every second and after every reconnection, since a result sent
     /// while a connection was down is lost. The developer side answers with the result if it
@@ -69,9 +69,12 @@ impl StubMessage {
     }
 }
 
-/// One invocation as the stub received it from Lambda.
+/// One invocation on the wire: the header of a [`StubMessage::Invoke`], as the stub received
+/// it from Lambda (the event is the frame's body). The Runtime API layer's counterpart, what a
+/// local Runtime API serves on `/next`, is `runtime_api::server::RuntimeInvocation`, made from
+/// this and the body by `RuntimeInvocation::from_wire`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Invocation {
+pub struct WireInvocation {
     /// Lambda's request id (`Lambda-Runtime-Aws-Request-Id`); the key of acknowledgements,
     /// deduplication and results.
     pub request_id: String,

@@ -103,6 +103,19 @@ struct File {
     functions: BTreeMap<String, Function>,
 }
 
+/// Load the project from `config` (a `live.toml`, or a directory to search from) or else the
+/// working directory, its Rust functions to be built in release mode if `release`. Runs
+/// `cargo metadata` for a zero-config project: blocking.
+pub fn load_project(config: Option<&Path>, release: bool) -> anyhow::Result<Project> {
+    let mut project = match config {
+        Some(path) if path.is_dir() => Project::find(path),
+        Some(path) => Project::load(path),
+        None => Project::find(&std::env::current_dir().context("no working directory")?),
+    }?;
+    project.release = release;
+    Ok(project)
+}
+
 impl Project {
     /// Find `live.toml` in `dir` or its parents and load it; without one, a cargo project's
     /// Lambda binaries (those depending on `lambda_runtime` or `lambda_http`) are the

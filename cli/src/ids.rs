@@ -1,51 +1,47 @@
-//! Random identifiers: request ids in UUID form and 32-hex execution environment ids.
+//! Random identifiers: request ids in UUID form and 32-hex execution environment ids (from
+//! the operating system's random source, `getrandom`), and the UTC day of Lambda's log stream
+//! names (`time`).
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    h.write_u32(*PID.get_or_init(std::process::id));
-    h.finish()
+/// 16 random bytes.
+fn random() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is readable");
+    bytes
 }
 
-/// A version-4-shaped UUID, as Lambda's request ids look.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A version-4 UUID, as Lambda's request ids look.
 pub fn request_id() -> String {
-    let (a, b) = (random_u64(), random_u64());
+    let mut b = random();
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // the RFC 4122 variant
     format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | (b >> 48) & 0x3fff,
-        b & 0xffff_ffff_ffff
+        "{}-{}-{}-{}-{}",
+        hex(&b[..4]),
+        hex(&b[4..6]),
+        hex(&b[6..8]),
+        hex(&b[8..10]),
+        hex(&b[10..])
     )
 }
 
 /// 32 hex characters, as the unique tail of a Lambda log stream name.
 pub fn env_id() -> String {
-    format!("{:016x}{:016x}", random_u64(), random_u64())
+    hex(&random())
 }
 
 /// Today's date in UTC as `YYYY/MM/DD`, as in Lambda's log stream names.
 pub fn utc_day() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}/{m:02}/{d:02}")
+    let today = time::OffsetDateTime::now_utc().date();
+    format!(
+        "{:04}/{:02}/{:02}",
+        today.year(),
+        u8::from(today.month()),
+        today.day()
+    )
 }
 
 #[cfg(test)]
@@ -55,8 +51,14 @@ mod tests {
         let id = super::request_id();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
         assert_ne!(super::request_id(), id);
-        assert_eq!(super::env_id().len(), 32);
-        assert_eq!(super::utc_day().len(), 10);
+        let env = super::env_id();
+        assert_eq!(env.len(), 32);
+        assert!(env.chars().all(|c| c.is_ascii_hexdigit()));
+        let day = super::utc_day();
+        assert_eq!(day.len(), 10);
+        assert_eq!(&day[4..5], "/");
+        assert_eq!(&day[7..8], "/");
     }
 }

@@ -5,15 +5,19 @@
 //! - [`cloud`]: `live cloud`, the local stand-in for AWS (broker, Lambda emulator running the
 //!   real stub, HTTP front door);
 //! - [`dev`]: `live dev`, the developer's side: builds, workers, one line per invocation;
-//! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids.
+//! - [`function`]: building a function and launching its runtime as Lambda does, for both
+//!   [`cloud`] (`--direct`) and [`dev`];
+//! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids; [`signals`]: Ctrl+C and SIGTERM.
 
 pub mod broker;
 pub mod cargo;
 pub mod cloud;
 pub mod config;
 pub mod dev;
+pub mod function;
 pub mod ids;
 pub mod process;
+pub mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -62,32 +66,8 @@ pub fn logging(cli: &Cli) {
 /// Run the parsed command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Broker(args) => broker::run(args, shutdown_signal()).await,
-        Command::Cloud(args) => cloud::run(args, shutdown_signal()).await,
-        Command::Dev(args) => dev::run(args, shutdown_signal()).await,
-    }
-}
-
-/// Completes on Ctrl+C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        Command::Broker(args) => broker::run(args, signals::shutdown()).await,
+        Command::Cloud(args) => cloud::run(args, signals::shutdown()).await,
+        Command::Dev(args) => dev::run(args, signals::shutdown()).await,
     }
 }

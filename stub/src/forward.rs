@@ -7,7 +7,7 @@ use crate::receive::{Inbox, Waiters};
 use crate::reply::{self, version_mismatch, Reply};
 use crate::runtime::Next;
 use crate::sessions::{self, PRESENCE_GRACE};
-use bridge::protocol::Invocation;
+use bridge::protocol::WireInvocation;
 use bridge::transport::{ConnectOptions, Connection, Link, Sender};
 use bridge::{DevMessage, Presence, StubMessage, Topics};
 use bytes::Bytes;
@@ -152,7 +152,7 @@ impl Bridge {
         where_: &str,
     ) -> Reply {
         let mut acked = false;
-        let mut message = StubMessage::Invoke(Invocation {
+        let mut message = StubMessage::Invoke(WireInvocation {
             request_id: next.request_id.clone(),
             function: self.config.function.clone(),
             env_id: self.config.env_id.clone(),

@@ -2,8 +2,10 @@
 
 mod broker_cli;
 mod chain;
+mod drain;
 mod layout;
 mod outages;
+mod output;
 mod parts;
 mod reload;
 mod stub;

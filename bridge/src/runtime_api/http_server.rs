@@ -1,6 +1,8 @@
-//! Serving HTTP/1.1 on a listener with hyper: one task per connection (TCP_NODELAY), all
-//! aborted when the serving future is dropped or `shutdown` completes; and reading a body
-//! under a size limit. Shared by the local Runtime API and the local cloud's front door.
+//! Serving HTTP/1.1 on a listener with hyper: one task per connection (TCP_NODELAY); once
+//! `shutdown` completes, no new connection is taken and those open finish the requests in
+//! flight (for up to [`SHUTDOWN_GRACE`]) and close; all are aborted when the serving future
+//! is dropped. And reading a body under a size limit. Shared by the local Runtime API and the
+//! local cloud's front door.
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -13,7 +15,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-/// Serve `handle` on `listener` until `shutdown` completes.
+/// How long after `shutdown` the requests in flight have to be answered before their
+/// connections are aborted.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serve `handle` on `listener` until `shutdown` completes, then let the requests in flight
+/// be answered (up to [`SHUTDOWN_GRACE`]).
 pub async fn serve<S, H, F>(
     listener: TcpListener,
     state: Arc<S>,
@@ -26,6 +33,7 @@ pub async fn serve<S, H, F>(
 {
     // Dropping the set (when this future is dropped or stops) aborts every connection.
     let mut connections = JoinSet::new();
+    let (closing, closed) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -45,18 +53,39 @@ pub async fn serve<S, H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let mut closed = closed.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle(req, state).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = async { let _ = closed.wait_for(|closed| *closed).await; } => {
+                            // The request in flight is answered; an idle connection closes.
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let finished = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, finished)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} connection(s) still had requests in flight {SHUTDOWN_GRACE:?} after shutdown; closed",
+            connections.len()
+        );
     }
 }
 

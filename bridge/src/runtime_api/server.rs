@@ -5,7 +5,7 @@
 
 use super::http_server::{read_limited, BodyError};
 use super::*;
-use crate::protocol::Header;
+use crate::protocol::{Header, WireInvocation};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -16,15 +16,28 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-/// An invocation handed to the runtime on `/next`.
+/// An invocation at the Runtime API layer: what a runtime gets on `/next`. The bridge's
+/// counterpart is [`WireInvocation`] (with the event beside it).
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub struct RuntimeInvocation {
     /// The request id; `/response` and `/error` must name it.
     pub request_id: String,
     /// The `Lambda-Runtime-*` headers of `/next` (request id and deadline included).
     pub headers: Vec<Header>,
     /// The event, raw.
     pub body: Bytes,
+}
+
+impl RuntimeInvocation {
+    /// The invocation a stub forwarded (`invocation`, with its event `body`), to be served to
+    /// a local runtime unchanged: the stub's `Lambda-Runtime-*` headers as they came.
+    pub fn from_wire(invocation: &WireInvocation, body: Bytes) -> RuntimeInvocation {
+        RuntimeInvocation {
+            request_id: invocation.request_id.clone(),
+            headers: invocation.headers.clone(),
+            body,
+        }
+    }
 }
 
 /// How the runtime answered an invocation.
@@ -104,7 +117,7 @@ struct Current {
 }
 
 struct Shared {
-    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<(Invocation, Reply)>>,
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<(RuntimeInvocation, Reply)>>,
     current: Mutex<Option<Current>>,
     init_error: Mutex<Option<Outcome>>,
     info: FunctionInfo,
@@ -116,7 +129,7 @@ struct Shared {
 /// A Runtime API server for one runtime process. Dropping it stops the server.
 pub struct RuntimeApi {
     addr: SocketAddr,
-    queue: mpsc::UnboundedSender<(Invocation, Reply)>,
+    queue: mpsc::UnboundedSender<(RuntimeInvocation, Reply)>,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -161,13 +174,13 @@ impl RuntimeApi {
 
     /// Queue `invocation` for the runtime's `/next` and wait for its outcome. `None` when the
     /// server is gone. A runtime that already reported an init error answers at once with it.
-    pub async fn invoke(&self, invocation: Invocation) -> Option<Outcome> {
+    pub async fn invoke(&self, invocation: RuntimeInvocation) -> Option<Outcome> {
         self.submit(invocation).await
     }
 
     /// [`RuntimeApi::invoke`], with the invocation queued now (the runtime's waiting `/next`
     /// is answered as soon as its task runs) and only the outcome left to wait for.
-    pub fn submit(&self, invocation: Invocation) -> impl Future<Output = Option<Outcome>> {
+    pub fn submit(&self, invocation: RuntimeInvocation) -> impl Future<Output = Option<Outcome>> {
         let queued = match self.shared.init_error.lock().expect("lock").clone() {
             Some(init) => Err(Some(init)),
             None => {

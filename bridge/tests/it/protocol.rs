@@ -1,14 +1,14 @@
 //! Wire protocol v2: every message kind round-trips, large payloads chunk and reassemble byte
 //! for byte, and every malformed input is a typed error, never a panic.
 
-use bridge::protocol::{Invocation, MAX_MQTT_PAYLOAD, PROTOCOL_VERSION};
+use bridge::protocol::{WireInvocation, MAX_MQTT_PAYLOAD, PROTOCOL_VERSION};
 use bridge::wire::{encode, encode_whole, Limits, ProtocolError, Reassembler, CHUNK_DATA};
 use bridge::{DevMessage, Frame, Presence, StubMessage};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 fn invocation() -> StubMessage {
-    StubMessage::Invoke(Invocation {
+    StubMessage::Invoke(WireInvocation {
         request_id: "8476a536-e9f4-11e8-9739-2dfe598c3fcd".into(),
         function: "hello".into(),
         env_id: "0123456789abcdef0123456789abcdef".into(),

@@ -2,7 +2,7 @@
 //! results matched by request id, RIE's status codes for the edge cases, lenient error bodies,
 //! `/init/error` served to the pending invocation, and the no-op Extensions API.
 
-use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
+use bridge::runtime_api::server::{FunctionInfo, Outcome, RuntimeApi, RuntimeInvocation};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -60,8 +60,8 @@ async fn api() -> RuntimeApi {
         .unwrap()
 }
 
-fn invocation(id: &str, body: &'static [u8]) -> Invocation {
-    Invocation {
+fn invocation(id: &str, body: &'static [u8]) -> RuntimeInvocation {
+    RuntimeInvocation {
         request_id: id.into(),
         headers: vec![
             ("lambda-runtime-aws-request-id".into(), id.into()),

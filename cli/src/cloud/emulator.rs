@@ -3,13 +3,13 @@
 //! warm, capped per function with invocations beyond the cap queued.
 
 use crate::config::{Function, Project};
+use crate::function::{handler_name, lambda_env, runtime_command, Launch, REGION};
 use crate::process::{signal, Echo, Supervised};
 use bridge::protocol::Header;
-use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
+use bridge::runtime_api::server::{FunctionInfo, Outcome, RuntimeApi, RuntimeInvocation};
 use bridge::runtime_api::{self, failure};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,8 +17,6 @@ use tokio::sync::Semaphore;
 
 /// The account id in the ARNs the emulator makes up.
 pub const ACCOUNT: &str = "123456789012";
-/// The region the emulator reports.
-pub const REGION: &str = "us-east-1";
 
 /// How the emulator reaches the bridge and runs stubs.
 #[derive(Debug, Clone)]
@@ -49,7 +47,7 @@ pub enum Runner {
     },
     /// Each function's own runtime client, with no stub and no bridge: the direct baseline
     /// the benchmarks compare the chain with.
-    Direct(std::collections::BTreeMap<String, crate::dev::build::Launch>),
+    Direct(std::collections::BTreeMap<String, Launch>),
 }
 
 /// A callback with each invocation's request id once the event is on its way to the stub
@@ -285,7 +283,7 @@ impl Pool {
         if let Some(identity) = request.cognito_identity {
             headers.push((runtime_api::COGNITO_IDENTITY.into(), identity));
         }
-        let invocation = Invocation {
+        let invocation = RuntimeInvocation {
             request_id: request_id.clone(),
             headers,
             body: request.body,
@@ -427,62 +425,6 @@ impl Pool {
             served: 0,
         })
     }
-}
-
-/// `_HANDLER` for `function`: its `handler` setting, or else its name.
-pub fn handler_name(function: &str, config: &Function) -> String {
-    config
-        .handler
-        .clone()
-        .unwrap_or_else(|| function.to_string())
-}
-
-/// The command that starts `function`'s runtime client (`launch`) against the Runtime API at
-/// `api`, in the environment Lambda gives a runtime; the function's own `env` comes last and
-/// wins. Used for `live dev`'s workers and `live cloud --direct`'s handlers alike.
-pub fn runtime_command(
-    function: &str,
-    config: &Function,
-    launch: &crate::dev::build::Launch,
-    env_id: &str,
-    api: SocketAddr,
-) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&launch.program);
-    cmd.args(&launch.args)
-        .current_dir(&launch.dir)
-        .env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
-        .envs(lambda_env(function, config, env_id))
-        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
-        .env("_HANDLER", handler_name(function, config))
-        .env("LAMBDA_TASK_ROOT", &launch.dir)
-        .envs(&config.env);
-    cmd
-}
-
-/// The environment Lambda gives every runtime, as the official clients need it.
-pub fn lambda_env(function: &str, config: &Function, env_id: &str) -> Vec<(String, String)> {
-    let day = crate::ids::utc_day();
-    vec![
-        ("AWS_LAMBDA_FUNCTION_NAME".into(), function.into()),
-        (
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
-            config.memory.to_string(),
-        ),
-        ("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into()),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME".into(),
-            format!("/aws/lambda/{function}"),
-        ),
-        (
-            "AWS_LAMBDA_LOG_STREAM_NAME".into(),
-            format!("{day}/[$LATEST]{env_id}"),
-        ),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
-        ("AWS_REGION".into(), REGION.into()),
-        ("AWS_DEFAULT_REGION".into(), REGION.into()),
-        ("LANG".into(), "en_US.UTF-8".into()),
-        ("TZ".into(), "UTC".into()),
-    ]
 }
 
 fn trace_id(request_id: &str) -> String {

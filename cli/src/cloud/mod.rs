@@ -10,6 +10,7 @@ pub mod http_event;
 use crate::config::Project;
 use anyhow::{bail, Context};
 use bridge::broker::{Broker, BrokerConfig};
+pub use emulator::OnInvoke;
 use emulator::{Emulator, Runner, Settings};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,7 +75,7 @@ impl LocalCloud {
         project: &Project,
         options: &CloudOptions,
         broker_url: Option<String>,
-        direct: Option<std::collections::BTreeMap<String, crate::dev::build::Launch>>,
+        direct: Option<std::collections::BTreeMap<String, crate::function::Launch>>,
         on_invoke: Option<emulator::OnInvoke>,
     ) -> anyhow::Result<LocalCloud> {
         let freeze = !options.no_freeze && direct.is_none();
@@ -204,23 +205,12 @@ pub struct CloudArgs {
     pub cloud: CloudOptions,
 }
 
-/// Load the project from `--config` or the working directory, to be built as `options` say.
-pub fn load_project(config: Option<&PathBuf>, options: &CloudOptions) -> anyhow::Result<Project> {
-    let mut project = match config {
-        Some(path) if path.is_dir() => Project::find(path),
-        Some(path) => Project::load(path),
-        None => Project::find(&std::env::current_dir().context("no working directory")?),
-    }?;
-    project.release = options.release;
-    Ok(project)
-}
-
 /// Run `live cloud` until `shutdown`.
 pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let project = load_project(args.config.as_ref(), &args.cloud)?;
+    let project = crate::config::load_project(args.config.as_deref(), args.cloud.release)?;
     let direct = if args.direct {
         let names: Vec<String> = project.functions.keys().cloned().collect();
-        let launches = crate::dev::build::build_some(&project, &names)
+        let launches = crate::function::build_some(&project, &names)
             .await
             .map_err(|f| anyhow::anyhow!("build failed:\n{}", f.first_error))?;
         Some(launches)

@@ -1,8 +1,10 @@
 //! What `live dev` prints: text for a terminal (a progress line while building, one line per
-//! invocation), or one JSON object per line with `--json`; `-q` keeps only errors.
+//! invocation), or one JSON object per line with `--json`; `-q` keeps only errors. Every
+//! write goes through a [`Writer`] thread, so a stream nobody reads never stalls the runtime.
 
-use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use super::writer::{Stream, Writer};
+use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the epoch, for JSON events that benchmarks line up with their own
@@ -19,8 +21,8 @@ pub struct Output {
     pub quiet: bool,
     tty: bool,
     last_failure: Mutex<Option<String>>,
-    /// Invocation lines not written yet: under load one write carries many.
-    lines: Mutex<String>,
+    stdout: Writer,
+    stderr: Writer,
 }
 
 impl Output {
@@ -30,19 +32,42 @@ impl Output {
             quiet,
             tty: std::io::stderr().is_terminal(),
             last_failure: Mutex::new(None),
-            lines: Mutex::new(String::new()),
+            stdout: Writer::start(
+                Stream::Stdout,
+                if json { dropped_json } else { dropped_text },
+            ),
+            stderr: Writer::start(Stream::Stderr, dropped_text),
         }
     }
 
+    /// A line for stdout (the ready line, JSON events, invocation lines).
+    pub fn line(&self, line: impl std::fmt::Display) {
+        self.stdout.write(format!("{line}\n"));
+    }
+
+    /// A line for stderr.
+    pub fn noteln(&self, line: impl std::fmt::Display) {
+        self.stderr.write(format!("{line}\n"));
+    }
+
+    /// Text for stderr, as it is (its own line breaks).
+    pub fn note(&self, text: impl std::fmt::Display) {
+        self.stderr.write(text.to_string());
+    }
+
+    /// Stop taking lines, and give those queued up to `within` to be written.
+    pub async fn close(&self, within: Duration) {
+        tokio::join!(self.stdout.close(within), self.stderr.close(within));
+    }
+
     fn event(&self, value: serde_json::Value) {
-        self.flush_lines();
-        println!("{value}");
+        self.line(value);
     }
 
     /// One invocation's line (or JSON object), printed with the burst it belongs to.
     pub fn invocation(
-        self: &Arc<Self>,
-        invocation: &bridge::Invocation,
+        &self,
+        invocation: &bridge::WireInvocation,
         worker_pid: u32,
         elapsed: Duration,
         error_type: Option<&str>,
@@ -60,12 +85,12 @@ impl Output {
                 "outcome": if error_type.is_some() { "error" } else { "ok" },
                 "error_type": error_type,
             });
-            self.invocation_line(format_args!("{line}"));
+            self.line(line);
             return;
         }
         match error_type {
             None if self.quiet => {}
-            None => self.invocation_line(format_args!(
+            None => self.line(format_args!(
                 "{:<12} {}  {:>8.1} ms  ok  worker {worker_pid}",
                 invocation.function,
                 invocation.request_id,
@@ -76,40 +101,13 @@ impl Output {
                     .ok()
                     .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
                     .unwrap_or_default();
-                self.invocation_line(format_args!(
+                self.line(format_args!(
                     "{:<12} {}  {:>8.1} ms  {error_type}: {message}  worker {worker_pid}",
                     invocation.function,
                     invocation.request_id,
                     elapsed.as_secs_f64() * 1e3
                 ));
             }
-        }
-    }
-
-    /// Print one invocation's line: written by a task that runs after those already
-    /// waiting, together with the lines they add meanwhile (one write for a burst, not one
-    /// each; every other line on stdout writes these first, so the order holds).
-    fn invocation_line(self: &Arc<Self>, line: std::fmt::Arguments<'_>) {
-        let first = {
-            let mut lines = self.lines.lock().expect("lock");
-            let first = lines.is_empty();
-            let _ = std::fmt::Write::write_fmt(&mut *lines, line);
-            lines.push('\n');
-            first
-        };
-        if first {
-            let out = self.clone();
-            tokio::spawn(async move { out.flush_lines() });
-        }
-    }
-
-    /// Write the invocation lines not written yet.
-    pub fn flush_lines(&self) {
-        let lines = std::mem::take(&mut *self.lines.lock().expect("lock"));
-        if !lines.is_empty() {
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(lines.as_bytes());
-            let _ = stdout.flush();
         }
     }
 
@@ -126,7 +124,7 @@ impl Output {
             self.event(serde_json::json!({"event": "build_started", "functions": functions, "at_us": epoch_us()}));
         } else if !self.quiet {
             let end = if self.tty { "" } else { "\n" };
-            eprint!("building {} ...{end}", functions.join(", "));
+            self.note(format_args!("building {} ...{end}", functions.join(", ")));
         }
     }
 
@@ -136,10 +134,10 @@ impl Output {
             self.event(serde_json::json!({"event": "build_restarted", "functions": functions, "at_us": epoch_us()}));
         } else if !self.quiet {
             self.clear_line();
-            eprintln!(
+            self.noteln(format_args!(
                 "files changed during the build of {}: restarting it",
                 functions.join(", ")
-            );
+            ));
         }
     }
 
@@ -153,11 +151,11 @@ impl Output {
             }));
         } else if !self.quiet {
             self.clear_line();
-            eprintln!(
+            self.noteln(format_args!(
                 "built {} in {:.2}s",
                 functions.join(", "),
                 took.as_secs_f64()
-            );
+            ));
         }
     }
 
@@ -173,16 +171,35 @@ impl Output {
         let mut last = self.last_failure.lock().expect("lock");
         self.clear_line();
         if last.as_deref() == Some(first_error) {
-            eprintln!("build of {} still fails (same error)", functions.join(", "));
+            self.noteln(format_args!(
+                "build of {} still fails (same error)",
+                functions.join(", ")
+            ));
         } else {
-            eprintln!("build of {} failed:\n{first_error}", functions.join(", "));
+            self.noteln(format_args!(
+                "build of {} failed:\n{first_error}",
+                functions.join(", ")
+            ));
             *last = Some(first_error.to_string());
         }
     }
 
     fn clear_line(&self) {
         if self.tty {
-            eprint!("\r\x1b[K");
+            self.note(format_args!("\r\x1b[K"));
         }
     }
+}
+
+/// What replaces dropped lines in text.
+fn dropped_text(lines: u64) -> String {
+    format!("live dev: {lines} lines of output dropped: the stream was not read fast enough\n")
+}
+
+/// What replaces dropped lines with `--json`.
+fn dropped_json(lines: u64) -> String {
+    format!(
+        "{}\n",
+        serde_json::json!({"event": "output_dropped", "lines": lines, "at_us": epoch_us()})
+    )
 }

@@ -3,11 +3,11 @@
 //! an invocation waits for the generation current when it arrived (after the watcher's
 //! barrier), or gets a failed build's error at once.
 
-use super::build::{build_some, BuildFailure, Launch};
 use super::output::Output;
 use super::watch::{collect, FileWatcher, Passed, Raw, MAX_BATCH, QUIET};
 use super::watchset::WatchSet;
 use crate::config::Project;
+use crate::function::{build_some, BuildFailure, Launch};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -3,12 +3,11 @@
 //! state and concurrency behave as in Lambda. A worker that dies is replaced on the next
 //! invocation.
 
-use super::build::Launch;
-use crate::cloud::emulator::{handler_name, runtime_command};
 use crate::config::Project;
+use crate::function::{handler_name, runtime_command, Launch};
 use crate::process::{Echo, Supervised};
 use bridge::runtime_api::failure;
-use bridge::runtime_api::server::{FunctionInfo, Invocation, Outcome, RuntimeApi};
+use bridge::runtime_api::server::{FunctionInfo, Outcome, RuntimeApi, RuntimeInvocation};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,7 +56,7 @@ impl Workers {
     /// it: the worker is stopped, and the environment's next invocation starts afresh).
     pub async fn run(
         &self,
-        invocation: &bridge::Invocation,
+        invocation: &bridge::WireInvocation,
         body: Bytes,
         launch: &Launch,
         generation: u64,
@@ -107,11 +106,7 @@ impl Workers {
         }
         let worker = guard.as_mut().expect("started above");
         let pid = worker.process.pid;
-        let local = Invocation {
-            request_id: invocation.request_id.clone(),
-            headers: invocation.headers.clone(),
-            body,
-        };
+        let local = RuntimeInvocation::from_wire(invocation, body);
         let outcome = tokio::select! {
             biased; // given up first: its event must not reach the handler
             _ = &mut stop => Err(given_up()),
@@ -250,7 +245,7 @@ mod tests {
         };
         for env in ["e1", "e2", "e3"] {
             let request_id = format!("r-{env}");
-            let invocation = bridge::Invocation {
+            let invocation = bridge::WireInvocation {
                 request_id: request_id.clone(),
                 function: "f".into(),
                 env_id: env.into(),

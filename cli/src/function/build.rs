@@ -2,20 +2,12 @@
 //! read from cargo's JSON messages, so any target directory works), others with their
 //! `build` command.
 
+use super::launch::{check_launch, Launch};
 use crate::config::{Function, Project};
-use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// How to start each function's runtime: program, arguments, working directory.
-#[derive(Debug, Clone)]
-pub struct Launch {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    pub dir: PathBuf,
-}
 
 /// A failed build: the first compiler error (with its context lines).
 #[derive(Debug, Clone)]
@@ -181,21 +173,4 @@ async fn cargo_build(
         }
     }
     Ok(launches)
-}
-
-/// Make sure a launch's program exists, for a clearer error than the spawn's.
-pub fn check_launch(name: &str, launch: &Launch) -> anyhow::Result<()> {
-    if launch.program.components().count() > 1 && !launch.program.exists() {
-        bail!(
-            "function {name}: {} does not exist; check `command` in live.toml",
-            launch.program.display()
-        );
-    }
-    std::fs::metadata(&launch.dir).with_context(|| {
-        format!(
-            "function {name}: working directory {} is missing",
-            launch.dir.display()
-        )
-    })?;
-    Ok(())
 }
