@@ -118,7 +118,7 @@ fn with_trace(mut builder: http::response::Builder, reply: &Reply) -> http::resp
 /// optionally `:QUALIFIER`) or a partial one (`ACCOUNT:function:NAME[:QUALIFIER]`). The
 /// emulator runs one version of each function, so any qualifier reaches it.
 fn function_name(segment: &str) -> String {
-    let decoded = http_event::percent_decode(segment, false);
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
     let parts: Vec<&str> = decoded.split(':').collect();
     let name = match parts[..] {
         ["arn", _, "lambda", _, _, "function", name, ..] => name,
