@@ -2,6 +2,7 @@
 
 mod broker_cli;
 mod chain;
+mod events;
 mod layout;
 mod outages;
 mod parts;
