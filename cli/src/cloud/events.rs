@@ -198,6 +198,71 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::emulator::{Runner, Settings};
+
+    /// An emulator whose function `f` fails every invocation at once (nothing was built to
+    /// run it), and its events with `max_events` and `delays_ms`.
+    fn events(max_events: usize, delays_ms: Vec<u64>) -> Events {
+        let dir = std::env::temp_dir().join(format!(
+            "live-events-{}-{max_events}-{}",
+            std::process::id(),
+            delays_ms.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = "app = \"a\"\nstage = \"s\"\n[functions.f]\ncommand = [\"true\"]\n";
+        std::fs::write(dir.join("live.toml"), toml).unwrap();
+        let project = crate::config::Project::load(&dir.join("live.toml")).unwrap();
+        let settings = Settings {
+            runner: Runner::Direct(Default::default()),
+            max_envs: 2,
+            no_dev_window: Duration::from_secs(1),
+            echo_stubs: false,
+            freeze: false,
+            on_invoke: None,
+        };
+        let emulator = Emulator::new(&project, settings);
+        let options = EventOptions {
+            max_events,
+            event_retry_delays_ms: delays_ms,
+        };
+        Events::start(&emulator, &options, 2)
+    }
+
+    #[tokio::test]
+    async fn beyond_the_bound_events_are_throttled_until_one_is_done() {
+        // Waiting an hour for its retry, each event stays held.
+        let held = events(3, vec![3_600_000]);
+        for _ in 0..3 {
+            held.accept("f", Request::default()).unwrap();
+        }
+        assert_eq!(held.accept("f", Request::default()), Err(Throttled));
+
+        // With no retry, each is done after its one failed run, and its place is free again.
+        let done = events(2, vec![]);
+        for _ in 0..2 {
+            done.accept("f", Request::default()).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while done.accept("f", Request::default()).is_err() {
+            assert!(std::time::Instant::now() < deadline, "no place came free");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn the_retry_delays_are_lambdas_unless_told() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            events: EventOptions,
+        }
+        let cli = Cli::parse_from(["live"]);
+        assert_eq!(cli.events.max_events, 1000);
+        assert_eq!(cli.events.event_retry_delays_ms, [60_000, 120_000]);
+        let cli = Cli::parse_from(["live", "--event-retry-delays-ms", "5,10,20"]);
+        assert_eq!(cli.events.event_retry_delays_ms, [5, 10, 20]);
+    }
 
     #[test]
     fn events_get_half_the_environments() {
