@@ -3,6 +3,7 @@
 mod broker_cli;
 mod chain;
 mod drain;
+mod events;
 mod layout;
 mod outages;
 mod output;

@@ -3,6 +3,7 @@
 //! and the AWS SDKs work) and Function-URL style endpoints (`/{function}/...`).
 
 use super::emulator::{arn, Emulator, Reply, Request};
+use super::events::{Events, Throttled};
 use super::http_event;
 use base64::Engine;
 use bridge::runtime_api::http_server::{read_limited, BodyError};
@@ -23,27 +24,36 @@ const INVOKE_PREFIX: &str = "/2015-03-31/functions/";
 
 type Body = Full<Bytes>;
 
-/// Serve the front door on `listener` until `shutdown` completes.
+/// What the front door hands requests to.
+struct Door {
+    emulator: Arc<Emulator>,
+    events: Events,
+}
+
+/// Serve the front door on `listener` until `shutdown` completes; `Event` invocations go to
+/// `events`.
 pub async fn serve(
     listener: TcpListener,
     emulator: Arc<Emulator>,
+    events: Events,
     shutdown: impl Future<Output = ()>,
 ) {
-    bridge::runtime_api::http_server::serve(
+    super::fair_server::serve(
         listener,
-        emulator,
-        |req, emulator| async move { route(req, &emulator).await },
+        Arc::new(Door { emulator, events }),
+        |req, door| async move { route(req, &door).await },
         shutdown,
     )
     .await
 }
 
-async fn route(req: hyper::Request<Incoming>, emulator: &Emulator) -> Response<Body> {
+async fn route(req: hyper::Request<Incoming>, door: &Door) -> Response<Body> {
+    let emulator = &*door.emulator;
     let path = req.uri().path().to_string();
     if let Some(rest) = path.strip_prefix(INVOKE_PREFIX) {
         if let Some(name) = rest.strip_suffix("/invocations") {
             if req.method() == Method::POST {
-                return invoke_api(req, emulator, name).await;
+                return invoke_api(req, door, name).await;
             }
         }
         return aws_error(
@@ -118,7 +128,7 @@ fn with_trace(mut builder: http::response::Builder, reply: &Reply) -> http::resp
 /// optionally `:QUALIFIER`) or a partial one (`ACCOUNT:function:NAME[:QUALIFIER]`). The
 /// emulator runs one version of each function, so any qualifier reaches it.
 fn function_name(segment: &str) -> String {
-    let decoded = http_event::percent_decode(segment, false);
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
     let parts: Vec<&str> = decoded.split(':').collect();
     let name = match parts[..] {
         ["arn", _, "lambda", _, _, "function", name, ..] => name,
@@ -129,13 +139,9 @@ fn function_name(segment: &str) -> String {
     name.to_string()
 }
 
-async fn invoke_api(
-    req: hyper::Request<Incoming>,
-    emulator: &Emulator,
-    name: &str,
-) -> Response<Body> {
+async fn invoke_api(req: hyper::Request<Incoming>, door: &Door, name: &str) -> Response<Body> {
     let name = function_name(name);
-    let Some(pool) = emulator.pool(&name) else {
+    let Some(pool) = door.emulator.pool(&name) else {
         return aws_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
@@ -181,26 +187,27 @@ async fn invoke_api(
         cognito_identity: header(&parts, "x-live-cognito-identity").map(str::to_string),
     };
     match invocation_type.as_str() {
-        "Event" => {
-            // Answered at once, with the request id the invocation will run under.
-            let request_id = crate::ids::request_id();
-            let request = Request {
-                request_id: Some(request_id.clone()),
-                ..request
-            };
-            tokio::spawn(async move {
-                let reply = pool.invoke(request).await;
-                if let Err((error_type, _)) = &reply.result {
-                    tracing::warn!(request_id = %reply.request_id, "asynchronous invocation failed: {error_type}");
-                }
-            });
-            Response::builder()
+        // Answered at once, with the request id the invocation will run under, or throttled
+        // as Lambda throttles (the SDKs retry a 429 after `Retry-After`).
+        "Event" => match door.events.accept(&name, request) {
+            Ok(request_id) => Response::builder()
                 .status(StatusCode::ACCEPTED)
                 .header("x-amzn-requestid", &request_id)
                 .header("x-live-request-id", &request_id)
                 .body(Full::new(Bytes::new()))
-                .expect("static parts")
-        }
+                .expect("static parts"),
+            Err(Throttled) => {
+                let mut throttled = aws_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequestsException",
+                    "Rate Exceeded.",
+                );
+                throttled
+                    .headers_mut()
+                    .insert("retry-after", http::HeaderValue::from_static("1"));
+                throttled
+            }
+        },
         "DryRun" => Response::builder()
             .status(StatusCode::NO_CONTENT)
             .body(Full::new(Bytes::new()))

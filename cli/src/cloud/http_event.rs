@@ -39,7 +39,7 @@ pub fn event(
     let mut query = Map::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k, true), percent_decode(v, true));
+        let (k, v) = (query_component(k), query_component(v));
         let entry = query.entry(k).or_insert_with(|| Value::from(""));
         *entry = match entry.as_str() {
             Some("") => Value::from(v),
@@ -95,32 +95,13 @@ pub fn event(
     event
 }
 
-/// Percent-decode a URL component; in a query, `+` is a space.
-pub fn percent_decode(s: &str, plus_as_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' if plus_as_space => out.push(b' '),
-            b'%' => {
-                match (
-                    bytes.get(i + 1).and_then(|b| hex(*b)),
-                    bytes.get(i + 2).and_then(|b| hex(*b)),
-                ) {
-                    (Some(hi), Some(lo)) => {
-                        out.push((hi * 16 + lo) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).to_string()
+/// A query string's key or value, percent-decoded, with `+` as a space (as forms encode
+/// one; a literal `+` arrives as `%2B`).
+fn query_component(s: &str) -> String {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The HTTP response for a handler's reply, as a Function URL builds it: an object with
@@ -134,14 +115,10 @@ pub fn response(reply: &[u8]) -> Response<Bytes> {
             .body(Bytes::copy_from_slice(reply))
             .expect("static parts");
     };
-    let status = obj
-        .get("statusCode")
-        .and_then(|s| {
-            s.as_u64()
-                .or_else(|| s.as_str().and_then(|s| s.parse().ok()))
-        })
-        .and_then(|s| StatusCode::from_u16(s as u16).ok())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = match status_code(&obj["statusCode"]) {
+        Ok(status) => status,
+        Err(message) => return invalid_response(&message),
+    };
     let mut builder = Response::builder().status(status);
     if let Some(Value::Object(headers)) = obj.get("headers") {
         for (name, value) in headers {
@@ -181,14 +158,42 @@ pub fn response(reply: &[u8]) -> Response<Bytes> {
         Some(Value::Null) | None => Bytes::new(),
         Some(other) => Bytes::from(other.to_string()),
     };
-    builder.body(body).unwrap_or_else(|e| {
-        Response::builder()
-            .status(StatusCode::BAD_GATEWAY)
-            .body(Bytes::from(format!(
-                "invalid response from the handler: {e}"
-            )))
-            .expect("static parts")
-    })
+    builder
+        .body(body)
+        .unwrap_or_else(|e| invalid_response(&format!("its headers cannot be sent: {e}")))
+}
+
+/// The HTTP status a reply's `statusCode` names (a number, or a string of digits, as API
+/// Gateway takes it), or why it names none.
+fn status_code(value: &Value) -> Result<StatusCode, String> {
+    let number = value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
+    match number {
+        Some(n @ 100..=599) => {
+            StatusCode::from_u16(n as u16).map_err(|e| format!("statusCode {n}: {e}"))
+        }
+        _ => Err(format!(
+            "statusCode {value} is not an HTTP status (a number from 100 to 599)"
+        )),
+    }
+}
+
+/// What a Function URL answers for a reply it cannot turn into an HTTP response: a 502, with
+/// the cause named as the error JSON of a function error (`Live.InvalidResponse`).
+fn invalid_response(cause: &str) -> Response<Bytes> {
+    let (_, body) = bridge::runtime_api::failure(
+        "Live.InvalidResponse",
+        &format!(
+            "the handler's HTTP response is invalid: {cause}; return an object with statusCode, \
+             headers and body as API Gateway's payload format 2.0 describes"
+        ),
+    );
+    Response::builder()
+        .status(StatusCode::BAD_GATEWAY)
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("static parts")
 }
 
 #[cfg(test)]
@@ -236,5 +241,32 @@ mod tests {
         );
         let r = response(br#"{"statusCode":200,"body":"aGk=","isBase64Encoded":true}"#);
         assert_eq!(r.body(), "hi");
+        let r = response(br#"{"statusCode":"404","body":"no"}"#);
+        assert_eq!(r.status(), 404);
+    }
+
+    #[test]
+    fn an_out_of_range_status_code_is_a_502_naming_it() {
+        // 65736 is 200 modulo 65536: it must not pass for a success.
+        for status in ["65736", "-1", "99", "600", "\"abc\"", "200.5", "null"] {
+            let reply = format!(r#"{{"statusCode":{status},"body":"made"}}"#);
+            let r = response(reply.as_bytes());
+            assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "statusCode {status}");
+            let error: Value = serde_json::from_slice(r.body()).unwrap();
+            assert_eq!(error["errorType"], "Live.InvalidResponse");
+            let message = error["errorMessage"].as_str().unwrap();
+            assert!(
+                message.contains(&format!("statusCode {status}")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_components_are_percent_decoded() {
+        assert_eq!(query_component("a+b%2Bc%20d"), "a b+c d");
+        assert_eq!(query_component("%zz%"), "%zz%");
+        assert_eq!(query_component("%C3%BC"), "\u{fc}");
+        assert_eq!(query_component("%FF"), "\u{fffd}");
     }
 }

@@ -4,6 +4,8 @@
 //! configured.
 
 pub mod emulator;
+pub mod events;
+mod fair_server;
 pub mod front_door;
 pub mod http_event;
 
@@ -47,6 +49,8 @@ pub struct CloudOptions {
     /// Build Rust functions in release mode.
     #[arg(long)]
     pub release: bool,
+    #[command(flatten)]
+    pub events: events::EventOptions,
     #[command(flatten)]
     pub credentials: crate::broker::Credentials,
 }
@@ -117,7 +121,8 @@ impl LocalCloud {
         })?;
         let front_door = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(front_door::serve(listener, emulator, async {
+        let events = events::Events::start(&emulator, &options.events, options.max_envs.max(1));
+        let task = tokio::spawn(front_door::serve(listener, emulator, events, async {
             let _ = stopped.await;
         }));
         Ok(LocalCloud {

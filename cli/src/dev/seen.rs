@@ -92,6 +92,12 @@ impl SeenMap {
     /// deadline), so it is told to stop. The oldest ids beyond [`REMEMBERED`] are forgotten,
     /// but not those still running or holding a result. Returns what tells the run to stop.
     pub fn start(&mut self, request_id: &str, env_id: &str) -> Arc<tokio::sync::Notify> {
+        // Lambda's retry of an asynchronous invocation may land in another environment: the
+        // one its earlier attempt ran in must not stop it when that one moves on.
+        if self.map.contains_key(request_id) {
+            self.latest
+                .retain(|env, id| env == env_id || id != request_id);
+        }
         let previous = self
             .latest
             .insert(env_id.to_string(), request_id.to_string());
@@ -282,6 +288,24 @@ mod tests {
             untouched.is_err(),
             "another environment's invocation was stopped"
         );
+    }
+
+    #[test]
+    fn a_retry_in_another_environment_is_not_stopped_by_the_first_one_moving_on() {
+        let mut seen = SeenMap::default();
+        seen.start("r1", "e1");
+        seen.map.insert("r1".into(), Seen::Done);
+        // Lambda's retry of r1 runs in e2; then e1 takes its next invocation.
+        let retry = seen.start("r1", "e2");
+        seen.start("r2", "e1");
+        // Not told to stop: no permit waits for the retry's run.
+        let stopped = std::pin::pin!(retry.notified());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            std::future::Future::poll(stopped, &mut cx).is_pending(),
+            "the retry was told to stop"
+        );
+        assert!(matches!(seen.map.get("r1"), Some(Seen::Running(_))));
     }
 
     #[test]
