@@ -3,6 +3,7 @@
 //! reaches this session on a local worker, one line per invocation.
 
 pub mod build;
+mod noise;
 mod output;
 mod reload;
 mod watch;
@@ -104,7 +105,6 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
                     watcher.clone(),
                     passed,
                     watchset,
-                    roots,
                     builds.clone(),
                 ));
                 Some(watcher)

@@ -2,13 +2,19 @@
 //! callback that never blocks, a pure debounce over a batch of events, and barriers that tell
 //! when every event before a given moment has been delivered.
 //!
+//! Noise (`noise.rs`: the built-in list and the project's ignore files) is dropped wherever a
+//! path enters: a folder that is noise gets no watch, at start or later, and an event for a
+//! noisy path is dropped in the callback before it counts as pending. Every folder that is
+//! not noise gets a watch of its own (not a recursive one, which would watch every folder
+//! below, build output included); folders that appear later get theirs from [`FileWatcher::add`].
+//!
 //! A barrier renames a sentinel file (`b-N` to `b-N+1`) in a directory watched by the same
 //! inotify instance as the project; inotify keeps one queue per instance, in the order the
 //! kernel saw the operations, so once the rename's event arrives every earlier save's event
 //! has too. One rename is one system call and one read on the watcher's thread, and leaves
 //! nothing to clean up.
 
-use super::watchset::ignored;
+use super::noise::{is_ignore_file, Noise, SharedNoise};
 use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -39,8 +45,9 @@ pub enum Raw {
     Changed(PathBuf),
     /// The sentinel was renamed to barrier N.
     Barrier(u64),
-    /// Events were lost (the queue or the kernel's overflowed): assume everything changed.
-    Overflow,
+    /// Events were lost (the queue or the kernel's overflowed, the watcher failed): assume
+    /// everything changed. The cause, for the log.
+    Overflow(String),
 }
 
 /// One debounced batch.
@@ -49,7 +56,8 @@ pub struct Batch {
     pub paths: BTreeSet<PathBuf>,
     /// The highest barrier seen in the batch.
     pub barrier: Option<u64>,
-    pub overflow: bool,
+    /// Why events were lost, if they were: everything is rebuilt.
+    pub overflow: Vec<String>,
     /// How many changes (paths and overflows) the batch took from the channel.
     pub changes: usize,
 }
@@ -64,7 +72,11 @@ impl Batch {
                 self.paths.insert(p);
             }
             Raw::Barrier(n) => self.barrier = self.barrier.max(Some(n)),
-            Raw::Overflow => self.overflow = true,
+            Raw::Overflow(cause) => {
+                if !self.overflow.contains(&cause) {
+                    self.overflow.push(cause);
+                }
+            }
         }
     }
 }
@@ -108,7 +120,9 @@ impl Passed {
     pub fn take_lost(&self, batch: &mut Batch) {
         let lost = self.lost.swap(0, Ordering::SeqCst);
         if lost > 0 {
-            batch.overflow = true;
+            batch.overflow.push(format!(
+                "{lost} file events did not fit into the watcher's queue of {QUEUE}"
+            ));
             batch.changes += lost;
         }
     }
@@ -125,6 +139,8 @@ impl Passed {
 /// The running watcher and its barrier.
 pub struct FileWatcher {
     watcher: Mutex<notify::RecommendedWatcher>,
+    /// What is noise, shared with the callback.
+    noise: SharedNoise,
     barrier_dir: PathBuf,
     /// The last sentinel token whose rename has started (the sentinel's current name).
     next: AtomicU64,
@@ -138,8 +154,7 @@ pub struct FileWatcher {
 }
 
 impl FileWatcher {
-    /// Watch `roots` (each recursively, but without build output and VCS folders), reporting
-    /// into `tx`. Returns the watcher and the sender the consumer uses to mark barriers
+    /// Watch `roots` (each with every folder below that is not noise), reporting into `tx`. Returns the watcher and the sender the consumer uses to mark barriers
     /// passed.
     pub fn start(
         roots: &[PathBuf],
@@ -155,6 +170,8 @@ impl FileWatcher {
         let passed_tx = Arc::new(passed_tx);
         let pending = Arc::new(AtomicUsize::new(0));
         let lost = Arc::new(AtomicUsize::new(0));
+        let noise = SharedNoise::new(Noise::new(roots));
+        let judged = noise.clone();
         let consumer = Passed {
             tx: passed_tx.clone(),
             pending: pending.clone(),
@@ -177,8 +194,7 @@ impl FileWatcher {
                 let event = match res {
                     Ok(event) => event,
                     Err(e) => {
-                        tracing::warn!("file watcher: {e}; rebuilding everything to be safe");
-                        deliver(Raw::Overflow);
+                        deliver(Raw::Overflow(format!("the file watcher failed ({e})")));
                         return;
                     }
                 };
@@ -186,7 +202,11 @@ impl FileWatcher {
                     return;
                 }
                 if event.need_rescan() {
-                    deliver(Raw::Overflow);
+                    deliver(Raw::Overflow(
+                        "the kernel's inotify queue overflowed and dropped file events \
+                         (`sudo sysctl fs.inotify.max_queued_events=65536` makes that rarer)"
+                            .into(),
+                    ));
                 }
                 for path in event.paths {
                     let raw = if path.starts_with(&sentinels) {
@@ -208,6 +228,16 @@ impl FileWatcher {
                             _ => continue,
                         }
                     } else {
+                        // A changed ignore file is read at once (one small file), so the
+                        // events after it are judged by it.
+                        if is_ignore_file(&path) {
+                            if let Some(dir) = path.parent() {
+                                judged.read(dir);
+                            }
+                        }
+                        if judged.get().is_noise(&path, is_folder(&event.kind)) {
+                            continue;
+                        }
                         Raw::Changed(path)
                     };
                     deliver(raw);
@@ -215,11 +245,12 @@ impl FileWatcher {
             })?;
         watcher.watch(&barrier_dir, RecursiveMode::NonRecursive)?;
         for root in roots {
-            watch_tree(&mut watcher, root)?;
+            watch_tree(&mut watcher, &noise, root)?;
         }
         Ok((
             FileWatcher {
                 watcher: Mutex::new(watcher),
+                noise,
                 barrier_dir,
                 next: AtomicU64::new(0),
                 writer: Mutex::new(()),
@@ -231,10 +262,16 @@ impl FileWatcher {
         ))
     }
 
-    /// Watch a directory created after start (a new top-level folder).
+    /// Watch a folder created after start, and every folder below it, unless it is noise;
+    /// or walk a watched folder again after its ignore files changed (folders they no longer
+    /// exclude get watches; reads its ignore files and those below).
     pub fn add(&self, dir: &Path) {
+        let noise = self.noise.get();
+        if !noise.is_root(dir) && noise.is_noise(dir, Some(true)) {
+            return;
+        }
         let mut watcher = self.watcher.lock().expect("lock");
-        if let Err(e) = watch_tree(&mut watcher, dir) {
+        if let Err(e) = watch_tree(&mut watcher, &self.noise, dir) {
             tracing::warn!("{e:#}");
         }
     }
@@ -369,32 +406,57 @@ fn sentinel_token(path: &Path) -> Option<u64> {
     path.file_name()?.to_str()?.strip_prefix("b-")?.parse().ok()
 }
 
-/// Watch `dir` itself and each of its subfolders that is not ignored, recursively; build
-/// output and VCS folders get no watches at all.
-fn watch_tree(watcher: &mut notify::RecommendedWatcher, dir: &Path) -> anyhow::Result<()> {
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(advice)?;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = Path::new(entry.file_name().as_os_str()).join("x");
-        if entry.file_type().is_ok_and(|t| t.is_dir()) && !ignored(&name) {
-            watcher
-                .watch(&path, RecursiveMode::Recursive)
-                .map_err(advice)?;
+/// What an event says about its path: a folder, a file, or nothing.
+fn is_folder(kind: &EventKind) -> Option<bool> {
+    use notify::event::{CreateKind, RemoveKind};
+    match kind {
+        EventKind::Create(CreateKind::Folder) | EventKind::Remove(RemoveKind::Folder) => Some(true),
+        EventKind::Create(CreateKind::File) | EventKind::Remove(RemoveKind::File) => Some(false),
+        _ => None,
+    }
+}
+
+/// Watch `dir` and every folder below it that is not noise, each with a watch of its own,
+/// reading each folder's ignore files before judging what is in it. Only `dir` itself and
+/// the watch limit are errors; a folder that vanished or cannot be read is passed over.
+fn watch_tree(
+    watcher: &mut notify::RecommendedWatcher,
+    noise: &SharedNoise,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        noise.read(&folder);
+        if let Err(e) = watcher.watch(&folder, RecursiveMode::NonRecursive) {
+            if folder == dir || at_limit(&e) {
+                return Err(advice(e));
+            }
+            tracing::debug!("not watching {}: {e}", folder.display());
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let rules = noise.get();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && !rules.is_noise(&path, Some(true)) {
+                folders.push(path);
+            }
         }
     }
     Ok(())
 }
 
+/// Whether `e` is the OS's watch limit.
+fn at_limit(e: &notify::Error) -> bool {
+    matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28))
+}
+
 /// Turn the OS's watch limit into advice.
 fn advice(e: notify::Error) -> anyhow::Error {
-    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
-        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
-    if limit {
+    if at_limit(&e) {
         anyhow::anyhow!(
             "the file watcher reached the system's inotify watch limit: raise it with \
              `sudo sysctl fs.inotify.max_user_watches=524288` (and add the setting to \
@@ -483,6 +545,67 @@ mod tests {
         assert_eq!(batch.barrier, Some(3));
         assert_eq!(batch.paths, BTreeSet::from([PathBuf::from("/p/a")]));
         assert_eq!(rx.recv().await, Some(Raw::Changed("/p/later".into())));
+    }
+
+    /// Paths received until `last` arrives (within 10 s).
+    async fn received_until(rx: &mut mpsc::Receiver<Raw>, last: &Path) -> Vec<PathBuf> {
+        let mut seen = Vec::new();
+        let deadline = Duration::from_secs(10);
+        while !seen.iter().any(|p| p == last) {
+            match tokio::time::timeout(deadline, rx.recv()).await {
+                Ok(Some(Raw::Changed(path))) => seen.push(path),
+                Ok(Some(other)) => panic!("unexpected {other:?}"),
+                _ => panic!("{} never arrived; got {seen:?}", last.display()),
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn noise_never_reaches_the_channel_at_start_or_later() {
+        let root = std::env::temp_dir().join(format!("live-watch-noise-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::create_dir_all(root.join("dist")).unwrap();
+        std::fs::write(root.join(".gitignore"), "dist/\n*.log\n").unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (watcher, _passed) = FileWatcher::start(std::slice::from_ref(&root), tx).unwrap();
+
+        // Cargo's first build: `target` made under a temporary name, then renamed.
+        std::fs::create_dir(root.join("targetAb12Cd")).unwrap();
+        std::fs::rename(root.join("targetAb12Cd"), root.join("target")).unwrap();
+        std::fs::write(root.join("target/out"), "x").unwrap();
+        std::fs::write(root.join("dist/app.js"), "x").unwrap();
+        std::fs::remove_dir_all(root.join("dist")).unwrap();
+        std::fs::create_dir(root.join("dist")).unwrap();
+        std::fs::create_dir(root.join(".venv")).unwrap();
+        std::fs::write(root.join("build.log"), "x").unwrap();
+        // None of it counts as pending: the barrier passes on the watcher's thread alone.
+        watcher.barrier().await;
+        assert!(rx.try_recv().is_err(), "noise reached the channel");
+
+        // A folder that appears is watched once added, by its own ignore files too.
+        std::fs::create_dir(root.join("web")).unwrap();
+        std::fs::write(root.join("web/.gitignore"), "out/\n").unwrap();
+        let seen = received_until(&mut rx, &root.join("web")).await;
+        assert_eq!(seen, [root.join("web")]);
+        watcher.add(&root.join("web"));
+        std::fs::create_dir(root.join("web/out")).unwrap();
+        std::fs::write(root.join("web/page.js"), "x").unwrap();
+        let seen = received_until(&mut rx, &root.join("web/page.js")).await;
+        assert!(
+            seen.iter().all(|p| p == &root.join("web/page.js")),
+            "{seen:?}"
+        );
+        // An ignore file written later applies to the events after it.
+        std::fs::write(root.join("web/.gitignore"), "out/\nlib/\n").unwrap();
+        std::fs::create_dir(root.join("web/lib")).unwrap();
+        std::fs::write(root.join("src/main.rs"), "x").unwrap();
+        let seen = received_until(&mut rx, &root.join("src/main.rs")).await;
+        assert!(!seen.contains(&root.join("web/lib")), "{seen:?}");
+        drop(watcher);
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
