@@ -7,3 +7,4 @@ mod outages;
 mod parts;
 mod reload;
 mod team;
+mod watch;
