@@ -3,10 +3,12 @@
 //! reaches this session on a local worker, one line per invocation.
 
 pub mod build;
+mod debounce;
 mod noise;
 mod output;
 mod reload;
 mod watch;
+mod watch_tree;
 pub mod watchset;
 mod worker;
 

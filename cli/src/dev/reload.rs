@@ -4,9 +4,10 @@
 //! barrier), or gets a failed build's error at once.
 
 use super::build::{build_some, BuildFailure, Launch};
+use super::debounce::{collect, Raw, MAX_BATCH, QUIET};
 use super::noise::is_ignore_file;
 use super::output::Output;
-use super::watch::{collect, FileWatcher, Passed, Raw, MAX_BATCH, QUIET};
+use super::watch::{FileWatcher, Passed};
 use super::watchset::WatchSet;
 use crate::config::Project;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,12 +1,12 @@
 //! The file watcher: `notify` (inotify on Linux) reporting into a bounded channel from a
-//! callback that never blocks, a pure debounce over a batch of events, and barriers that tell
-//! when every event before a given moment has been delivered.
+//! callback that never blocks (the batches are `debounce.rs`'s), and barriers that tell when
+//! every event before a given moment has been delivered.
 //!
 //! Noise (`noise.rs`: the built-in list and the project's ignore files) is dropped wherever a
 //! path enters: a folder that is noise gets no watch, at start or later, and an event for a
 //! noisy path is dropped in the callback before it counts as pending. Every folder that is
-//! not noise gets a watch of its own (not a recursive one, which would watch every folder
-//! below, build output included); folders that appear later get theirs from [`FileWatcher::add`].
+//! not noise gets a watch of its own (`watch_tree.rs`); folders that appear later get theirs
+//! from [`FileWatcher::add`].
 //!
 //! A barrier renames a sentinel file (`b-N` to `b-N+1`) in a directory watched by the same
 //! inotify instance as the project; inotify keeps one queue per instance, in the order the
@@ -14,10 +14,12 @@
 //! has too. One rename is one system call and one read on the watcher's thread, and leaves
 //! nothing to clean up.
 
+use super::debounce::{Batch, Raw};
 use super::noise::{is_ignore_file, Noise, SharedNoise};
+use super::watch_tree::watch_tree;
 use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,80 +30,11 @@ use tokio::sync::{mpsc, watch};
 /// everything is forced instead of blocking the watcher.
 pub const QUEUE: usize = 16 * 1024;
 
-/// How long a batch stays open after its last event, and at most.
-pub const QUIET: Duration = Duration::from_millis(10);
-pub const MAX_BATCH: Duration = Duration::from_millis(50);
-
 /// Hinted barriers remembered (requests that never reach the session are forgotten).
 const HINTS: usize = 1024;
 
 /// How long a barrier waits before giving up (only if the watcher lost events).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What the watcher reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Raw {
-    /// A path was created, written, renamed or removed.
-    Changed(PathBuf),
-    /// The sentinel was renamed to barrier N.
-    Barrier(u64),
-    /// Events were lost (the queue or the kernel's overflowed, the watcher failed): assume
-    /// everything changed. The cause, for the log.
-    Overflow(String),
-}
-
-/// One debounced batch.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Batch {
-    pub paths: BTreeSet<PathBuf>,
-    /// The highest barrier seen in the batch.
-    pub barrier: Option<u64>,
-    /// Why events were lost, if they were: everything is rebuilt.
-    pub overflow: Vec<String>,
-    /// How many changes (paths and overflows) the batch took from the channel.
-    pub changes: usize,
-}
-
-impl Batch {
-    fn add(&mut self, raw: Raw) {
-        if !matches!(raw, Raw::Barrier(_)) {
-            self.changes += 1;
-        }
-        match raw {
-            Raw::Changed(p) => {
-                self.paths.insert(p);
-            }
-            Raw::Barrier(n) => self.barrier = self.barrier.max(Some(n)),
-            Raw::Overflow(cause) => {
-                if !self.overflow.contains(&cause) {
-                    self.overflow.push(cause);
-                }
-            }
-        }
-    }
-}
-
-/// Collect a batch starting with `first`: more events until `quiet` passes without one or
-/// `max` since the first, and at once when a barrier arrives (a waiting invocation needs the
-/// batch now).
-pub async fn collect(
-    rx: &mut mpsc::Receiver<Raw>,
-    first: Raw,
-    quiet: Duration,
-    max: Duration,
-) -> Batch {
-    let mut batch = Batch::default();
-    let until = tokio::time::Instant::now() + max;
-    batch.add(first);
-    while batch.barrier.is_none() {
-        let wait = quiet.min(until.saturating_duration_since(tokio::time::Instant::now()));
-        match tokio::time::timeout(wait, rx.recv()).await {
-            Ok(Some(raw)) => batch.add(raw),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    batch
-}
 
 /// The consumer's side of barriers: it says which changes it has applied and which barriers
 /// have passed. While no change is waiting to be applied, the watcher's thread passes a
@@ -416,137 +349,9 @@ fn is_folder(kind: &EventKind) -> Option<bool> {
     }
 }
 
-/// Watch `dir` and every folder below it that is not noise, each with a watch of its own,
-/// reading each folder's ignore files before judging what is in it. Only `dir` itself and
-/// the watch limit are errors; a folder that vanished or cannot be read is passed over.
-fn watch_tree(
-    watcher: &mut notify::RecommendedWatcher,
-    noise: &SharedNoise,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let mut folders = vec![dir.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        noise.read(&folder);
-        if let Err(e) = watcher.watch(&folder, RecursiveMode::NonRecursive) {
-            if folder == dir || at_limit(&e) {
-                return Err(advice(e));
-            }
-            tracing::debug!("not watching {}: {e}", folder.display());
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
-        };
-        let rules = noise.get();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) && !rules.is_noise(&path, Some(true)) {
-                folders.push(path);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether `e` is the OS's watch limit.
-fn at_limit(e: &notify::Error) -> bool {
-    matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
-        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28))
-}
-
-/// Turn the OS's watch limit into advice.
-fn advice(e: notify::Error) -> anyhow::Error {
-    if at_limit(&e) {
-        anyhow::anyhow!(
-            "the file watcher reached the system's inotify watch limit: raise it with \
-             `sudo sysctl fs.inotify.max_user_watches=524288` (and add the setting to \
-             /etc/sysctl.conf to keep it); until then saves are not picked up"
-        )
-    } else {
-        anyhow::anyhow!("the file watcher failed: {e}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_watch_limit_becomes_advice_and_other_errors_stay_as_they_are() {
-        // inotify_add_watch fails with ENOSPC (28) at the limit; notify may also say so itself.
-        let at_limit = [
-            notify::Error::io(std::io::Error::from_raw_os_error(28)),
-            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
-        ];
-        for e in at_limit {
-            let told = advice(e).to_string();
-            assert!(
-                told.contains("sudo sysctl fs.inotify.max_user_watches=524288"),
-                "{told}"
-            );
-        }
-        let other = advice(notify::Error::path_not_found()).to_string();
-        assert!(other.starts_with("the file watcher failed: "), "{other}");
-        assert!(!other.contains("sysctl"), "{other}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_of_saves_becomes_one_batch() {
-        let (tx, mut rx) = mpsc::channel(16);
-        for i in 0..5 {
-            tx.send(Raw::Changed(PathBuf::from(format!("/p/{i}"))))
-                .await
-                .unwrap();
-        }
-        let first = rx.recv().await.unwrap();
-        let batch = collect(&mut rx, first, QUIET, MAX_BATCH).await;
-        assert_eq!(batch.paths.len(), 5);
-        assert_eq!(batch.barrier, None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_closes_after_the_quiet_period_or_the_maximum() {
-        let (tx, mut rx) = mpsc::channel(64);
-        // Events every 5 ms keep it open until the 50 ms maximum.
-        let feeder = tokio::spawn(async move {
-            for i in 0..40 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                if tx
-                    .send(Raw::Changed(PathBuf::from(format!("/p/{i}"))))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let start = tokio::time::Instant::now();
-        let batch = collect(&mut rx, Raw::Changed("/p/first".into()), QUIET, MAX_BATCH).await;
-        let took = start.elapsed();
-        assert!(took <= MAX_BATCH + Duration::from_millis(5), "{took:?}");
-        assert!(
-            batch.paths.len() >= 9 && batch.paths.len() <= 11,
-            "{}",
-            batch.paths.len()
-        );
-        feeder.abort();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_barrier_flushes_the_batch_at_once() {
-        let (tx, mut rx) = mpsc::channel(16);
-        tx.send(Raw::Changed("/p/a".into())).await.unwrap();
-        tx.send(Raw::Barrier(3)).await.unwrap();
-        tx.send(Raw::Changed("/p/later".into())).await.unwrap();
-        let first = rx.recv().await.unwrap();
-        let start = tokio::time::Instant::now();
-        let batch = collect(&mut rx, first, QUIET, MAX_BATCH).await;
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        assert_eq!(batch.barrier, Some(3));
-        assert_eq!(batch.paths, BTreeSet::from([PathBuf::from("/p/a")]));
-        assert_eq!(rx.recv().await, Some(Raw::Changed("/p/later".into())));
-    }
-
     /// Paths received until `last` arrives (within 10 s).
     async fn received_until(rx: &mut mpsc::Receiver<Raw>, last: &Path) -> Vec<PathBuf> {
         let mut seen = Vec::new();
