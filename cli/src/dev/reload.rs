@@ -251,6 +251,9 @@ pub async fn run_watcher(
             .await;
         }
         if !affected.is_empty() {
+            // `live dev -v` names what triggered a build (a build's own output, say, that an
+            // ignore file should name).
+            tracing::debug!("changed: {:?}", batch.paths);
             let names: Vec<String> = affected.iter().cloned().collect();
             builds.output.changed(batch.paths.len(), &names);
             builds.mark_changed(&affected);
