@@ -135,4 +135,20 @@ mod tests {
         assert_eq!(batch.paths, BTreeSet::from([PathBuf::from("/p/a")]));
         assert_eq!(rx.recv().await, Some(Raw::Changed("/p/later".into())));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_names_each_cause_of_lost_events_once() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for cause in [
+            "the kernel's queue overflowed",
+            "the kernel's queue overflowed",
+            "x",
+        ] {
+            tx.send(Raw::Overflow(cause.into())).await.unwrap();
+        }
+        let first = rx.recv().await.unwrap();
+        let batch = collect(&mut rx, first, QUIET, MAX_BATCH).await;
+        assert_eq!(batch.overflow, ["the kernel's queue overflowed", "x"]);
+        assert_eq!(batch.changes, 3);
+    }
 }

@@ -414,6 +414,25 @@ mod tests {
     }
 
     #[test]
+    fn lost_changes_rebuild_everything_and_say_why() {
+        let (tx, _) = watch::channel(0);
+        let passed = Passed {
+            tx: Arc::new(tx),
+            pending: Arc::new(AtomicUsize::new(3)),
+            lost: Arc::new(AtomicUsize::new(3)),
+        };
+        let mut batch = Batch::default();
+        passed.take_lost(&mut batch);
+        assert_eq!(
+            batch.overflow,
+            ["3 file events did not fit into the watcher's queue of 16384"]
+        );
+        assert_eq!(batch.changes, 3);
+        passed.applied(&batch);
+        assert_eq!(passed.pending.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
     fn sentinel_names_carry_their_token() {
         assert_eq!(sentinel_token(Path::new("/tmp/x/b-42")), Some(42));
         assert_eq!(sentinel_token(Path::new("/tmp/x/other")), None);
