@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex};
 /// The ignore files read in every folder; a later one wins over an earlier one.
 pub const IGNORE_FILES: [&str; 2] = [".gitignore", ".ignore"];
 
+/// Files that count whatever the ignore files say (a library's `.gitignore` often names
+/// `Cargo.lock`, which still decides what is built).
+const MANIFESTS: [&str; 2] = ["Cargo.toml", "Cargo.lock"];
+
 /// Folder names whose contents never trigger a rebuild.
 const IGNORED_DIRS: &[&str] = &[
     "target",
@@ -144,6 +148,8 @@ impl Noise {
             current.push(part);
             let excluded = if i + 1 < parts.len() {
                 self.excluded(&current, true)
+            } else if MANIFESTS.iter().any(|m| part.as_os_str() == *m) {
+                false
             } else {
                 match is_dir.or_else(|| std::fs::symlink_metadata(path).ok().map(|m| m.is_dir())) {
                     Some(dir) => self.excluded(&current, dir),
@@ -303,7 +309,10 @@ mod tests {
     #[test]
     fn gitignore_rules_exclude_what_they_name() {
         let root = tree(&[
-            (".gitignore", "dist/\n/build\n*.log\n!keep.log\n"),
+            (
+                ".gitignore",
+                "dist/\n/build\n*.log\n!keep.log\nCargo.lock\n",
+            ),
             ("src/main.rs", ""),
             ("dist/app.js", ""),
             ("web/dist/app.js", ""),
@@ -324,6 +333,11 @@ mod tests {
         assert!(!noisy("keep.log"), "re-included");
         assert!(!noisy("notes/dist"), "`dist/` names folders only");
         assert!(!noisy("src/main.rs"));
+        assert!(
+            !noisy("Cargo.lock"),
+            "a manifest counts whatever the ignore files say"
+        );
+        assert!(noisy("dist/Cargo.lock"), "unless its folder is excluded");
         // A folder that is gone (its removal) is judged as one.
         assert!(noisy("gone/dist"));
         std::fs::remove_dir_all(root).unwrap();
