@@ -114,9 +114,10 @@ pub struct Group {
 }
 
 impl Group {
-    /// Start `cmd` as the leader of a new process group, SIGKILLed if `live` dies.
+    /// Start `cmd` as the leader of a new process group, SIGKILLed if `live` dies. Its
+    /// stdin is empty: a background group that read the terminal would be stopped.
     pub fn spawn(mut cmd: Command) -> io::Result<Group> {
-        cmd.process_group(0).kill_on_drop(true);
+        cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
         in_child_before_exec(&mut cmd, false);
         let child = cmd.spawn()?;
         let pgid = child.id().map_or(0, |pid| pid as i32);
@@ -130,9 +131,7 @@ impl Group {
     /// Run `cmd` to its end (stdin empty), its stdout and stderr captured, as
     /// [`Command::output`] does; dropped before that, its whole group is killed.
     pub async fn output(mut cmd: Command) -> io::Result<std::process::Output> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut group = Group::spawn(cmd)?;
         let mut stdout = group.child.stdout.take().expect("piped");
         let mut stderr = group.child.stderr.take().expect("piped");
