@@ -3,12 +3,16 @@
 //! and runs under `SCHED_BATCH`, so that waking it never preempts `live` itself, the hub
 //! every invocation passes through. Their output is echoed with a prefix and the last lines
 //! of stderr are kept for crash reports.
+//!
+//! Builds ([`Group`]) run in a process group of their own, which is killed whole when the
+//! build is dropped before it ends: cargo's rustc and build scripts, or a `build` command's
+//! children (`npm run build` -> esbuild), do not outlive a restarted build.
 
 use std::collections::VecDeque;
 use std::io;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// How many stderr lines are kept for a crash report.
@@ -37,7 +41,7 @@ impl Supervised {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        in_child_before_exec(&mut cmd);
+        in_child_before_exec(&mut cmd, true);
         let mut child = cmd.spawn()?;
         let pid = child.id().unwrap_or(0);
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -99,8 +103,72 @@ async fn pump<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
+/// A build: a child process leading a process group of its own (its descendants join it),
+/// killed with the whole group if dropped before [`Group::wait`] returned.
+pub struct Group {
+    pub child: Child,
+    /// The group's id: the leader's pid.
+    pgid: i32,
+    /// The leader was reaped; its pid may belong to someone else now.
+    ended: bool,
+}
+
+impl Group {
+    /// Start `cmd` as the leader of a new process group, SIGKILLed if `live` dies. Its
+    /// stdin is empty: a background group that read the terminal would be stopped.
+    pub fn spawn(mut cmd: Command) -> io::Result<Group> {
+        cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+        in_child_before_exec(&mut cmd, false);
+        let child = cmd.spawn()?;
+        let pgid = child.id().map_or(0, |pid| pid as i32);
+        Ok(Group {
+            child,
+            pgid,
+            ended: false,
+        })
+    }
+
+    /// Run `cmd` to its end (stdin empty), its stdout and stderr captured, as
+    /// [`Command::output`] does; dropped before that, its whole group is killed.
+    pub async fn output(mut cmd: Command) -> io::Result<std::process::Output> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut group = Group::spawn(cmd)?;
+        let mut stdout = group.child.stdout.take().expect("piped");
+        let mut stderr = group.child.stderr.take().expect("piped");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (read_out, read_err) =
+            tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        read_out?;
+        read_err?;
+        let status = group.wait().await?;
+        Ok(std::process::Output {
+            status,
+            stdout: out,
+            stderr: err,
+        })
+    }
+
+    /// Wait for the leader to end. What it left running in its group is left alone.
+    pub async fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
+        let status = self.child.wait().await?;
+        self.ended = true;
+        Ok(status)
+    }
+}
+
+impl Drop for Group {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        if !self.ended && self.pgid > 0 {
+            // SAFETY: killpg(2) takes no pointers; the group's leader is our unreaped child,
+            // so the id is still that group's.
+            let _ = unsafe { libc::killpg(self.pgid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// In the child, before exec: ask the kernel to SIGKILL it when its parent dies, whatever
-/// kills the parent, and make it a batch process.
+/// kills the parent, and (`batch`) make it a batch process.
 ///
 /// `SCHED_BATCH` keeps the child's fair share of the CPU but drops the wake-up preemption:
 /// when `live` answers a stub or a handler, the child waits for a free core or the end of
@@ -110,7 +178,7 @@ async fn pump<R: tokio::io::AsyncBufRead + Unpin>(
 /// connections, and less CPU per invocation in every process). A machine with a free core
 /// runs the child at once, as before.
 #[allow(unsafe_code)]
-fn in_child_before_exec(cmd: &mut Command) {
+fn in_child_before_exec(cmd: &mut Command, batch: bool) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec and only makes system calls
     // (prctl, getppid, sched_setscheduler, _exit): nothing that allocates or takes a lock.
@@ -123,9 +191,11 @@ fn in_child_before_exec(cmd: &mut Command) {
             if libc::getppid() as u32 != parent {
                 libc::_exit(1);
             }
-            // Best effort: a kernel or sandbox that refuses leaves the normal policy.
-            let normal_priority = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(0, libc::SCHED_BATCH, &normal_priority);
+            if batch {
+                // Best effort: a kernel or sandbox that refuses leaves the normal policy.
+                let normal_priority = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_BATCH, &normal_priority);
+            }
             Ok(())
         });
     }
@@ -154,6 +224,48 @@ mod tests {
             .expect("policy")
             .parse()
             .expect("number")
+    }
+
+    /// Whether process `pid` is gone (or a zombie: killed, not yet reaped by whoever
+    /// inherited it).
+    fn gone(pid: u32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return true;
+        };
+        stat[stat.rfind(')').expect("name") + 2..].starts_with('Z')
+    }
+
+    #[tokio::test]
+    async fn a_dropped_build_takes_its_grandchildren_with_it() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 300 & echo $!; wait"])
+            .stdout(Stdio::piped());
+        let mut build = Group::spawn(cmd).expect("spawn sh");
+        let stdout = build.child.stdout.take().expect("piped");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).await.unwrap();
+        let grandchild: u32 = line.trim().parse().expect("a pid");
+        let shell = build.child.id().expect("running");
+        assert!(!gone(grandchild));
+        drop(build);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !(gone(grandchild) && gone(shell)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the build's sleep survived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_build_that_ends_is_waited_for_with_its_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let out = Group::output(cmd).await.unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
     }
 
     #[tokio::test]

@@ -11,3 +11,4 @@ mod parts;
 mod reload;
 mod stub;
 mod team;
+mod watch;

@@ -3,11 +3,14 @@
 //! reaches this session on a local worker, one line per invocation. This file starts the
 //! parts and owns their tasks; [`session`] handles what arrives.
 
+mod debounce;
+mod noise;
 mod output;
 mod reload;
 mod seen;
 mod session;
 mod watch;
+mod watch_tree;
 pub mod watchset;
 mod worker;
 mod writer;
@@ -318,7 +321,6 @@ async fn watch_files(
                         watcher.clone(),
                         passed,
                         watchset,
-                        roots,
                         builds.clone(),
                     )),
             );

@@ -3,12 +3,15 @@
 //! an invocation waits for the generation current when it arrived (after the watcher's
 //! barrier), or gets a failed build's error at once.
 
+use super::debounce::{collect, Raw, MAX_BATCH, QUIET};
+use super::noise::is_ignore_file;
 use super::output::Output;
-use super::watch::{collect, FileWatcher, Passed, Raw, MAX_BATCH, QUIET};
+use super::watch::{FileWatcher, Passed};
 use super::watchset::WatchSet;
 use crate::config::Project;
 use crate::function::{build_some, BuildFailure, Launch};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -214,7 +217,6 @@ pub async fn run_watcher(
     watcher: Arc<FileWatcher>,
     passed: Passed,
     watchset: WatchSet,
-    roots: Vec<std::path::PathBuf>,
     builds: Arc<Builds>,
 ) {
     let all: BTreeSet<String> = builds.project.functions.keys().cloned().collect();
@@ -222,17 +224,36 @@ pub async fn run_watcher(
         let mut batch = collect(&mut rx, first, QUIET, MAX_BATCH).await;
         passed.take_lost(&mut batch);
         let mut affected = BTreeSet::new();
-        if batch.overflow {
+        if !batch.overflow.is_empty() {
+            tracing::warn!("rebuilding every function: {}", batch.overflow.join("; "));
             affected = all.clone();
         }
+        // Folders that appeared need watches of their own (the watcher judged them already);
+        // a folder whose ignore files changed is walked again for folders they no longer
+        // exclude. Added before the change is marked, so the build that follows sees
+        // whatever was written into them before their watches.
+        let mut walk = Vec::new();
         for path in &batch.paths {
             affected.extend(watchset.affected(path));
-            // A new top-level folder needs watches of its own.
-            if path.parent().is_some_and(|p| roots.iter().any(|r| r == p)) && path.is_dir() {
-                watcher.add(path);
+            if is_ignore_file(path) {
+                walk.extend(path.parent().map(Path::to_path_buf));
+            } else if path.is_dir() {
+                walk.push(path.clone());
             }
         }
+        if !walk.is_empty() {
+            let watcher = watcher.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for dir in walk {
+                    watcher.add(&dir);
+                }
+            })
+            .await;
+        }
         if !affected.is_empty() {
+            // `live dev -v` names what triggered a build (a build's own output, say, that an
+            // ignore file should name).
+            tracing::debug!("changed: {:?}", batch.paths);
             let names: Vec<String> = affected.iter().cloned().collect();
             builds.output.changed(batch.paths.len(), &names);
             builds.mark_changed(&affected);

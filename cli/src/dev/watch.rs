@@ -1,6 +1,12 @@
 //! The file watcher: `notify` (inotify on Linux) reporting into a bounded channel from a
-//! callback that never blocks, a pure debounce over a batch of events, and barriers that tell
-//! when every event before a given moment has been delivered.
+//! callback that never blocks (the batches are `debounce.rs`'s), and barriers that tell when
+//! every event before a given moment has been delivered.
+//!
+//! Noise (`noise.rs`: the built-in list and the project's ignore files) is dropped wherever a
+//! path enters: a folder that is noise gets no watch, at start or later, and an event for a
+//! noisy path is dropped in the callback before it counts as pending. Every folder that is
+//! not noise gets a watch of its own (`watch_tree.rs`); folders that appear later get theirs
+//! from [`FileWatcher::add`].
 //!
 //! A barrier renames a sentinel file (`b-N` to `b-N+1`) in a directory watched by the same
 //! inotify instance as the project; inotify keeps one queue per instance, in the order the
@@ -8,10 +14,12 @@
 //! has too. One rename is one system call and one read on the watcher's thread, and leaves
 //! nothing to clean up.
 
-use super::watchset::ignored;
+use super::debounce::{Batch, Raw};
+use super::noise::{is_ignore_file, Noise, SharedNoise};
+use super::watch_tree::watch_tree;
 use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,74 +30,11 @@ use tokio::sync::{mpsc, watch};
 /// everything is forced instead of blocking the watcher.
 pub const QUEUE: usize = 16 * 1024;
 
-/// How long a batch stays open after its last event, and at most.
-pub const QUIET: Duration = Duration::from_millis(10);
-pub const MAX_BATCH: Duration = Duration::from_millis(50);
-
 /// Hinted barriers remembered (requests that never reach the session are forgotten).
 const HINTS: usize = 1024;
 
 /// How long a barrier waits before giving up (only if the watcher lost events).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What the watcher reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Raw {
-    /// A path was created, written, renamed or removed.
-    Changed(PathBuf),
-    /// The sentinel was renamed to barrier N.
-    Barrier(u64),
-    /// Events were lost (the queue or the kernel's overflowed): assume everything changed.
-    Overflow,
-}
-
-/// One debounced batch.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Batch {
-    pub paths: BTreeSet<PathBuf>,
-    /// The highest barrier seen in the batch.
-    pub barrier: Option<u64>,
-    pub overflow: bool,
-    /// How many changes (paths and overflows) the batch took from the channel.
-    pub changes: usize,
-}
-
-impl Batch {
-    fn add(&mut self, raw: Raw) {
-        if !matches!(raw, Raw::Barrier(_)) {
-            self.changes += 1;
-        }
-        match raw {
-            Raw::Changed(p) => {
-                self.paths.insert(p);
-            }
-            Raw::Barrier(n) => self.barrier = self.barrier.max(Some(n)),
-            Raw::Overflow => self.overflow = true,
-        }
-    }
-}
-
-/// Collect a batch starting with `first`: more events until `quiet` passes without one or
-/// `max` since the first, and at once when a barrier arrives (a waiting invocation needs the
-/// batch now).
-pub async fn collect(
-    rx: &mut mpsc::Receiver<Raw>,
-    first: Raw,
-    quiet: Duration,
-    max: Duration,
-) -> Batch {
-    let mut batch = Batch::default();
-    let until = tokio::time::Instant::now() + max;
-    batch.add(first);
-    while batch.barrier.is_none() {
-        let wait = quiet.min(until.saturating_duration_since(tokio::time::Instant::now()));
-        match tokio::time::timeout(wait, rx.recv()).await {
-            Ok(Some(raw)) => batch.add(raw),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    batch
-}
 
 /// The consumer's side of barriers: it says which changes it has applied and which barriers
 /// have passed. While no change is waiting to be applied, the watcher's thread passes a
@@ -108,7 +53,9 @@ impl Passed {
     pub fn take_lost(&self, batch: &mut Batch) {
         let lost = self.lost.swap(0, Ordering::SeqCst);
         if lost > 0 {
-            batch.overflow = true;
+            batch.overflow.push(format!(
+                "{lost} file events did not fit into the watcher's queue of {QUEUE}"
+            ));
             batch.changes += lost;
         }
     }
@@ -125,6 +72,8 @@ impl Passed {
 /// The running watcher and its barrier.
 pub struct FileWatcher {
     watcher: Mutex<notify::RecommendedWatcher>,
+    /// What is noise, shared with the callback.
+    noise: SharedNoise,
     barrier_dir: PathBuf,
     /// The last sentinel token whose rename has started (the sentinel's current name).
     next: AtomicU64,
@@ -138,8 +87,7 @@ pub struct FileWatcher {
 }
 
 impl FileWatcher {
-    /// Watch `roots` (each recursively, but without build output and VCS folders), reporting
-    /// into `tx`. Returns the watcher and the sender the consumer uses to mark barriers
+    /// Watch `roots` (each with every folder below that is not noise), reporting into `tx`. Returns the watcher and the sender the consumer uses to mark barriers
     /// passed.
     pub fn start(
         roots: &[PathBuf],
@@ -155,6 +103,8 @@ impl FileWatcher {
         let passed_tx = Arc::new(passed_tx);
         let pending = Arc::new(AtomicUsize::new(0));
         let lost = Arc::new(AtomicUsize::new(0));
+        let noise = SharedNoise::new(Noise::new(roots));
+        let judged = noise.clone();
         let consumer = Passed {
             tx: passed_tx.clone(),
             pending: pending.clone(),
@@ -177,8 +127,7 @@ impl FileWatcher {
                 let event = match res {
                     Ok(event) => event,
                     Err(e) => {
-                        tracing::warn!("file watcher: {e}; rebuilding everything to be safe");
-                        deliver(Raw::Overflow);
+                        deliver(Raw::Overflow(format!("the file watcher failed ({e})")));
                         return;
                     }
                 };
@@ -186,7 +135,11 @@ impl FileWatcher {
                     return;
                 }
                 if event.need_rescan() {
-                    deliver(Raw::Overflow);
+                    deliver(Raw::Overflow(
+                        "the kernel's inotify queue overflowed and dropped file events \
+                         (`sudo sysctl fs.inotify.max_queued_events=65536` makes that rarer)"
+                            .into(),
+                    ));
                 }
                 for path in event.paths {
                     let raw = if path.starts_with(&sentinels) {
@@ -208,6 +161,16 @@ impl FileWatcher {
                             _ => continue,
                         }
                     } else {
+                        // A changed ignore file is read at once (one small file), so the
+                        // events after it are judged by it.
+                        if is_ignore_file(&path) {
+                            if let Some(dir) = path.parent() {
+                                judged.read(dir);
+                            }
+                        }
+                        if judged.get().is_noise(&path, is_folder(&event.kind)) {
+                            continue;
+                        }
                         Raw::Changed(path)
                     };
                     deliver(raw);
@@ -215,11 +178,12 @@ impl FileWatcher {
             })?;
         watcher.watch(&barrier_dir, RecursiveMode::NonRecursive)?;
         for root in roots {
-            watch_tree(&mut watcher, root)?;
+            watch_tree(&mut watcher, &noise, root)?;
         }
         Ok((
             FileWatcher {
                 watcher: Mutex::new(watcher),
+                noise,
                 barrier_dir,
                 next: AtomicU64::new(0),
                 writer: Mutex::new(()),
@@ -231,10 +195,16 @@ impl FileWatcher {
         ))
     }
 
-    /// Watch a directory created after start (a new top-level folder).
+    /// Watch a folder created after start, and every folder below it, unless it is noise;
+    /// or walk a watched folder again after its ignore files changed (folders they no longer
+    /// exclude get watches; reads its ignore files and those below).
     pub fn add(&self, dir: &Path) {
+        let noise = self.noise.get();
+        if !noise.is_root(dir) && noise.is_noise(dir, Some(true)) {
+            return;
+        }
         let mut watcher = self.watcher.lock().expect("lock");
-        if let Err(e) = watch_tree(&mut watcher, dir) {
+        if let Err(e) = watch_tree(&mut watcher, &self.noise, dir) {
             tracing::warn!("{e:#}");
         }
     }
@@ -369,120 +339,97 @@ fn sentinel_token(path: &Path) -> Option<u64> {
     path.file_name()?.to_str()?.strip_prefix("b-")?.parse().ok()
 }
 
-/// Watch `dir` itself and each of its subfolders that is not ignored, recursively; build
-/// output and VCS folders get no watches at all.
-fn watch_tree(watcher: &mut notify::RecommendedWatcher, dir: &Path) -> anyhow::Result<()> {
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(advice)?;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = Path::new(entry.file_name().as_os_str()).join("x");
-        if entry.file_type().is_ok_and(|t| t.is_dir()) && !ignored(&name) {
-            watcher
-                .watch(&path, RecursiveMode::Recursive)
-                .map_err(advice)?;
-        }
-    }
-    Ok(())
-}
-
-/// Turn the OS's watch limit into advice.
-fn advice(e: notify::Error) -> anyhow::Error {
-    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
-        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
-    if limit {
-        anyhow::anyhow!(
-            "the file watcher reached the system's inotify watch limit: raise it with \
-             `sudo sysctl fs.inotify.max_user_watches=524288` (and add the setting to \
-             /etc/sysctl.conf to keep it); until then saves are not picked up"
-        )
-    } else {
-        anyhow::anyhow!("the file watcher failed: {e}")
+/// What an event says about its path: a folder, a file, or nothing.
+fn is_folder(kind: &EventKind) -> Option<bool> {
+    use notify::event::{CreateKind, RemoveKind};
+    match kind {
+        EventKind::Create(CreateKind::Folder) | EventKind::Remove(RemoveKind::Folder) => Some(true),
+        EventKind::Create(CreateKind::File) | EventKind::Remove(RemoveKind::File) => Some(false),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// Paths received until `last` arrives (within 10 s).
+    async fn received_until(rx: &mut mpsc::Receiver<Raw>, last: &Path) -> Vec<PathBuf> {
+        let mut seen = Vec::new();
+        let deadline = Duration::from_secs(10);
+        while !seen.iter().any(|p| p == last) {
+            match tokio::time::timeout(deadline, rx.recv()).await {
+                Ok(Some(Raw::Changed(path))) => seen.push(path),
+                Ok(Some(other)) => panic!("unexpected {other:?}"),
+                _ => panic!("{} never arrived; got {seen:?}", last.display()),
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn noise_never_reaches_the_channel_at_start_or_later() {
+        let root = std::env::temp_dir().join(format!("live-watch-noise-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::create_dir_all(root.join("dist")).unwrap();
+        std::fs::write(root.join(".gitignore"), "dist/\n*.log\n").unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (watcher, _passed) = FileWatcher::start(std::slice::from_ref(&root), tx).unwrap();
+
+        // Cargo's first build: `target` made under a temporary name, then renamed.
+        std::fs::create_dir(root.join("targetAb12Cd")).unwrap();
+        std::fs::rename(root.join("targetAb12Cd"), root.join("target")).unwrap();
+        std::fs::write(root.join("target/out"), "x").unwrap();
+        std::fs::write(root.join("dist/app.js"), "x").unwrap();
+        std::fs::remove_dir_all(root.join("dist")).unwrap();
+        std::fs::create_dir(root.join("dist")).unwrap();
+        std::fs::create_dir(root.join(".venv")).unwrap();
+        std::fs::write(root.join("build.log"), "x").unwrap();
+        // None of it counts as pending: the barrier passes on the watcher's thread alone.
+        watcher.barrier().await;
+        assert!(rx.try_recv().is_err(), "noise reached the channel");
+
+        // A folder that appears is watched once added, by its own ignore files too.
+        std::fs::create_dir(root.join("web")).unwrap();
+        std::fs::write(root.join("web/.gitignore"), "out/\n").unwrap();
+        let seen = received_until(&mut rx, &root.join("web")).await;
+        assert_eq!(seen, [root.join("web")]);
+        watcher.add(&root.join("web"));
+        std::fs::create_dir(root.join("web/out")).unwrap();
+        std::fs::write(root.join("web/page.js"), "x").unwrap();
+        let seen = received_until(&mut rx, &root.join("web/page.js")).await;
+        assert!(
+            seen.iter().all(|p| p == &root.join("web/page.js")),
+            "{seen:?}"
+        );
+        // An ignore file written later applies to the events after it.
+        std::fs::write(root.join("web/.gitignore"), "out/\nlib/\n").unwrap();
+        std::fs::create_dir(root.join("web/lib")).unwrap();
+        std::fs::write(root.join("src/main.rs"), "x").unwrap();
+        let seen = received_until(&mut rx, &root.join("src/main.rs")).await;
+        assert!(!seen.contains(&root.join("web/lib")), "{seen:?}");
+        drop(watcher);
+        std::fs::remove_dir_all(root).unwrap();
+    }
 
     #[test]
-    fn the_watch_limit_becomes_advice_and_other_errors_stay_as_they_are() {
-        // inotify_add_watch fails with ENOSPC (28) at the limit; notify may also say so itself.
-        let at_limit = [
-            notify::Error::io(std::io::Error::from_raw_os_error(28)),
-            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
-        ];
-        for e in at_limit {
-            let told = advice(e).to_string();
-            assert!(
-                told.contains("sudo sysctl fs.inotify.max_user_watches=524288"),
-                "{told}"
-            );
-        }
-        let other = advice(notify::Error::path_not_found()).to_string();
-        assert!(other.starts_with("the file watcher failed: "), "{other}");
-        assert!(!other.contains("sysctl"), "{other}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_of_saves_becomes_one_batch() {
-        let (tx, mut rx) = mpsc::channel(16);
-        for i in 0..5 {
-            tx.send(Raw::Changed(PathBuf::from(format!("/p/{i}"))))
-                .await
-                .unwrap();
-        }
-        let first = rx.recv().await.unwrap();
-        let batch = collect(&mut rx, first, QUIET, MAX_BATCH).await;
-        assert_eq!(batch.paths.len(), 5);
-        assert_eq!(batch.barrier, None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_closes_after_the_quiet_period_or_the_maximum() {
-        let (tx, mut rx) = mpsc::channel(64);
-        // Events every 5 ms keep it open until the 50 ms maximum.
-        let feeder = tokio::spawn(async move {
-            for i in 0..40 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                if tx
-                    .send(Raw::Changed(PathBuf::from(format!("/p/{i}"))))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let start = tokio::time::Instant::now();
-        let batch = collect(&mut rx, Raw::Changed("/p/first".into()), QUIET, MAX_BATCH).await;
-        let took = start.elapsed();
-        assert!(took <= MAX_BATCH + Duration::from_millis(5), "{took:?}");
-        assert!(
-            batch.paths.len() >= 9 && batch.paths.len() <= 11,
-            "{}",
-            batch.paths.len()
+    fn lost_changes_rebuild_everything_and_say_why() {
+        let (tx, _) = watch::channel(0);
+        let passed = Passed {
+            tx: Arc::new(tx),
+            pending: Arc::new(AtomicUsize::new(3)),
+            lost: Arc::new(AtomicUsize::new(3)),
+        };
+        let mut batch = Batch::default();
+        passed.take_lost(&mut batch);
+        assert_eq!(
+            batch.overflow,
+            ["3 file events did not fit into the watcher's queue of 16384"]
         );
-        feeder.abort();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_barrier_flushes_the_batch_at_once() {
-        let (tx, mut rx) = mpsc::channel(16);
-        tx.send(Raw::Changed("/p/a".into())).await.unwrap();
-        tx.send(Raw::Barrier(3)).await.unwrap();
-        tx.send(Raw::Changed("/p/later".into())).await.unwrap();
-        let first = rx.recv().await.unwrap();
-        let start = tokio::time::Instant::now();
-        let batch = collect(&mut rx, first, QUIET, MAX_BATCH).await;
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        assert_eq!(batch.barrier, Some(3));
-        assert_eq!(batch.paths, BTreeSet::from([PathBuf::from("/p/a")]));
-        assert_eq!(rx.recv().await, Some(Raw::Changed("/p/later".into())));
+        assert_eq!(batch.changes, 3);
+        passed.applied(&batch);
+        assert_eq!(passed.pending.load(Ordering::SeqCst), 0);
     }
 
     #[test]

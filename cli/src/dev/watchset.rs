@@ -1,47 +1,15 @@
 //! Which files affect which functions: for Rust, a function's package and its local path
 //! dependencies (from `cargo metadata`) plus the workspace manifest and lock file; for others,
 //! the globs of `watch` in live.toml (default: everything under the function's `dir`).
-//! Editor temporary files, build output and VCS folders never count.
+//! What counts as noise (build output, VCS folders, editors' temporary files) is
+//! `noise.rs`'s to say; the watcher drops it before it gets here.
 
+use super::noise::ignored;
 use crate::config::Project;
 use anyhow::Context;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
-
-/// Directory names whose contents never trigger a rebuild.
-const IGNORED_DIRS: &[&str] = &[
-    "target",
-    ".git",
-    ".hg",
-    ".svn",
-    "node_modules",
-    "__pycache__",
-    ".idea",
-    ".vscode",
-];
-
-/// Whether a changed path (relative to the watched folder it is in) is noise: build output,
-/// VCS data, or an editor's temporary file.
-pub fn ignored(path: &Path) -> bool {
-    if path
-        .components()
-        .any(|c| matches!(c, Component::Normal(n) if IGNORED_DIRS.iter().any(|d| n == *d)))
-    {
-        return true;
-    }
-    let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
-        return true;
-    };
-    name.ends_with('~')
-        || name.starts_with(".#")
-        || name.starts_with('#')
-        || name == "4913"
-        || name == ".DS_Store"
-        || [".swp", ".swx", ".swo", ".tmp", ".pyc", ".crswap"]
-            .iter()
-            .any(|s| name.ends_with(s))
-}
+use std::path::{Path, PathBuf};
 
 /// The files each function depends on.
 #[derive(Debug, Default)]
@@ -167,24 +135,6 @@ pub fn canonical(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn noise_is_ignored() {
-        for noisy in [
-            "/p/target/debug/x",
-            "/p/.git/index",
-            "/p/src/main.rs~",
-            "/p/src/.main.rs.swp",
-            "/p/src/4913",
-            "/p/src/.#main.rs",
-            "/p/node_modules/a/b.js",
-        ] {
-            assert!(ignored(Path::new(noisy)), "{noisy}");
-        }
-        for real in ["/p/src/main.rs", "/p/Cargo.toml", "/p/handler.py"] {
-            assert!(!ignored(Path::new(real)), "{real}");
-        }
-    }
 
     #[test]
     fn globs_and_dirs_select_functions() {

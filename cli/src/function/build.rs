@@ -56,10 +56,10 @@ async fn run_build(command: &[String], dir: &PathBuf) -> Result<(), BuildFailure
     let Some((program, args)) = command.split_first() else {
         return Ok(());
     };
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).current_dir(dir);
+    // In a group of its own, killed whole if the build is dropped (restarted, or `live` exits).
+    let out = crate::process::Group::output(cmd)
         .await
         .map_err(|e| failure(format!("could not run {program}: {e}")))?;
     if out.status.success() {
@@ -93,8 +93,7 @@ async fn cargo_build(
         .args(project.release.then_some("--release"))
         .current_dir(&project.root)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let mut wanted = BTreeMap::new();
     for (name, f) in functions {
         let bin = f.bin.clone().unwrap_or_else(|| (*name).clone());
@@ -104,11 +103,11 @@ async fn cargo_build(
         }
         wanted.insert(bin, (*name).clone());
     }
-    let mut child = cmd
-        .spawn()
+    // In a group of its own, with rustc and build scripts: killed whole if dropped.
+    let mut child = crate::process::Group::spawn(cmd)
         .map_err(|e| failure(format!("could not run cargo: {e}; is Rust installed?")))?;
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
+    let stdout = child.child.stdout.take().expect("piped");
+    let stderr = child.child.stderr.take().expect("piped");
     let stderr_task = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         let mut all = Vec::new();
