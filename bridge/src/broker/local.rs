@@ -3,7 +3,8 @@
 //! framing or MQTT encoding in between. `live dev` joins its embedded broker this way; the
 //! stubs, and every other client, connect over WebSocket.
 
-use super::router::{Inbox, Router};
+use super::outbox::Inbox;
+use super::router::Router;
 use rumqttc::{ConnAck, ConnectReturnCode, LastWill, Packet, Publish, QoS, SubscribeFilter};
 use std::sync::Arc;
 use tokio::sync::Notify;

@@ -9,7 +9,10 @@
 //! bridge protocol acknowledges at its own level instead.
 
 mod conn;
+mod filters;
+mod handshake;
 mod local;
+mod outbox;
 mod router;
 
 pub use local::LocalBroker;
