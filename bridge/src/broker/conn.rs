@@ -3,7 +3,7 @@
 //! outbox into the socket.
 
 use super::handshake::{open, Ws, MAX_PACKET};
-use super::outbox::Inbox;
+use super::outbox::{Inbox, Outbox};
 use super::router::{Congested, Router};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -25,6 +25,29 @@ const MAX_KEEP_ALIVE: u16 = 1200;
 enum End {
     Clean,
     Dropped(String),
+}
+
+/// The connection as its reader acts for it.
+struct Client<'a> {
+    router: &'a Router,
+    id: &'a str,
+    conn: u64,
+    /// Its own outbox, for its replies: they queue behind its deliveries, under the same
+    /// bounds, without the router's lock.
+    replies: Outbox,
+}
+
+impl Client<'_> {
+    /// Queue a reply; a client whose outbox is full has stopped reading (a flood of QoS 1
+    /// publishes or PINGREQs whose answers it never reads) and is disconnected loudly.
+    fn reply(&self, packet: Packet) -> Option<End> {
+        if self.replies.reply(packet).is_ok() {
+            return None;
+        }
+        self.router
+            .drop_slow(self.id, self.conn, "its queue is full");
+        Some(End::Dropped("its outbox is full".into()))
+    }
 }
 
 pub(crate) async fn serve(
@@ -65,7 +88,13 @@ pub(crate) async fn serve(
 
     let (sink, stream) = ws.split();
     let mut writer = tokio::spawn(write_loop(sink, registration.inbox));
-    let reader = read_loop(stream, buf, &router, &client_id, conn, idle_limit);
+    let client = Client {
+        router: &router,
+        id: &client_id,
+        conn,
+        replies: registration.replies,
+    };
+    let reader = read_loop(stream, buf, &client, idle_limit);
     let end = tokio::select! {
         end = reader => end,
         written = &mut writer => End::Dropped(match written {
@@ -91,11 +120,10 @@ pub(crate) async fn serve(
 async fn read_loop(
     mut stream: futures_util::stream::SplitStream<Ws>,
     mut buf: BytesMut,
-    router: &Router,
-    client_id: &str,
-    conn: u64,
+    client: &Client<'_>,
     idle_limit: Duration,
 ) -> End {
+    let client_id = client.id;
     loop {
         loop {
             let packet = match Packet::read(&mut buf, MAX_PACKET) {
@@ -107,11 +135,11 @@ async fn read_loop(
                 }
             };
             let mut congested = Vec::new();
-            if let Some(end) = handle(packet, router, client_id, conn, &mut congested) {
+            if let Some(end) = handle(packet, client, &mut congested) {
                 return end;
             }
             for subscriber in congested {
-                router.wait_for_room(subscriber).await;
+                client.router.wait_for_room(subscriber).await;
             }
         }
         let next = match tokio::time::timeout(idle_limit, stream.next()).await {
@@ -136,13 +164,13 @@ async fn read_loop(
 
 /// Act on one packet; `Some` ends the connection. Subscribers a publish congested are added
 /// to `congested`.
-fn handle(
-    packet: Packet,
-    router: &Router,
-    client_id: &str,
-    conn: u64,
-    congested: &mut Vec<Congested>,
-) -> Option<End> {
+fn handle(packet: Packet, client: &Client<'_>, congested: &mut Vec<Congested>) -> Option<End> {
+    let Client {
+        router,
+        id: client_id,
+        conn,
+        ..
+    } = *client;
     match packet {
         Packet::Publish(publish) => {
             let ack = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
@@ -159,7 +187,7 @@ fn handle(
                 }
             }
             if let Some(pkid) = ack {
-                router.reply(client_id, conn, Packet::PubAck(PubAck::new(pkid)));
+                return client.reply(Packet::PubAck(PubAck::new(pkid)));
             }
         }
         Packet::Subscribe(subscribe) => {
@@ -167,13 +195,9 @@ fn handle(
         }
         Packet::Unsubscribe(unsubscribe) => {
             router.unsubscribe(client_id, conn, &unsubscribe.topics);
-            router.reply(
-                client_id,
-                conn,
-                Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)),
-            );
+            return client.reply(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)));
         }
-        Packet::PingReq => router.reply(client_id, conn, Packet::PingResp),
+        Packet::PingReq => return client.reply(Packet::PingResp),
         Packet::Disconnect => return Some(End::Clean),
         // Acknowledgements of our QoS 1 deliveries: sessions are clean, nothing to release.
         Packet::PubAck(_) => {}

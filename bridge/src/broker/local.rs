@@ -111,3 +111,48 @@ impl Drop for LocalSession {
         self.router.disconnect(&self.client_id, self.conn, false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn an_in_process_client_that_never_reads_meets_the_same_bounds_replies_included() {
+        // Room for two packets: its CONNACK and SUBACK, which count like any other.
+        let broker = LocalBroker {
+            router: Arc::new(Router::new(BrokerConfig {
+                max_queued_messages: 2,
+                ..BrokerConfig::default()
+            })),
+        };
+        // Routing is synchronous: what a client will see is queued already when a call returns.
+        let (watcher, mut seen) = broker.connect("watcher", None);
+        watcher.subscribe(&["will/#".to_string()]);
+        let mut drain = || {
+            let mut packets = Vec::new();
+            while let Some(Some(packet)) = seen.recv().now_or_never() {
+                packets.push(packet);
+            }
+            packets
+        };
+        assert!(matches!(
+            &drain()[..],
+            [Packet::ConnAck(_), Packet::SubAck(_)]
+        ));
+        let will = LastWill::new("will/deaf", "gone", QoS::AtMostOnce, false);
+        let (deaf, _never_read) = broker.connect("deaf", Some(will));
+        deaf.subscribe(&["t".to_string()]);
+        let (publisher, _inbox) = broker.connect("pub", None);
+        publisher
+            .publish("t", QoS::AtMostOnce, false, "one".into())
+            .await
+            .unwrap();
+        let packets = drain();
+        assert!(
+            matches!(&packets[..], [Packet::Publish(will)] if will.topic == "will/deaf"),
+            "the client over its bound was not dropped with its will: {packets:?}"
+        );
+    }
+}

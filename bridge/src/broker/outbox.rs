@@ -1,4 +1,4 @@
-//! A connection's outbox: the queue of packets the broker sends one client, bounded in
+//! A connection's outbox: the queue of every packet the broker sends one client, bounded in
 //! messages and bytes, with the soft bound above which its publishers wait for room (flow
 //! control) and the warning that names a client dropped for overflowing it.
 
@@ -21,7 +21,8 @@ pub(crate) struct Limits {
 impl From<&BrokerConfig> for Limits {
     fn from(config: &BrokerConfig) -> Self {
         Limits {
-            max_messages: config.max_queued_messages,
+            // At least the CONNACK fits.
+            max_messages: config.max_queued_messages.max(1),
             max_bytes: config.max_queued_bytes,
             soft_bytes: config.soft_queued_bytes,
             stall_timeout: config.stall_timeout,
@@ -29,11 +30,13 @@ impl From<&BrokerConfig> for Limits {
     }
 }
 
-/// A packet queued for one connection. Deliveries count against the queue's bounds by their
-/// size; the connection's own replies (CONNACK, SUBACK, PUBACK...) are `None` and do not.
+/// A packet queued for one connection. Every packet counts as one message against the
+/// queue's bounds, and a delivery also by its size in bytes (its payload and topic); the
+/// connection's own replies (CONNACK, SUBACK, PUBACK, UNSUBACK, PINGRESP) weigh no bytes, so
+/// the message bound is what stops a client that never reads from piling them up.
 pub(crate) struct Outgoing {
     pub packet: Packet,
-    pub size: Option<usize>,
+    pub size: usize,
 }
 
 /// The sending half of a connection's outbox.
@@ -81,6 +84,17 @@ impl Outbox {
     /// its bounds.
     pub fn deliver(&self, message: Publish) -> Result<(), Full> {
         let size = message.payload.len() + message.topic.len();
+        self.push(Packet::Publish(message), size)
+    }
+
+    /// Queue one of the connection's own replies (CONNACK, SUBACK, PUBACK, UNSUBACK,
+    /// PINGRESP) unless the outbox is over its bounds: replies wait in the same queue, under
+    /// the same bounds, as deliveries.
+    pub fn reply(&self, packet: Packet) -> Result<(), Full> {
+        self.push(packet, 0)
+    }
+
+    fn push(&self, packet: Packet, size: usize) -> Result<(), Full> {
         let messages = self.queued.messages.load(Ordering::Relaxed);
         let bytes = self.queued.bytes.load(Ordering::Relaxed);
         if messages >= self.limits.max_messages || bytes + size > self.limits.max_bytes {
@@ -89,16 +103,8 @@ impl Outbox {
         self.queued.messages.fetch_add(1, Ordering::Relaxed);
         self.queued.bytes.fetch_add(size, Ordering::Relaxed);
         // A send fails only when the connection is already gone, which loses nothing new.
-        let _ = self.tx.send(Outgoing {
-            packet: Packet::Publish(message),
-            size: Some(size),
-        });
+        let _ = self.tx.send(Outgoing { packet, size });
         Ok(())
-    }
-
-    /// Queue one of the connection's own replies (CONNACK, SUBACK, PUBACK, UNSUBACK, PINGRESP).
-    pub fn reply(&self, packet: Packet) {
-        let _ = self.tx.send(Outgoing { packet, size: None });
     }
 
     /// Whether the outbox is above its soft bound: its publishers should wait for room.
@@ -119,7 +125,7 @@ impl Outbox {
             queued_bytes = self.queued.bytes.load(Ordering::Relaxed),
             max_messages = self.limits.max_messages,
             max_bytes = self.limits.max_bytes,
-            "disconnecting a subscriber that stopped reading: {why}"
+            "disconnecting a client that stopped reading: {why}"
         );
     }
 }
@@ -147,10 +153,8 @@ impl Queued {
 impl Inbox {
     /// Account for one packet taken off the queue.
     pub fn taken(&self, item: &Outgoing) {
-        if let Some(size) = item.size {
-            self.queued.messages.fetch_sub(1, Ordering::Relaxed);
-            self.queued.bytes.fetch_sub(size, Ordering::Relaxed);
-        }
+        self.queued.messages.fetch_sub(1, Ordering::Relaxed);
+        self.queued.bytes.fetch_sub(item.size, Ordering::Relaxed);
     }
 
     /// Tell waiting publishers that the outbox drained (after a write).

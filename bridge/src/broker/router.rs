@@ -30,11 +30,12 @@ struct Session {
     kick: Arc<Notify>,
 }
 
-/// A newly registered connection: its id, its inbox and the signal that it was taken over or
-/// overflowed.
+/// A newly registered connection: its id, its inbox (its CONNACK first), the sending half of
+/// the same outbox for its own replies, and the signal that it was taken over or overflowed.
 pub(crate) struct Registration {
     pub conn: u64,
     pub inbox: Inbox,
+    pub replies: Outbox,
     pub kick: Arc<Notify>,
 }
 
@@ -99,7 +100,9 @@ impl Router {
             old.kick.notify_one();
             wills.extend(old.will);
         }
-        outbox.reply(connack);
+        // A fresh outbox always has room for its first packet.
+        let _ = outbox.reply(connack);
+        let replies = outbox.clone();
         state.sessions.insert(
             client_id.to_string(),
             Session {
@@ -111,7 +114,12 @@ impl Router {
             },
         );
         self.route(&mut state, wills.into_iter().map(will_publish).collect());
-        Registration { conn, inbox, kick }
+        Registration {
+            conn,
+            inbox,
+            replies,
+            kick,
+        }
     }
 
     /// Remove connection `conn` of `client_id`, publishing its will unless it disconnected
@@ -158,12 +166,17 @@ impl Router {
     /// reading and is disconnected.
     pub async fn wait_for_room(&self, subscriber: Congested) {
         if subscriber.queued.wait_for_room(&self.limits).await.is_err() {
-            self.stalled(&subscriber.client_id, subscriber.conn);
+            self.drop_slow(
+                &subscriber.client_id,
+                subscriber.conn,
+                "it drained nothing for the stall timeout",
+            );
         }
     }
 
-    /// Disconnect a subscriber that made no progress for the stall timeout, loudly.
-    fn stalled(&self, client_id: &str, conn: u64) {
+    /// Disconnect connection `conn` of `client_id`, which stopped reading (`why`), loudly, and
+    /// publish its will. A connection already taken over or dropped changes nothing.
+    pub fn drop_slow(&self, client_id: &str, conn: u64, why: &str) {
         let mut state = self.state.lock().expect("router lock");
         if state.sessions.get(client_id).map(|s| s.conn) != Some(conn) {
             return;
@@ -172,7 +185,7 @@ impl Router {
             &mut state,
             vec![client_id.to_string()],
             VecDeque::new(),
-            "it drained nothing for the stall timeout",
+            why,
         );
         self.route(&mut state, pending);
     }
@@ -213,15 +226,24 @@ impl Router {
             session.subscriptions.push(filter.path);
         }
         let outbox = &session.outbox;
-        outbox.reply(Packet::SubAck(SubAck::new(pkid, codes)));
-        let mut overflowed = Vec::new();
+        let mut full = outbox
+            .reply(Packet::SubAck(SubAck::new(pkid, codes)))
+            .is_err();
         for message in replay {
-            if outbox.deliver(message).is_err() {
-                overflowed.push(client_id.to_string());
+            if full {
                 break;
             }
+            full = outbox.deliver(message).is_err();
         }
-        self.drop_overflowed(&mut state, overflowed, VecDeque::new(), "its queue is full");
+        if full {
+            let pending = self.drop_overflowed(
+                &mut state,
+                vec![client_id.to_string()],
+                VecDeque::new(),
+                "its queue is full",
+            );
+            self.route(&mut state, pending);
+        }
     }
 
     /// Remove subscriptions of `conn`.
@@ -235,14 +257,6 @@ impl Router {
             for topic in topics {
                 filters.remove(client_id, topic);
             }
-        }
-    }
-
-    /// Queue a packet for `conn` itself (PUBACK, UNSUBACK, PINGRESP).
-    pub fn reply(&self, client_id: &str, conn: u64, packet: Packet) {
-        let state = self.state.lock().expect("router lock");
-        if let Some(session) = state.sessions.get(client_id).filter(|s| s.conn == conn) {
-            session.outbox.reply(packet);
         }
     }
 

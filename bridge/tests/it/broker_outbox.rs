@@ -107,7 +107,7 @@ async fn a_subscriber_that_stops_reading_is_disconnected_loudly_never_skipped() 
     );
     let logs = logs.text();
     assert!(
-        logs.contains("disconnecting a subscriber that stopped reading") && logs.contains("slow"),
+        logs.contains("disconnecting a client that stopped reading") && logs.contains("slow"),
         "no log line names the slow subscriber:\n{logs}"
     );
 }
@@ -200,5 +200,111 @@ async fn a_subscriber_that_stalls_between_the_bounds_is_disconnected_and_its_pub
     assert!(
         logs.contains("it drained nothing for the stall timeout") && logs.contains("stalled"),
         "no log line names the stalled subscriber and the stall:\n{logs}"
+    );
+}
+
+/// A raw MQTT-over-WebSocket client, `id` with a will on `will_topic`, that will write and
+/// never read: its socket's receive buffer is small, so what the broker sends it backs up at
+/// once instead of filling megabytes of kernel buffers first.
+async fn deaf_client(
+    b: &Broker,
+    id: &str,
+    will_topic: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(b.local_addr()).await.unwrap();
+    let mut request = b.url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let mut connect = rumqttc::Connect::new(id);
+    connect.keep_alive = 30;
+    connect.last_will = Some(rumqttc::LastWill::new(
+        will_topic,
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    send_packets(&mut ws, [Packet::Connect(connect)])
+        .await
+        .unwrap();
+    ws
+}
+
+/// Encode `packets` into one WebSocket message and send it.
+async fn send_packets(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    packets: impl IntoIterator<Item = Packet>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    use futures_util::SinkExt;
+    let mut out = bytes::BytesMut::new();
+    for packet in packets {
+        packet.write(&mut out, usize::MAX).unwrap();
+    }
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        out.freeze(),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_publishes_qos1_and_pings_but_never_reads_is_disconnected_loudly() {
+    let (logs, _guard) = Captured::install();
+    let b = broker_with(BrokerConfig {
+        max_queued_messages: 64,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let url = b.url();
+    let mut watcher = connect(&url, "watcher").await;
+    watcher.subscribe("will/#", QoS::AtLeastOnce).await;
+    let mut deaf = deaf_client(&b, "deaf", "will/deaf").await;
+
+    // QoS 1 publishes (each owed a PUBACK) and PINGREQs (each owed a PINGRESP), to a topic
+    // nobody subscribes to, in batches, never reading a reply: the broker must not queue
+    // the replies without bound, but disconnect the client and fire its will.
+    let mut pkid = 0u16;
+    let flood = async {
+        loop {
+            let batch = (0..500).flat_map(|_| {
+                pkid = pkid % u16::MAX + 1;
+                let mut publish = rumqttc::Publish::new("deaf/t", QoS::AtLeastOnce, "x");
+                publish.pkid = pkid;
+                [Packet::Publish(publish), Packet::PingReq]
+            });
+            let batch: Vec<Packet> = batch.collect();
+            if send_packets(&mut deaf, batch).await.is_err() {
+                // The broker closed the connection: wait for the will.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let will = async {
+        loop {
+            match watcher.events.recv().await {
+                Some(crate::mqtt::Seen::Packet(Packet::Publish(will))) => return will,
+                Some(crate::mqtt::Seen::Packet(_)) => {}
+                other => panic!("the watcher's connection ended: {other:?}"),
+            }
+        }
+    };
+    let will = tokio::select! {
+        will = tokio::time::timeout(crate::mqtt::DEADLINE, will) => will,
+        () = flood => unreachable!(),
+    };
+    let will = will.expect("a client that never read its PUBACKs and PINGRESPs stayed connected");
+    assert_eq!(
+        (will.topic.as_str(), &will.payload[..]),
+        ("will/deaf", &b"gone"[..])
+    );
+    let logs = logs.text();
+    assert!(
+        logs.contains("stopped reading") && logs.contains("deaf"),
+        "no log line names the client that stopped reading:\n{logs}"
     );
 }
