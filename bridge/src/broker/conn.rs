@@ -1,45 +1,53 @@
-//! One client connection of the broker: WebSocket upgrade and CONNECT under a deadline, then a
-//! reader that parses MQTT packets and a writer that drains the connection's outbox.
+//! One client connection of the broker, after its handshake: a reader that parses MQTT
+//! packets and acts on them through the router, and a writer that drains the connection's
+//! outbox into the socket.
 
-use super::router::{Congested, Inbox, Router};
-use crate::protocol::{MAX_MQTT_PAYLOAD, MAX_TOPIC_BYTES};
+use super::handshake::{open, Ws, MAX_PACKET};
+use super::outbox::{Inbox, Outbox};
+use super::router::{Congested, Router};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{ConnAck, ConnectReturnCode, Packet, PubAck, QoS, UnsubAck};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-/// The largest MQTT packet read: a maximal payload, a maximal topic and the packet's own
-/// header. A PUBLISH within this but with a payload above the limit is refused by name.
-const MAX_PACKET: usize = MAX_MQTT_PAYLOAD + MAX_TOPIC_BYTES + 16;
-
-/// The largest WebSocket message read; MQTT packets may span messages, so this only bounds
-/// memory.
-const MAX_WS_MESSAGE: usize = 2 * MAX_PACKET;
 
 /// Packets are coalesced into one WebSocket message up to this many bytes.
 const WRITE_BATCH: usize = 256 * 1024;
 
-/// The WebSocket read buffer (see `open`).
-const READ_BUFFER: usize = 8 * 1024;
-
 /// IoT Core's longest keep-alive (also used when a client asks for none).
 const MAX_KEEP_ALIVE: u16 = 1200;
-
-type Ws = WebSocketStream<TcpStream>;
 
 /// Why a connection ended: a clean DISCONNECT suppresses the will.
 enum End {
     Clean,
     Dropped(String),
+}
+
+/// The connection as its reader acts for it.
+struct Client<'a> {
+    router: &'a Router,
+    id: &'a str,
+    conn: u64,
+    /// Its own outbox, for its replies: they queue behind its deliveries, under the same
+    /// bounds, without the router's lock.
+    replies: Outbox,
+}
+
+impl Client<'_> {
+    /// Queue a reply; a client whose outbox is full has stopped reading (a flood of QoS 1
+    /// publishes or PINGREQs whose answers it never reads) and is disconnected loudly.
+    fn reply(&self, packet: Packet) -> Option<End> {
+        if self.replies.reply(packet).is_ok() {
+            return None;
+        }
+        self.router
+            .drop_slow(self.id, self.conn, "its queue is full");
+        Some(End::Dropped("its outbox is full".into()))
+    }
 }
 
 pub(crate) async fn serve(
@@ -80,7 +88,13 @@ pub(crate) async fn serve(
 
     let (sink, stream) = ws.split();
     let mut writer = tokio::spawn(write_loop(sink, registration.inbox));
-    let reader = read_loop(stream, buf, &router, &client_id, conn, idle_limit);
+    let client = Client {
+        router: &router,
+        id: &client_id,
+        conn,
+        replies: registration.replies,
+    };
+    let reader = read_loop(stream, buf, &client, idle_limit);
     let end = tokio::select! {
         end = reader => end,
         written = &mut writer => End::Dropped(match written {
@@ -103,104 +117,13 @@ pub(crate) async fn serve(
     writer.abort();
 }
 
-/// Upgrade to WebSocket (answering the `mqtt` subprotocol) and read the CONNECT packet.
-async fn open(
-    stream: TcpStream,
-    router: &Router,
-) -> Result<(Ws, BytesMut, rumqttc::Connect), String> {
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(MAX_WS_MESSAGE);
-    config.max_frame_size = Some(MAX_WS_MESSAGE);
-    // tungstenite zero-fills its whole read buffer before every read, including reads that
-    // find nothing: at its 128 KiB default that memset was most of the broker's CPU per
-    // invocation (callgrind). Larger frames still get a buffer of their size.
-    config.read_buffer_size = READ_BUFFER;
-    let mut ws =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, answer_subprotocol, Some(config))
-            .await
-            .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
-    let mut buf = BytesMut::new();
-    let packet = loop {
-        match Packet::read(&mut buf, MAX_PACKET) {
-            Ok(packet) => break packet,
-            Err(rumqttc::Error::InsufficientBytes(_)) => {}
-            Err(e) => return Err(format!("bad first packet: {e}")),
-        }
-        match ws.next().await {
-            Some(Ok(Message::Binary(data))) => buf.extend_from_slice(&data),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(other)) => return Err(format!("unexpected WebSocket message {other:?}")),
-            Some(Err(e)) => return Err(format!("read failed: {e}")),
-            None => return Err("closed before CONNECT".into()),
-        }
-    };
-    let Packet::Connect(connect) = packet else {
-        return Err("first packet is not CONNECT".into());
-    };
-    if connect.client_id.len() > 128 || connect.client_id.starts_with('$') {
-        refuse(&mut ws, ConnectReturnCode::BadClientId).await;
-        return Err(format!("bad client id {:?}", connect.client_id));
-    }
-    if let Some(will) = &connect.last_will {
-        if crate::topics::check_topic(&will.topic).is_err() || will.qos == QoS::ExactlyOnce {
-            refuse(&mut ws, ConnectReturnCode::BadClientId).await;
-            return Err(format!("bad last will on topic {:?}", will.topic));
-        }
-    }
-    if let Some((user, pass)) = &router.config().credentials {
-        let ok = connect
-            .login
-            .as_ref()
-            .is_some_and(|l| l.username == *user && l.password == *pass);
-        if !ok {
-            refuse(&mut ws, ConnectReturnCode::BadUserNamePassword).await;
-            return Err("bad user name or password".into());
-        }
-    }
-    let mut connect = connect;
-    if connect.client_id.is_empty() {
-        static ANONYMOUS: AtomicU64 = AtomicU64::new(0);
-        connect.client_id = format!("$anonymous-{}", ANONYMOUS.fetch_add(1, Ordering::Relaxed));
-    }
-    Ok((ws, buf, connect))
-}
-
-/// Answer CONNECT with a refusal before closing.
-async fn refuse(ws: &mut Ws, code: ConnectReturnCode) {
-    let mut out = BytesMut::new();
-    let _ = Packet::ConnAck(ConnAck::new(code, false)).write(&mut out, MAX_PACKET);
-    let _ = ws.send(Message::Binary(out.freeze())).await;
-}
-
-#[allow(clippy::result_large_err)]
-fn answer_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("Sec-WebSocket-Protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
-    if let Some(chosen) = ["mqtt", "mqttv3.1"]
-        .into_iter()
-        .find(|p| offered.iter().any(|o| o == p))
-    {
-        resp.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            chosen.parse().expect("static header value"),
-        );
-    }
-    Ok(resp)
-}
-
 async fn read_loop(
     mut stream: futures_util::stream::SplitStream<Ws>,
     mut buf: BytesMut,
-    router: &Router,
-    client_id: &str,
-    conn: u64,
+    client: &Client<'_>,
     idle_limit: Duration,
 ) -> End {
+    let client_id = client.id;
     loop {
         loop {
             let packet = match Packet::read(&mut buf, MAX_PACKET) {
@@ -212,11 +135,11 @@ async fn read_loop(
                 }
             };
             let mut congested = Vec::new();
-            if let Some(end) = handle(packet, router, client_id, conn, &mut congested) {
+            if let Some(end) = handle(packet, client, &mut congested) {
                 return end;
             }
             for subscriber in congested {
-                router.wait_for_room(subscriber).await;
+                client.router.wait_for_room(subscriber).await;
             }
         }
         let next = match tokio::time::timeout(idle_limit, stream.next()).await {
@@ -241,13 +164,13 @@ async fn read_loop(
 
 /// Act on one packet; `Some` ends the connection. Subscribers a publish congested are added
 /// to `congested`.
-fn handle(
-    packet: Packet,
-    router: &Router,
-    client_id: &str,
-    conn: u64,
-    congested: &mut Vec<Congested>,
-) -> Option<End> {
+fn handle(packet: Packet, client: &Client<'_>, congested: &mut Vec<Congested>) -> Option<End> {
+    let Client {
+        router,
+        id: client_id,
+        conn,
+        ..
+    } = *client;
     match packet {
         Packet::Publish(publish) => {
             let ack = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
@@ -264,7 +187,7 @@ fn handle(
                 }
             }
             if let Some(pkid) = ack {
-                router.reply(client_id, conn, Packet::PubAck(PubAck::new(pkid)));
+                return client.reply(Packet::PubAck(PubAck::new(pkid)));
             }
         }
         Packet::Subscribe(subscribe) => {
@@ -272,13 +195,9 @@ fn handle(
         }
         Packet::Unsubscribe(unsubscribe) => {
             router.unsubscribe(client_id, conn, &unsubscribe.topics);
-            router.reply(
-                client_id,
-                conn,
-                Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)),
-            );
+            return client.reply(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)));
         }
-        Packet::PingReq => router.reply(client_id, conn, Packet::PingResp),
+        Packet::PingReq => return client.reply(Packet::PingResp),
         Packet::Disconnect => return Some(End::Clean),
         // Acknowledgements of our QoS 1 deliveries: sessions are clean, nothing to release.
         Packet::PubAck(_) => {}

@@ -3,7 +3,8 @@
 //! framing or MQTT encoding in between. `live dev` joins its embedded broker this way; the
 //! stubs, and every other client, connect over WebSocket.
 
-use super::router::{Inbox, Router};
+use super::outbox::Inbox;
+use super::router::Router;
 use rumqttc::{ConnAck, ConnectReturnCode, LastWill, Packet, Publish, QoS, SubscribeFilter};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -108,5 +109,79 @@ impl Drop for LocalSession {
     fn drop(&mut self) {
         // Gone without a clean disconnect: as if its socket had dropped (a no-op after one).
         self.router.disconnect(&self.client_id, self.conn, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use futures_util::FutureExt;
+
+    /// A broker whose outboxes hold at most `max_queued_messages` packets, and a watcher
+    /// subscribed to `will/#` (its CONNACK and SUBACK already read).
+    fn broker_and_watcher(max_queued_messages: usize) -> (LocalBroker, LocalSession, LocalInbox) {
+        let broker = LocalBroker {
+            router: Arc::new(Router::new(BrokerConfig {
+                max_queued_messages,
+                ..BrokerConfig::default()
+            })),
+        };
+        let (watcher, mut seen) = broker.connect("watcher", None);
+        watcher.subscribe(&["will/#".to_string()]);
+        assert!(matches!(
+            &drain(&mut seen)[..],
+            [Packet::ConnAck(_), Packet::SubAck(_)]
+        ));
+        (broker, watcher, seen)
+    }
+
+    /// What `inbox` holds now. Routing is synchronous: what a client will see is queued
+    /// already when the call that routed it returns.
+    fn drain(inbox: &mut LocalInbox) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        while let Some(Some(packet)) = inbox.recv().now_or_never() {
+            packets.push(packet);
+        }
+        packets
+    }
+
+    fn dropped_with_its_will(packets: &[Packet]) {
+        assert!(
+            matches!(packets, [Packet::Publish(will)] if will.topic == "will/deaf"),
+            "the client over its bound was not dropped with its will: {packets:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_in_process_client_that_never_reads_meets_the_same_bounds_replies_included() {
+        // Room for two packets: its CONNACK and SUBACK, which count like any other.
+        let (broker, _watcher, mut seen) = broker_and_watcher(2);
+        let will = LastWill::new("will/deaf", "gone", QoS::AtMostOnce, false);
+        let (deaf, _never_read) = broker.connect("deaf", Some(will));
+        deaf.subscribe(&["t".to_string()]);
+        let (publisher, _inbox) = broker.connect("pub", None);
+        publisher
+            .publish("t", QoS::AtMostOnce, false, "one".into())
+            .await
+            .unwrap();
+        dropped_with_its_will(&drain(&mut seen));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_whose_retained_replay_overflows_is_dropped_with_its_will() {
+        let (broker, _watcher, mut seen) = broker_and_watcher(3);
+        let (publisher, _inbox) = broker.connect("pub", None);
+        for i in 0..5 {
+            publisher
+                .publish(&format!("r/{i}"), QoS::AtMostOnce, true, "kept".into())
+                .await
+                .unwrap();
+        }
+        let will = LastWill::new("will/deaf", "gone", QoS::AtMostOnce, false);
+        let (deaf, _never_read) = broker.connect("deaf", Some(will));
+        // CONNACK, SUBACK and one retained message fit; the second overflows.
+        deaf.subscribe(&["r/#".to_string()]);
+        dropped_with_its_will(&drain(&mut seen));
     }
 }

@@ -2,14 +2,18 @@
 //! size and topic limits, so that it doubles as a local stand-in for it.
 //!
 //! QoS 0 and 1, retained messages, last wills, `+` and `#`, client-id takeover; TCP_NODELAY
-//! and flushed writes; handshake and keep-alive timeouts; a bounded outbox per subscriber
-//! with flow control (above a soft bound its publishers wait for room) and whose overflow or
-//! stall disconnects that subscriber with a log line; graceful shutdown that releases the
-//! port. Sessions are always clean (CONNACK says no session is present): the
-//! bridge protocol acknowledges at its own level instead.
+//! and flushed writes; handshake and keep-alive timeouts; a bounded outbox per client for
+//! every packet the broker sends it (deliveries and its own replies alike), with flow control
+//! (above a soft bound its publishers wait for room) and whose overflow or stall disconnects
+//! that client with a log line; graceful shutdown that releases the port. Sessions are always
+//! clean (CONNACK says no session is present): the bridge protocol acknowledges at its own
+//! level instead.
 
 mod conn;
+mod filters;
+mod handshake;
 mod local;
+mod outbox;
 mod router;
 
 pub use local::LocalBroker;
@@ -30,7 +34,9 @@ use tokio::task::JoinSet;
 pub struct BrokerConfig {
     /// How long a new TCP connection may take to finish the WebSocket upgrade and send CONNECT.
     pub handshake_timeout: Duration,
-    /// The most packets queued for one subscriber before it is disconnected as too slow.
+    /// The most packets queued for one client before it is disconnected as too slow: its
+    /// deliveries and its own replies (PUBACK, PINGRESP...) alike, so that a client that
+    /// never reads cannot pile up either.
     pub max_queued_messages: usize,
     /// The most payload bytes queued for one subscriber before it is disconnected as too slow.
     pub max_queued_bytes: usize,

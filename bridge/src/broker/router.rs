@@ -1,38 +1,17 @@
-//! The broker's shared state: connected sessions, their subscriptions and bounded outboxes,
-//! retained messages and last wills. Every change happens under one short lock, so that a
-//! SUBACK and the retained messages it replays stay ordered before later publishes.
+//! The broker's shared state: connected sessions with their outboxes, the index of their
+//! subscriptions, retained messages and last wills, and the routing of each publish. Every
+//! change happens under one short lock, so that a SUBACK and the retained messages it
+//! replays stay ordered before later publishes.
 
+use super::filters::Filters;
+use super::outbox::{outbox, Inbox, Limits, Outbox, Queued};
 use super::BrokerConfig;
 use crate::protocol::MAX_MQTT_PAYLOAD;
 use crate::topics::matches;
 use rumqttc::{LastWill, Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify};
-
-/// A packet queued for one connection. Deliveries count against the queue's bounds by their
-/// size; the connection's own replies (CONNACK, SUBACK, PUBACK...) are `None` and do not.
-pub(crate) struct Outgoing {
-    pub packet: Packet,
-    pub size: Option<usize>,
-}
-
-/// The sending half of a connection's outbox, bounded in messages and bytes.
-#[derive(Clone)]
-struct Outbox {
-    tx: mpsc::UnboundedSender<Outgoing>,
-    queued: Arc<Queued>,
-}
-
-/// What a connection's outbox holds now; the writer decrements as it sends and wakes the
-/// publishers waiting for room.
-#[derive(Default)]
-pub(crate) struct Queued {
-    pub messages: AtomicUsize,
-    pub bytes: AtomicUsize,
-    pub drained: Notify,
-}
+use tokio::sync::Notify;
 
 /// A subscriber whose outbox is above the soft bound after a publish: its publisher waits
 /// for room before reading more (flow control), or disconnects it if it makes no progress.
@@ -40,27 +19,6 @@ pub(crate) struct Congested {
     pub client_id: String,
     pub conn: u64,
     pub queued: Arc<Queued>,
-}
-
-/// The receiving half, owned by the connection's writer (or the in-process client).
-pub(crate) struct Inbox {
-    pub rx: mpsc::UnboundedReceiver<Outgoing>,
-    pub queued: Arc<Queued>,
-}
-
-impl Inbox {
-    /// Account for one packet taken off the queue.
-    pub fn taken(&self, item: &Outgoing) {
-        if let Some(size) = item.size {
-            self.queued.messages.fetch_sub(1, Ordering::Relaxed);
-            self.queued.bytes.fetch_sub(size, Ordering::Relaxed);
-        }
-    }
-
-    /// Tell waiting publishers that the outbox drained (after a write).
-    pub fn drained(&self) {
-        self.queued.drained.notify_waiters();
-    }
 }
 
 struct Session {
@@ -72,11 +30,12 @@ struct Session {
     kick: Arc<Notify>,
 }
 
-/// A newly registered connection: its id, its inbox and the signal that it was taken over or
-/// overflowed.
+/// A newly registered connection: its id, its inbox (its CONNACK first), the sending half of
+/// the same outbox for its own replies, and the signal that it was taken over or overflowed.
 pub(crate) struct Registration {
     pub conn: u64,
     pub inbox: Inbox,
+    pub replies: Outbox,
     pub kick: Arc<Notify>,
 }
 
@@ -89,66 +48,6 @@ struct State {
     filters: Filters,
     retained: BTreeMap<String, Publish>,
     next_conn: u64,
-}
-
-/// Subscribers by filter: exact filters by name, wildcard ones to be matched.
-#[derive(Default)]
-struct Filters {
-    exact: HashMap<String, Vec<(String, QoS)>>,
-    wildcard: HashMap<String, Vec<(String, QoS)>>,
-}
-
-impl Filters {
-    fn of(&mut self, filter: &str) -> &mut HashMap<String, Vec<(String, QoS)>> {
-        if filter.contains(['+', '#']) {
-            &mut self.wildcard
-        } else {
-            &mut self.exact
-        }
-    }
-
-    fn add(&mut self, client_id: &str, filter: &str, qos: QoS) {
-        self.remove(client_id, filter);
-        self.of(filter)
-            .entry(filter.to_string())
-            .or_default()
-            .push((client_id.to_string(), qos));
-    }
-
-    fn remove(&mut self, client_id: &str, filter: &str) {
-        let map = self.of(filter);
-        if let Some(subscribers) = map.get_mut(filter) {
-            subscribers.retain(|(id, _)| id != client_id);
-            if subscribers.is_empty() {
-                map.remove(filter);
-            }
-        }
-    }
-
-    /// Every subscriber whose filters match `topic`, once each, with the highest QoS granted.
-    fn subscribers(&self, topic: &str) -> Vec<(&str, QoS)> {
-        let wildcard = self
-            .wildcard
-            .iter()
-            .filter(|(filter, _)| matches(topic, filter))
-            .map(|(_, subscribers)| subscribers);
-        let lists: Vec<&Vec<(String, QoS)>> =
-            self.exact.get(topic).into_iter().chain(wildcard).collect();
-        let each = lists
-            .iter()
-            .flat_map(|list| list.iter())
-            .map(|(id, qos)| (id.as_str(), *qos));
-        if lists.len() <= 1 {
-            // A client appears once per filter.
-            return each.collect();
-        }
-        let mut found: HashMap<&str, QoS> = HashMap::new();
-        for (client_id, qos) in each {
-            let granted = found.entry(client_id).or_insert(qos);
-            *granted = std::cmp::max_by_key(*granted, qos, |q| *q as u8);
-        }
-        found.into_iter().collect()
-    }
 }
 
 impl State {
@@ -165,12 +64,14 @@ impl State {
 pub(crate) struct Router {
     state: Mutex<State>,
     config: BrokerConfig,
+    limits: Limits,
 }
 
 impl Router {
     pub fn new(config: BrokerConfig) -> Self {
         Router {
             state: Mutex::new(State::default()),
+            limits: Limits::from(&config),
             config,
         }
     }
@@ -191,12 +92,7 @@ impl Router {
         let mut state = self.state.lock().expect("router lock");
         state.next_conn += 1;
         let conn = state.next_conn;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(Queued::default());
-        let outbox = Outbox {
-            tx,
-            queued: queued.clone(),
-        };
+        let (outbox, inbox) = outbox(self.limits);
         let kick = Arc::new(Notify::new());
         let mut wills = VecDeque::new();
         if let Some(old) = state.remove_session(client_id) {
@@ -204,10 +100,9 @@ impl Router {
             old.kick.notify_one();
             wills.extend(old.will);
         }
-        let _ = outbox.tx.send(Outgoing {
-            packet: connack,
-            size: None,
-        });
+        // A fresh outbox always has room for its first packet.
+        let _ = outbox.reply(connack);
+        let replies = outbox.clone();
         state.sessions.insert(
             client_id.to_string(),
             Session {
@@ -221,7 +116,8 @@ impl Router {
         self.route(&mut state, wills.into_iter().map(will_publish).collect());
         Registration {
             conn,
-            inbox: Inbox { rx, queued },
+            inbox,
+            replies,
             kick,
         }
     }
@@ -269,24 +165,18 @@ impl Router {
     /// in-process client waits); one that drains nothing for the stall timeout has stopped
     /// reading and is disconnected.
     pub async fn wait_for_room(&self, subscriber: Congested) {
-        loop {
-            let drained = subscriber.queued.drained.notified();
-            // Checked after registering for the signal, so a drain in between is not missed.
-            if subscriber.queued.bytes.load(Ordering::Relaxed) <= self.config.soft_queued_bytes {
-                return;
-            }
-            if tokio::time::timeout(self.config.stall_timeout, drained)
-                .await
-                .is_err()
-            {
-                self.stalled(&subscriber.client_id, subscriber.conn);
-                return;
-            }
+        if subscriber.queued.wait_for_room(&self.limits).await.is_err() {
+            self.drop_slow(
+                &subscriber.client_id,
+                subscriber.conn,
+                "it drained nothing for the stall timeout",
+            );
         }
     }
 
-    /// Disconnect a subscriber that made no progress for the stall timeout, loudly.
-    fn stalled(&self, client_id: &str, conn: u64) {
+    /// Disconnect connection `conn` of `client_id`, which stopped reading (`why`), loudly, and
+    /// publish its will. A connection already taken over or dropped changes nothing.
+    pub fn drop_slow(&self, client_id: &str, conn: u64, why: &str) {
         let mut state = self.state.lock().expect("router lock");
         if state.sessions.get(client_id).map(|s| s.conn) != Some(conn) {
             return;
@@ -295,7 +185,7 @@ impl Router {
             &mut state,
             vec![client_id.to_string()],
             VecDeque::new(),
-            "it drained nothing for the stall timeout",
+            why,
         );
         self.route(&mut state, pending);
     }
@@ -335,19 +225,25 @@ impl Router {
             index.add(client_id, &filter.path, qos);
             session.subscriptions.push(filter.path);
         }
-        let outbox = session.outbox.clone();
-        let _ = outbox.tx.send(Outgoing {
-            packet: Packet::SubAck(SubAck::new(pkid, codes)),
-            size: None,
-        });
-        let mut overflowed = Vec::new();
+        let outbox = &session.outbox;
+        let mut full = outbox
+            .reply(Packet::SubAck(SubAck::new(pkid, codes)))
+            .is_err();
         for message in replay {
-            if !self.enqueue(&outbox, message) {
-                overflowed.push(client_id.to_string());
+            if full {
                 break;
             }
+            full = outbox.deliver(message).is_err();
         }
-        self.drop_overflowed(&mut state, overflowed, VecDeque::new(), "its queue is full");
+        if full {
+            let pending = self.drop_overflowed(
+                &mut state,
+                vec![client_id.to_string()],
+                VecDeque::new(),
+                "its queue is full",
+            );
+            self.route(&mut state, pending);
+        }
     }
 
     /// Remove subscriptions of `conn`.
@@ -361,14 +257,6 @@ impl Router {
             for topic in topics {
                 filters.remove(client_id, topic);
             }
-        }
-    }
-
-    /// Queue a packet for `conn` itself (PUBACK, UNSUBACK, PINGRESP).
-    pub fn reply(&self, client_id: &str, conn: u64, packet: Packet) {
-        let state = self.state.lock().expect("router lock");
-        if let Some(session) = state.sessions.get(client_id).filter(|s| s.conn == conn) {
-            let _ = session.outbox.tx.send(Outgoing { packet, size: None });
         }
     }
 
@@ -397,16 +285,13 @@ impl Router {
                 // A message delivered to an established subscription is never marked retained.
                 message.retain = false;
                 message.dup = false;
-                if !self.enqueue(&session.outbox, message) {
+                if session.outbox.deliver(message).is_err() {
                     overflowed.push(client_id.to_string());
-                } else if first
-                    && session.outbox.queued.bytes.load(Ordering::Relaxed)
-                        > self.config.soft_queued_bytes
-                {
+                } else if first && session.outbox.congested() {
                     congested.push(Congested {
                         client_id: client_id.to_string(),
                         conn: session.conn,
-                        queued: session.outbox.queued.clone(),
+                        queued: session.outbox.queued(),
                     });
                 }
             }
@@ -426,40 +311,13 @@ impl Router {
     ) -> VecDeque<Publish> {
         for client_id in overflowed {
             if let Some(session) = state.remove_session(&client_id) {
-                tracing::warn!(
-                    client_id,
-                    queued_messages = session.outbox.queued.messages.load(Ordering::Relaxed),
-                    queued_bytes = session.outbox.queued.bytes.load(Ordering::Relaxed),
-                    max_messages = self.config.max_queued_messages,
-                    max_bytes = self.config.max_queued_bytes,
-                    "disconnecting a subscriber that stopped reading: {why}"
-                );
+                session.outbox.warn_dropped(&client_id, why);
                 session.kick.notify_one();
                 pending.extend(session.will.map(will_publish));
             }
         }
         // Routing these wills may overflow others in turn; the caller's loop handles that.
         pending
-    }
-
-    /// Queue `message` unless the outbox is over its bounds; false when it overflowed.
-    fn enqueue(&self, outbox: &Outbox, message: Publish) -> bool {
-        let size = message.payload.len() + message.topic.len();
-        let messages = outbox.queued.messages.load(Ordering::Relaxed);
-        let bytes = outbox.queued.bytes.load(Ordering::Relaxed);
-        if messages >= self.config.max_queued_messages
-            || bytes + size > self.config.max_queued_bytes
-        {
-            return false;
-        }
-        outbox.queued.messages.fetch_add(1, Ordering::Relaxed);
-        outbox.queued.bytes.fetch_add(size, Ordering::Relaxed);
-        // A send fails only when the connection is already gone, which loses nothing new.
-        let _ = outbox.tx.send(Outgoing {
-            packet: Packet::Publish(message),
-            size: Some(size),
-        });
-        true
     }
 }
 
@@ -492,70 +350,4 @@ fn will_publish(will: LastWill) -> Publish {
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
     std::cmp::min_by_key(a, b, |q| *q as u8)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn found(filters: &Filters, topic: &str) -> Vec<(String, QoS)> {
-        let mut found: Vec<(String, QoS)> = filters
-            .subscribers(topic)
-            .into_iter()
-            .map(|(id, qos)| (id.to_string(), qos))
-            .collect();
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        found
-    }
-
-    #[test]
-    fn the_index_finds_each_subscriber_once_with_its_highest_qos() {
-        let mut filters = Filters::default();
-        filters.add("a", "live/x/env/e1/res", QoS::AtMostOnce);
-        filters.add("a", "live/x/presence/+", QoS::AtLeastOnce);
-        filters.add("b", "live/x/presence/+", QoS::AtMostOnce);
-        filters.add("b", "live/#", QoS::AtMostOnce);
-        filters.add("c", "live/x/env/e1/res", QoS::AtLeastOnce);
-        filters.add("c", "live/x/env/+/res", QoS::AtMostOnce);
-        assert_eq!(
-            found(&filters, "live/x/env/e1/res"),
-            vec![
-                ("a".into(), QoS::AtMostOnce),
-                ("b".into(), QoS::AtMostOnce),
-                ("c".into(), QoS::AtLeastOnce),
-            ]
-        );
-        assert_eq!(
-            found(&filters, "live/x/presence/s1"),
-            vec![
-                ("a".into(), QoS::AtLeastOnce),
-                ("b".into(), QoS::AtMostOnce)
-            ]
-        );
-        assert_eq!(found(&filters, "other/topic"), vec![]);
-        // Subscribing again replaces the grant; removing a filter removes only it.
-        filters.add("a", "live/x/presence/+", QoS::AtMostOnce);
-        filters.remove("b", "live/#");
-        assert_eq!(
-            found(&filters, "live/x/presence/s1"),
-            vec![("a".into(), QoS::AtMostOnce), ("b".into(), QoS::AtMostOnce)]
-        );
-        assert_eq!(
-            found(&filters, "live/x/env/e1/res"),
-            vec![
-                ("a".into(), QoS::AtMostOnce),
-                ("c".into(), QoS::AtLeastOnce)
-            ]
-        );
-        for (id, filter) in [
-            ("a", "live/x/env/e1/res"),
-            ("a", "live/x/presence/+"),
-            ("b", "live/x/presence/+"),
-            ("c", "live/x/env/e1/res"),
-            ("c", "live/x/env/+/res"),
-        ] {
-            filters.remove(id, filter);
-        }
-        assert!(filters.exact.is_empty() && filters.wildcard.is_empty());
-    }
 }

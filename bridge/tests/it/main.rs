@@ -2,6 +2,7 @@
 //! transport.
 
 mod broker;
+mod broker_outbox;
 mod mqtt;
 mod protocol;
 mod runtime_api;
