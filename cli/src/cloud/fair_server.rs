@@ -8,6 +8,7 @@
 //! session, worker and back) waited behind every connection that had a request ready: 64
 //! clients sending events delayed a 5 ms call by 100-550 ms in a debug build.
 
+use bridge::runtime_api::http_server::SHUTDOWN_GRACE;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{Request, Response};
@@ -29,8 +30,9 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Serve `handle` on `listener` until `shutdown` completes; dropping the future, or the
-/// shutdown, ends every connection.
+/// Serve `handle` on `listener` until `shutdown` completes, then let the requests in flight
+/// be answered (up to [`SHUTDOWN_GRACE`], as the Runtime API's loop does); dropping the
+/// future ends every connection.
 pub async fn serve<S, H, F>(
     listener: TcpListener,
     state: Arc<S>,
@@ -42,6 +44,10 @@ pub async fn serve<S, H, F>(
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let budget = Arc::new(AtomicUsize::new(0));
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let mut listener = Some(listener);
+    let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    tokio::pin!(shutdown);
     let mut connections: FuturesUnordered<Turn> = FuturesUnordered::new();
     let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let serving = std::future::poll_fn(|cx| {
@@ -51,13 +57,25 @@ pub async fn serve<S, H, F>(
         {
             pause = None;
         }
-        while pause.is_none() {
+        if listener.is_some() && shutdown.as_mut().poll(cx).is_ready() {
+            // No new connection; those open answer the request in flight, then close.
+            listener = None;
+            let _ = closing.send(true);
+            grace = Some(Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)));
+        }
+        while let (None, Some(listener)) = (&pause, &listener) {
             match listener.poll_accept(cx) {
                 Poll::Ready(Ok((stream, _))) => {
                     let _ = stream.set_nodelay(true);
                     let answering = Arc::new(AtomicBool::new(false));
                     connections.push(Turn {
-                        connection: connection(stream, state.clone(), handle, answering.clone()),
+                        connection: connection(
+                            stream,
+                            state.clone(),
+                            handle,
+                            answering.clone(),
+                            closed.clone(),
+                        ),
                         answering,
                         budget: budget.clone(),
                     });
@@ -79,12 +97,24 @@ pub async fn serve<S, H, F>(
         // back of the runtime's queue, behind the invocations' own steps.
         budget.store(PER_TURN, Ordering::Relaxed);
         while let Poll::Ready(Some(())) = connections.poll_next_unpin(cx) {}
-        Poll::<()>::Pending
+        if listener.is_none() {
+            if connections.is_empty() {
+                return Poll::Ready(());
+            }
+            if grace
+                .as_mut()
+                .is_some_and(|g| g.as_mut().poll(cx).is_ready())
+            {
+                tracing::warn!(
+                    "{} connection(s) still had requests in flight {SHUTDOWN_GRACE:?} after shutdown; closed",
+                    connections.len()
+                );
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
     });
-    tokio::select! {
-        _ = shutdown => {}
-        _ = serving => {}
-    }
+    serving.await
 }
 
 /// Serve one connection; `answering` is set while a request's handler runs.
@@ -93,6 +123,7 @@ fn connection<S, H, F>(
     state: Arc<S>,
     handle: H,
     answering: Arc<AtomicBool>,
+    mut closed: tokio::sync::watch::Receiver<bool>,
 ) -> Connection
 where
     S: Send + Sync + 'static,
@@ -111,7 +142,15 @@ where
     let served = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     Box::pin(async move {
-        let _ = served.await;
+        tokio::pin!(served);
+        tokio::select! {
+            _ = served.as_mut() => {}
+            _ = async { let _ = closed.wait_for(|closed| *closed).await; } => {
+                // The request in flight is answered; an idle connection closes.
+                served.as_mut().graceful_shutdown();
+                let _ = served.await;
+            }
+        }
     })
 }
 
