@@ -53,24 +53,11 @@ pub async fn serve<S, H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let mut closed = closed.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(req, state).await) }
-                    });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        _ = connection.as_mut() => {}
-                        _ = async { let _ = closed.wait_for(|closed| *closed).await; } => {
-                            // The request in flight is answered; an idle connection closes.
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
-                        }
-                    }
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(req, state).await) }
                 });
+                connections.spawn(serve_connection(stream, service, closed.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -89,11 +76,37 @@ pub async fn serve<S, H, F>(
     }
 }
 
+/// Serve one connection with `service` until it closes, or until `closed` turns true: then
+/// the request in flight is answered and the connection closes (an idle one at once).
+pub async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    service: S,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+    >,
+    S::Future: Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = async { let _ = closed.wait_for(|closed| *closed).await; } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
 /// How long the server pauses after an accept error that is not one connection's failure.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 /// An accept error that concerns only the connection being accepted.
-fn is_connection_error(e: &std::io::Error) -> bool {
+pub fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),

@@ -8,7 +8,7 @@
 //! session, worker and back) waited behind every connection that had a request ready: 64
 //! clients sending events delayed a 5 ms call by 100-550 ms in a debug build.
 
-use bridge::runtime_api::http_server::SHUTDOWN_GRACE;
+use bridge::runtime_api::http_server::{is_connection_error, serve_connection, SHUTDOWN_GRACE};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{Request, Response};
@@ -123,7 +123,7 @@ fn connection<S, H, F>(
     state: Arc<S>,
     handle: H,
     answering: Arc<AtomicBool>,
-    mut closed: tokio::sync::watch::Receiver<bool>,
+    closed: tokio::sync::watch::Receiver<bool>,
 ) -> Connection
 where
     S: Send + Sync + 'static,
@@ -139,19 +139,7 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    let served = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    Box::pin(async move {
-        tokio::pin!(served);
-        tokio::select! {
-            _ = served.as_mut() => {}
-            _ = async { let _ = closed.wait_for(|closed| *closed).await; } => {
-                // The request in flight is answered; an idle connection closes.
-                served.as_mut().graceful_shutdown();
-                let _ = served.await;
-            }
-        }
-    })
+    Box::pin(serve_connection(stream, service, closed))
 }
 
 /// A connection that is polled only while the current turn has budget left, or at once
@@ -179,13 +167,4 @@ impl Future for Turn {
         }
         self.connection.as_mut().poll(cx)
     }
-}
-
-/// An accept error that concerns only the connection being accepted.
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
-    )
 }
