@@ -36,3 +36,120 @@ fn the_stub_built_alone_does_not_compile_the_broker() {
         "the stub pulls the broker's WebSocket server:\n{tree}"
     );
 }
+
+/// `cargo tree` for `args`, offline.
+fn cargo_tree(args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .arg("tree")
+        .args(args)
+        .arg("--offline")
+        .current_dir(tests::workspace_root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One rustls-webpki in the whole tree, and at most one crypto provider (rumqttc's default
+/// TLS would add a second rustls-webpki and aws-lc-rs).
+#[test]
+fn the_tree_has_one_rustls_webpki_and_at_most_one_crypto_provider() {
+    let duplicates = cargo_tree(&["-d", "--workspace", "-e", "normal"]);
+    assert!(
+        !duplicates.contains("rustls-webpki v"),
+        "two versions of rustls-webpki:\n{duplicates}"
+    );
+    let tree = cargo_tree(&["--workspace", "-e", "normal", "--prefix", "none"]);
+    let providers: Vec<&str> = ["aws-lc-sys v", "ring v"]
+        .into_iter()
+        .filter(|p| tree.lines().any(|l| l.starts_with(p)))
+        .collect();
+    assert!(providers.len() <= 1, "two crypto providers: {providers:?}");
+}
+
+/// The CLI's modules depend one way: `cloud` and `function` never use `dev`, and `dev` uses
+/// `cloud` only through its public API.
+#[test]
+fn cli_modules_depend_one_way() {
+    let src = tests::workspace_root().join("cli/src");
+    let uses = |folder: &str, needle: &str| -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(src.join(folder)).expect("folder") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("source");
+            if text.contains(needle) {
+                found.push(path.display().to_string());
+            }
+        }
+        found
+    };
+    for folder in ["cloud", "function"] {
+        let found = uses(folder, "crate::dev");
+        assert!(found.is_empty(), "{folder} uses dev: {found:?}");
+    }
+    let found = uses("dev", "cloud::emulator");
+    assert!(found.is_empty(), "dev reaches into the emulator: {found:?}");
+}
+
+/// ARCHITECTURE.md's code map names every source file of the three crates (by its path, or in
+/// its folder's row), and every path it names exists.
+#[test]
+fn the_code_map_matches_the_tree() {
+    let root = tests::workspace_root();
+    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let start = doc.find("## Code map").expect("a code map");
+    let end = start
+        + doc[start..]
+            .find("\n## ")
+            .expect("a section after the code map");
+    let rows: Vec<&str> = doc[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .collect();
+    // Every path the first column names exists.
+    for row in &rows {
+        let first = row.split(" | ").next().unwrap_or_default();
+        for path in first.split('`').skip(1).step_by(2) {
+            assert!(
+                root.join(path).exists(),
+                "the code map names {path}, which is gone"
+            );
+        }
+    }
+    // Every source file is named.
+    let mut files = Vec::new();
+    let mut folders = vec![
+        root.join("bridge/src"),
+        root.join("stub/src"),
+        root.join("cli/src"),
+    ];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("folder") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path.strip_prefix(&root).expect("inside").to_path_buf());
+            }
+        }
+    }
+    for file in files {
+        let full = format!("`{}`", file.display());
+        let folder = format!("`{}/`", file.parent().expect("parent").display());
+        let name = format!("`{}", file.file_name().expect("name").to_string_lossy());
+        let named = rows.iter().any(|row| {
+            let first = row.split(" | ").next().unwrap_or_default();
+            first.contains(&full) || (first.contains(&folder) && row.contains(&name))
+        });
+        assert!(
+            named,
+            "ARCHITECTURE.md's code map does not name {}",
+            file.display()
+        );
+    }
+}
