@@ -18,6 +18,7 @@ pub mod function;
 pub mod ids;
 pub mod process;
 pub mod signals;
+pub mod writer;
 
 use clap::{Parser, Subcommand};
 

@@ -91,7 +91,8 @@ async fn pump<R: tokio::io::AsyncBufRead + Unpin>(
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Echo::Prefixed(prefix) = &echo {
-            eprintln!("{prefix}{line}");
+            // Through the writer thread: a stderr nobody reads must not stall the runtime.
+            crate::writer::stderr().write(format!("{prefix}{line}\n"));
         }
         if let Some(tail) = &tail {
             let mut tail = tail.lock().expect("lock");

@@ -13,7 +13,6 @@ mod watch;
 mod watch_tree;
 pub mod watchset;
 mod worker;
-mod writer;
 
 use crate::cloud::{CloudOptions, LocalCloud, OnInvoke};
 use anyhow::Context;

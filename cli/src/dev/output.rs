@@ -2,7 +2,7 @@
 //! invocation), or one JSON object per line with `--json`; `-q` keeps only errors. Every
 //! write goes through a [`Writer`] thread, so a stream nobody reads never stalls the runtime.
 
-use super::writer::{Stream, Writer};
+use crate::writer::{self, dropped_lines, Stream, Writer};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,7 +22,8 @@ pub struct Output {
     tty: bool,
     last_failure: Mutex<Option<String>>,
     stdout: Writer,
-    stderr: Writer,
+    /// The process's stderr writer, shared with the children's echoed output.
+    stderr: &'static Writer,
 }
 
 impl Output {
@@ -34,9 +35,9 @@ impl Output {
             last_failure: Mutex::new(None),
             stdout: Writer::start(
                 Stream::Stdout,
-                if json { dropped_json } else { dropped_text },
+                if json { dropped_json } else { dropped_lines },
             ),
-            stderr: Writer::start(Stream::Stderr, dropped_text),
+            stderr: writer::stderr(),
         }
     }
 
@@ -189,11 +190,6 @@ impl Output {
             self.note(format_args!("\r\x1b[K"));
         }
     }
-}
-
-/// What replaces dropped lines in text.
-fn dropped_text(lines: u64) -> String {
-    format!("live dev: {lines} lines of output dropped: the stream was not read fast enough\n")
 }
 
 /// What replaces dropped lines with `--json`.

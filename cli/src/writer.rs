@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Lines (or other writes) queued at most per stream; beyond it they are dropped.
@@ -24,6 +24,18 @@ pub enum Stream {
 
 /// The notice written in place of `dropped` lines.
 pub type Notice = fn(dropped: u64) -> String;
+
+/// The process's stderr writer, started on first use: `live dev`'s notes and the children's
+/// echoed output (`process.rs`) share it, so a stderr nobody reads stalls neither.
+pub fn stderr() -> &'static Writer {
+    static STDERR: OnceLock<Writer> = OnceLock::new();
+    STDERR.get_or_init(|| Writer::start(Stream::Stderr, dropped_lines))
+}
+
+/// The line that replaces dropped ones on a stream of text.
+pub fn dropped_lines(lines: u64) -> String {
+    format!("live: {lines} lines of output dropped: the stream was not read fast enough\n")
+}
 
 /// One stream's writer thread and its queue.
 pub struct Writer {
