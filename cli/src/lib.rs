@@ -60,15 +60,21 @@ pub fn logging(cli: &Cli) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        // Through the stderr writer thread, so a stderr nobody reads never stalls a runtime.
+        .with_writer(|| writer::LogLine)
         .init();
 }
 
 /// Run the parsed command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let result = match cli.command {
         Command::Broker(args) => broker::run(args, signals::shutdown()).await,
         Command::Cloud(args) => cloud::run(args, signals::shutdown()).await,
         Command::Dev(args) => dev::run(args, signals::shutdown()).await,
-    }
+    };
+    // The last log lines, written out before the process ends.
+    writer::stderr()
+        .close(std::time::Duration::from_secs(1))
+        .await;
+    result
 }

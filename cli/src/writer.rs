@@ -37,6 +37,21 @@ pub fn dropped_lines(lines: u64) -> String {
     format!("live: {lines} lines of output dropped: the stream was not read fast enough\n")
 }
 
+/// The log subscriber's writer: each event (formatted into one write) is queued on
+/// [`stderr`].
+pub struct LogLine;
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        stderr().write(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One stream's writer thread and its queue.
 pub struct Writer {
     state: Mutex<State>,
