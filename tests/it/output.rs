@@ -1,5 +1,5 @@
-//! `live dev`'s output never holds up its invocations: with its stdout piped to a reader that
-//! stops reading, invocations keep being answered.
+//! `live dev`'s output never holds up its invocations: with its stdout, or its stderr, piped
+//! to a reader that stops reading, invocations keep being answered.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -149,6 +149,57 @@ async fn a_stdout_nobody_reads_does_not_stall_invocations() {
         FILL + DURING,
         "every invocation's line is printed once stdout is read again"
     );
+    drop(child);
+}
+
+/// With its stderr piped to nobody, `live dev` (text mode, so it echoes each worker's output
+/// there) keeps answering invocations whose handlers write far more than the pipe holds.
+#[tokio::test]
+async fn a_stderr_nobody_reads_does_not_stall_invocations() {
+    let dir = project("stalled-stderr", &raw_function("echo"));
+    let mut cmd = Command::new(bin("live"));
+    cmd.args(["dev", "-c"])
+        .arg(&dir)
+        .env("CARGO_TARGET_DIR", fixture_target_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Killed(cmd.spawn().expect("live dev starts"));
+    // Nobody reads its stderr; its stdout is read all along, for the front door's address.
+    let _unread = child.0.stderr.take().expect("piped");
+    let stdout = BufReader::new(child.0.stdout.take().expect("piped"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(at) = line.find("/2015-03-31/functions/") {
+                let start = line.find("http://").unwrap_or(0);
+                let _ = tx.send(line[start..at].to_string());
+            }
+            seen.push(line);
+        }
+        seen
+    });
+    let front_door = rx
+        .recv_timeout(DEADLINE)
+        .expect("live dev printed its Invoke API address");
+
+    // Each handler writes 10 KB to stderr, which live dev echoes: 40 of them fill the pipe
+    // several times over, and the invocations after them must still be answered.
+    let http = Http::default();
+    for i in 0..40 + DURING / 2 {
+        let event = format!("{{\"mode\":\"log\",\"lines\":100,\"n\":{i}}}");
+        let call = http.invoke(&front_door, "echo", &[], event);
+        let Ok(reply) = tokio::time::timeout(ANSWER_WITHIN, call).await else {
+            drop(child);
+            panic!(
+                "invocation {i} with stderr unread was not answered within {ANSWER_WITHIN:?}; \
+                 live dev's stdout:\n{}",
+                reader.join().unwrap_or_default().join("\n")
+            );
+        };
+        reply.assert_no_function_error();
+    }
     drop(child);
 }
 
