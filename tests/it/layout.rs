@@ -6,27 +6,7 @@ use std::process::Command;
 /// compiled into it.
 #[test]
 fn the_stub_built_alone_does_not_compile_the_broker() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "tree",
-            "-p",
-            "stub",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
-        .current_dir(tests::workspace_root())
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8_lossy(&out.stdout);
+    let tree = cargo_tree(&["-p", "stub", "-e", "normal", "--prefix", "none"]);
     assert!(
         tree.contains("bridge v"),
         "the stub depends on the bridge:\n{tree}"

@@ -32,17 +32,25 @@ impl Drop for Killed {
     }
 }
 
-#[tokio::test]
-async fn a_stdout_nobody_reads_does_not_stall_invocations() {
-    let dir = project("stalled-stdout", &raw_function("echo"));
+/// `live dev` with `args` serving the raw runtime's `echo` in a fresh project `name`, its
+/// stdout and stderr piped to the test.
+fn live_dev_piped(name: &str, args: &[&str]) -> Killed {
+    let dir = project(name, &raw_function("echo"));
     let mut cmd = Command::new(bin("live"));
-    cmd.args(["dev", "--json", "-c"])
+    cmd.arg("dev")
+        .args(args)
+        .arg("-c")
         .arg(&dir)
         .env("CARGO_TARGET_DIR", fixture_target_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = Killed(cmd.spawn().expect("live dev starts"));
+    Killed(cmd.spawn().expect("live dev starts"))
+}
+
+#[tokio::test]
+async fn a_stdout_nobody_reads_does_not_stall_invocations() {
+    let mut child = live_dev_piped("stalled-stdout", &["--json"]);
     // Its stderr is read all along (only stdout stalls), and shown if the test fails.
     let stderr = child.0.stderr.take().expect("piped");
     let errors = std::thread::spawn(move || {
@@ -156,15 +164,7 @@ async fn a_stdout_nobody_reads_does_not_stall_invocations() {
 /// there) keeps answering invocations whose handlers write far more than the pipe holds.
 #[tokio::test]
 async fn a_stderr_nobody_reads_does_not_stall_invocations() {
-    let dir = project("stalled-stderr", &raw_function("echo"));
-    let mut cmd = Command::new(bin("live"));
-    cmd.args(["dev", "-c"])
-        .arg(&dir)
-        .env("CARGO_TARGET_DIR", fixture_target_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = Killed(cmd.spawn().expect("live dev starts"));
+    let mut child = live_dev_piped("stalled-stderr", &[]);
     // Nobody reads its stderr; its stdout is read all along, for the front door's address.
     let _unread = child.0.stderr.take().expect("piped");
     let stdout = BufReader::new(child.0.stdout.take().expect("piped"));

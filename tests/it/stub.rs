@@ -72,12 +72,7 @@ async fn a_stub_whose_login_is_refused_answers_bridge_unreachable_naming_the_ref
             "1000",
         ],
     );
-    let reply = Http::default()
-        .invoke(&cloud.front_door, "echo", &[], "{}")
-        .await;
-    let error = reply.json();
-    assert_eq!(error["errorType"], "Live.BridgeUnreachable", "{error}");
-    let message = error["errorMessage"].as_str().unwrap();
+    let message = bridge_unreachable(&cloud.front_door).await;
     assert!(
         message.contains("refused the login") && message.contains("BadUserNamePassword"),
         "the message names the refusal: {message}"
@@ -107,12 +102,7 @@ async fn a_stub_that_finds_no_broker_answers_bridge_unreachable_saying_it_may_no
     let url = format!("ws://127.0.0.1:{port}/mqtt");
     let dir = project("nobroker", &raw_function("echo"));
     let cloud = live_cloud(&dir, &["--broker", &url, "--no-dev-window-ms", "1000"]);
-    let reply = Http::default()
-        .invoke(&cloud.front_door, "echo", &[], "{}")
-        .await;
-    let error = reply.json();
-    assert_eq!(error["errorType"], "Live.BridgeUnreachable", "{error}");
-    let message = error["errorMessage"].as_str().unwrap();
+    let message = bridge_unreachable(&cloud.front_door).await;
     assert!(
         message.contains(&url) && message.contains("is running"),
         "{message}"
@@ -121,4 +111,13 @@ async fn a_stub_that_finds_no_broker_answers_bridge_unreachable_saying_it_may_no
         message.contains("os error") || message.contains("refused"),
         "the connection's own error is named: {message}"
     );
+}
+
+/// Invoke `echo` through the front door at `front_door`: the answer must be
+/// `Live.BridgeUnreachable`; its message.
+async fn bridge_unreachable(front_door: &str) -> String {
+    let reply = Http::default().invoke(front_door, "echo", &[], "{}").await;
+    let error = reply.json();
+    assert_eq!(error["errorType"], "Live.BridgeUnreachable", "{error}");
+    error["errorMessage"].as_str().unwrap().to_string()
 }
