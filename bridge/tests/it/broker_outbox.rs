@@ -2,7 +2,7 @@
 //! will fires) whatever it was sent, deliveries or the broker's own replies, and above the
 //! soft bound its publishers are paced instead.
 
-use crate::mqtt::{connect, connect_with, Options, TestClient};
+use crate::mqtt::{connect, connect_paused, connect_with, Options, TestClient};
 use bridge::broker::{Broker, BrokerConfig};
 use rumqttc::{Packet, QoS};
 use std::time::Duration;
@@ -56,15 +56,7 @@ async fn a_subscriber_that_stops_reading_is_disconnected_loudly_never_skipped() 
     })
     .await;
     let url = b.url();
-    let mut slow = connect_with(
-        &url,
-        "slow",
-        Options {
-            pause_after_suback: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut slow = connect_paused(&url, "slow").await;
     slow.subscribe("flood", QoS::AtLeastOnce).await;
     let mut fast = connect(&url, "fast").await;
     fast.subscribe("flood", QoS::AtLeastOnce).await;
@@ -182,15 +174,7 @@ async fn a_subscriber_that_stalls_between_the_bounds_is_disconnected_and_its_pub
     })
     .await;
     let url = b.url();
-    let mut stalled = connect_with(
-        &url,
-        "stalled",
-        Options {
-            pause_after_suback: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut stalled = connect_paused(&url, "stalled").await;
     stalled.subscribe("flow", QoS::AtLeastOnce).await;
     let mut reader = connect(&url, "reader").await;
     reader.subscribe("flow", QoS::AtLeastOnce).await;

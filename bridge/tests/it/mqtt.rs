@@ -37,6 +37,15 @@ pub async fn connect(url: &str, id: &str) -> TestClient {
     connect_with(url, id, Options::default()).await
 }
 
+/// A client that stops reading after its first SUBACK (until `resume` fires).
+pub async fn connect_paused(url: &str, id: &str) -> TestClient {
+    let opts = Options {
+        pause_after_suback: true,
+        ..Options::default()
+    };
+    connect_with(url, id, opts).await
+}
+
 /// Log to the test's captured output; `RUST_LOG` selects what.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
