@@ -6,12 +6,17 @@
 //!   [`Topic`], and IoT Core's topic limits;
 //! - [`transport`]: the MQTT-over-WebSocket client connection (on `rumqttc`), or an
 //!   in-process one to a broker in the same process;
+//! - [`sigv4`]: IoT Core's SigV4-presigned WebSocket URL, presigned (clients) and verified
+//!   (the broker standing in for IoT Core);
+//! - [`tls`]: the clients' TLS (one crypto provider, ring; Amazon's roots and `LIVE_CA_FILE`);
 //! - [`runtime_api`]: the Lambda Runtime API's paths and headers, and (feature
 //!   `runtime-server`) the local Runtime API server every local host uses;
 //! - [`broker`] (feature `broker`): the embedded MQTT-over-WebSocket broker.
 
 pub mod protocol;
 pub mod runtime_api;
+pub mod sigv4;
+pub mod tls;
 pub mod topics;
 pub mod transport;
 pub mod wire;

@@ -13,6 +13,11 @@
 //! timeout = 10               # seconds (default 30)
 //! memory = 256               # MB (default 128)
 //! env = { GREETING = "hi" }
+//!
+//! [cloud]                    # where `live dev` meets the stubs (default: all on this machine)
+//! aws = true                 # AWS IoT Core, as `live dev --aws`
+//! profile = "dev"            # the AWS profile (default: AWS_PROFILE, else `default`)
+//! region = "eu-west-1"       # the AWS region (default: AWS_REGION, else the profile's)
 //! ```
 
 use anyhow::{bail, Context};
@@ -36,6 +41,21 @@ pub struct Project {
     /// What `cargo metadata` said while loading, when loading asked it (a zero-config
     /// project), so that the watch set does not ask again.
     pub cargo: Option<std::sync::Arc<crate::cargo::Metadata>>,
+    /// The `[cloud]` table.
+    pub cloud: Cloud,
+}
+
+/// `[cloud]`: where `live dev` meets the project's stubs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cloud {
+    /// Through AWS IoT Core (`live dev --aws`).
+    #[serde(default)]
+    pub aws: bool,
+    /// The AWS profile.
+    pub profile: Option<String>,
+    /// The AWS region.
+    pub region: Option<String>,
 }
 
 /// One function's table.
@@ -101,6 +121,8 @@ struct File {
     stage: Option<String>,
     #[serde(default)]
     functions: BTreeMap<String, Function>,
+    #[serde(default)]
+    cloud: Cloud,
 }
 
 /// Load the project from `config` (a `live.toml`, or a directory to search from) or else the
@@ -186,6 +208,7 @@ impl Project {
             functions,
             release: false,
             cargo: Some(std::sync::Arc::new(metadata)),
+            cloud: Cloud::default(),
         })
     }
 
@@ -255,6 +278,7 @@ impl Project {
             functions: file.functions,
             release: false,
             cargo: None,
+            cloud: file.cloud,
         })
     }
 }

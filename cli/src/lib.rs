@@ -9,6 +9,7 @@
 //!   [`cloud`] (`--direct`) and [`dev`];
 //! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids; [`signals`]: Ctrl+C and SIGTERM.
 
+pub mod aws;
 pub mod broker;
 pub mod cargo;
 pub mod cloud;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod dev;
 pub mod function;
 pub mod ids;
+pub mod local_ca;
 pub mod process;
 pub mod signals;
 pub mod writer;

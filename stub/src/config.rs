@@ -11,9 +11,12 @@
 //! | `LIVE_NO_DEV_WINDOW_MS` | no | how long to wait for a developer session before answering "no developer connected" (default 3000) |
 //! | `LIVE_ENV_ID` | no | this execution environment's id (default: the last 32 characters of `AWS_LAMBDA_LOG_STREAM_NAME`, else random) |
 //! | `LIVE_BROKER_USERNAME`, `LIVE_BROKER_PASSWORD` | no | credentials for a broker that requires them |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` | with a `wss://` URL (set by Lambda) | the function role's credentials: a `wss://` connection is presigned with them for IoT Core (SigV4) |
+//! | `LIVE_CA_FILE` | no | a PEM file of extra certificates to trust beside Mozilla's roots (a test broker's CA) |
 //! | `LIVE_STUB_TIMING` | no | print `live stub: bridge connected` to stderr once connected (cold-start benchmarks) |
 //! | `LIVE_LOG` | no | the level of what the stub logs to stderr (CloudWatch): `off`, `error`, `warn` (default), `info`, `debug`, `trace`; read first, by `log.rs` |
 
+use bridge::sigv4::AwsCredentials;
 use std::time::Duration;
 
 /// Everything the stub needs to know.
@@ -27,6 +30,8 @@ pub struct Config {
     pub no_dev_window: Duration,
     pub env_id: String,
     pub credentials: Option<(String, String)>,
+    /// For a `wss://` URL: the region and the role credentials to presign it with.
+    pub sigv4: Option<(String, AwsCredentials)>,
     /// `LIVE_STUB_TIMING`: say on stderr when the bridge is first up.
     pub timing: bool,
 }
@@ -68,6 +73,19 @@ impl Config {
             .filter(|id| !id.is_empty())
             .unwrap_or_else(random_id);
         let credentials = var("LIVE_BROKER_USERNAME").zip(var("LIVE_BROKER_PASSWORD"));
+        let sigv4 = match bridge_url.starts_with("wss://") {
+            false => None,
+            true => {
+                let region = required(
+                    "AWS_REGION",
+                    "a wss:// bridge URL is signed for IoT Core in the function's region (Lambda sets it)",
+                )?;
+                let role = AwsCredentials::from_env().ok_or(
+                    "AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set: a wss:// bridge URL is signed with the function role's credentials (Lambda sets them)",
+                )?;
+                Some((region, role))
+            }
+        };
         Ok(Config {
             runtime_api,
             bridge_url,
@@ -77,6 +95,7 @@ impl Config {
             no_dev_window,
             env_id,
             credentials,
+            sigv4,
             timing: var("LIVE_STUB_TIMING").is_some(),
         })
     }

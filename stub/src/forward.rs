@@ -8,7 +8,7 @@ use crate::reply::{self, version_mismatch, Reply};
 use crate::runtime::Next;
 use crate::sessions::{self, PRESENCE_GRACE};
 use bridge::protocol::WireInvocation;
-use bridge::transport::{ConnectOptions, Connection, Link, Sender};
+use bridge::transport::{self, ConnectOptions, Connection, Link, Sender};
 use bridge::{DevMessage, Presence, StubMessage, Topics};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -65,6 +65,10 @@ impl Bridge {
             ConnectOptions::new(&config.bridge_url, format!("stub-{}", config.env_id));
         options.subscriptions = vec![results.clone(), topics.presence_filter()];
         options.credentials = config.credentials.clone();
+        if let Some((region, role)) = &config.sigv4 {
+            let source = transport::fixed_credentials(role.clone());
+            options.signer = Some(transport::sigv4_signer(region.clone(), source));
+        }
         let connection = Connection::open(options).map_err(|e| e.to_string())?;
         let (presence_tx, presence) = watch::channel(HashMap::new());
         let waiters: Waiters = Arc::default();

@@ -79,6 +79,9 @@ fn advice(last_error: &str) -> String {
     if let Some((_, advice)) = refusal.iter().find(|(code, _)| last_error.contains(code)) {
         return (*advice).to_string();
     }
+    if last_error.contains("certificate") {
+        return "the broker's TLS certificate is not trusted: on IoT Core use the iot:Data-ATS endpoint (Amazon's roots are built in); for a broker of your own set LIVE_CA_FILE to its CA (the file `live broker --iot --ca-file` wrote)".into();
+    }
     if last_error.contains("HTTP error: 401") || last_error.contains("HTTP error: 403") {
         return "the broker refused the WebSocket upgrade: on IoT Core check the request signing and the function's role; otherwise check the credentials and LIVE_BRIDGE_URL's path (/mqtt)".into();
     }
@@ -107,6 +110,8 @@ mod tests {
             "{refused}"
         );
         assert!(!refused.contains("running"), "{refused}");
+        let untrusted = advice("Websocket: IO error: invalid peer certificate: UnknownIssuer");
+        assert!(untrusted.contains("LIVE_CA_FILE"), "{untrusted}");
         let by_the_driver = advice("broker refused: NotAuthorized");
         assert!(
             by_the_driver.contains("not authorised") && by_the_driver.contains("IoT policy"),

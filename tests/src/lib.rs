@@ -2,6 +2,7 @@
 //! real child processes with their output captured and polled with deadlines, and the Python
 //! environment the tests use.
 
+pub mod aws;
 pub mod bench;
 pub mod http;
 pub mod live;

@@ -104,9 +104,15 @@ pub struct LiveDev {
 
 /// Start `live dev --json -c dir` with `args` and wait for its ready line.
 pub fn live_dev(dir: &Path, args: &[&str]) -> LiveDev {
+    live_dev_with(dir, args, |_| {})
+}
+
+/// [`live_dev`] with the command adjusted by `adjust` first (its environment, say).
+pub fn live_dev_with(dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> LiveDev {
     let mut cmd = Command::new(bin("live"));
     cmd.arg("dev").arg("--json").arg("-c").arg(dir).args(args);
     cmd.env("CARGO_TARGET_DIR", fixture_target_dir());
+    adjust(&mut cmd);
     let child = Child::spawn(cmd);
     // A Rust fixture builds before `live dev` is ready.
     let ready = child.wait_for_line_within(std::time::Duration::from_secs(600), |l| {
@@ -164,8 +170,14 @@ pub struct LiveCloud {
 
 /// Start `live cloud -c dir` with `args` and wait for its ready line.
 pub fn live_cloud(dir: &Path, args: &[&str]) -> LiveCloud {
+    live_cloud_with(dir, args, |_| {})
+}
+
+/// [`live_cloud`] with the command adjusted by `adjust` first.
+pub fn live_cloud_with(dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> LiveCloud {
     let mut cmd = Command::new(bin("live"));
     cmd.arg("cloud").arg("-c").arg(dir).args(args);
+    adjust(&mut cmd);
     let child = Child::spawn(cmd);
     let ready = child.wait_for_line(|l| l.starts_with("live cloud ready: "));
     let front_door = ready

@@ -61,7 +61,7 @@ pub(crate) async fn serve(
     }
     let deadline = router.config().handshake_timeout;
     let opened = tokio::select! {
-        opened = tokio::time::timeout(deadline, open(stream, &router)) => opened,
+        opened = tokio::time::timeout(deadline, open(stream, peer, &router)) => opened,
         _ = stop.changed() => return,
     };
     let (ws, buf, connect) = match opened {

@@ -1,12 +1,15 @@
-//! A new connection's opening: the WebSocket upgrade (answering the `mqtt` subprotocol) and
-//! the CONNECT packet, checked (client id, will, credentials) and refused with the CONNACK
-//! code that names the cause.
+//! A new connection's opening: in IoT mode the TLS handshake and the upgrade's SigV4
+//! signature (refused with a 403 naming the reason), the WebSocket upgrade (answering the
+//! `mqtt` subprotocol) and the CONNECT packet, checked (client id, will, credentials) and
+//! refused with the CONNACK code that names the cause.
 
 use super::router::Router;
+use super::stream::Stream;
 use crate::protocol::{MAX_MQTT_PAYLOAD, MAX_TOPIC_BYTES};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{ConnAck, ConnectReturnCode, Packet, QoS};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -25,13 +28,26 @@ const MAX_WS_MESSAGE: usize = 2 * MAX_PACKET;
 /// The WebSocket read buffer (see `open`).
 const READ_BUFFER: usize = 8 * 1024;
 
-pub(super) type Ws = WebSocketStream<TcpStream>;
+pub(super) type Ws = WebSocketStream<Stream>;
 
 /// Upgrade to WebSocket (answering the `mqtt` subprotocol) and read the CONNECT packet.
 pub(super) async fn open(
     stream: TcpStream,
+    peer: SocketAddr,
     router: &Router,
 ) -> Result<(Ws, BytesMut, rumqttc::Connect), String> {
+    let iot = router.config().iot.as_ref();
+    let stream = match iot {
+        None => Stream::Plain(stream),
+        Some(iot) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(iot.tls.clone());
+            let tls = acceptor
+                .accept(stream)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            Stream::Tls(Box::new(tls))
+        }
+    };
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(MAX_WS_MESSAGE);
     config.max_frame_size = Some(MAX_WS_MESSAGE);
@@ -39,10 +55,38 @@ pub(super) async fn open(
     // find nothing: at its 128 KiB default that memset was most of the broker's CPU per
     // invocation (callgrind). Larger frames still get a buffer of their size.
     config.read_buffer_size = READ_BUFFER;
-    let mut ws =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, answer_subprotocol, Some(config))
-            .await
-            .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
+    let mut refusal = None;
+    // tungstenite's callback type: its error is an HTTP response.
+    #[allow(clippy::result_large_err)]
+    let upgrade = |req: &Request, resp: Response| {
+        if let Some(iot) = iot {
+            let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            match iot.check(host.unwrap_or(""), path) {
+                Ok(signed) => tracing::info!(
+                    %peer,
+                    access_key = signed.access_key,
+                    date = signed.date,
+                    signature = signed.signature,
+                    "SigV4 signature verified"
+                ),
+                Err(reason) => {
+                    let mut forbidden = ErrorResponse::new(Some(format!("Forbidden: {reason}\n")));
+                    *forbidden.status_mut() = http::StatusCode::FORBIDDEN;
+                    refusal = Some(reason);
+                    return Err(forbidden);
+                }
+            }
+        }
+        answer_subprotocol(req, resp)
+    };
+    let accepted =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, upgrade, Some(config)).await;
+    if let Some(reason) = refusal {
+        tracing::warn!(%peer, "refused the WebSocket upgrade with 403: {reason}");
+        return Err(format!("refused the upgrade: {reason}"));
+    }
+    let mut ws = accepted.map_err(|e| format!("WebSocket handshake failed: {e}"))?;
     let mut buf = BytesMut::new();
     let packet = loop {
         match Packet::read(&mut buf, MAX_PACKET) {

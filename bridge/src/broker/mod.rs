@@ -12,10 +12,13 @@
 mod conn;
 mod filters;
 mod handshake;
+mod iot;
 mod local;
 mod outbox;
 mod router;
+mod stream;
 
+pub use iot::{GateCounts, IotMode, KeyRing};
 pub use local::LocalBroker;
 pub(crate) use local::{LocalInbox, LocalSession};
 
@@ -49,6 +52,8 @@ pub struct BrokerConfig {
     pub stall_timeout: Duration,
     /// When set, every CONNECT must carry this user name and password.
     pub credentials: Option<(String, String)>,
+    /// IoT mode: TLS, and SigV4-presigned upgrades only, as IoT Core.
+    pub iot: Option<IotMode>,
 }
 
 impl Default for BrokerConfig {
@@ -60,6 +65,7 @@ impl Default for BrokerConfig {
             soft_queued_bytes: 8 * 1024 * 1024,
             stall_timeout: Duration::from_secs(10),
             credentials: None,
+            iot: None,
         }
     }
 }
@@ -146,9 +152,13 @@ impl Broker {
         self.addr
     }
 
-    /// The URL clients connect to: `ws://HOST:PORT/mqtt`.
+    /// The URL clients connect to: `ws://HOST:PORT/mqtt`, `wss://` in IoT mode.
     pub fn url(&self) -> String {
-        format!("ws://{}/mqtt", self.addr)
+        let scheme = match self.router.config().iot {
+            Some(_) => "wss",
+            None => "ws",
+        };
+        format!("{scheme}://{}/mqtt", self.addr)
     }
 
     /// A handle for clients in this process, which join without a socket

@@ -1,5 +1,5 @@
 //! The MQTT-over-WebSocket path on `rumqttc`: the client's options (TCP_NODELAY, packet
-//! limits raised above IoT Core's payload limit, the request hook), and the task that polls
+//! limits raised above IoT Core's payload limit, TLS for `wss://`, the request hook), and the task that polls
 //! its event loop, reconnects with jittered backoff and re-arms the will with a fresh epoch
 //! before every connection.
 
@@ -10,7 +10,7 @@ use super::{ConnectOptions, Link, Started, TransportError};
 use crate::protocol::MAX_MQTT_PAYLOAD;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
-    Outgoing, Packet, QoS, Transport,
+    Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,12 +27,20 @@ pub(super) fn client_for(
 ) -> Result<(AsyncClient, EventLoop), TransportError> {
     let transport = match options.url.split("://").next() {
         Some("ws") => Transport::Ws,
-        // TLS comes with the IoT Core transport, on the tree's one rustls and crypto
-        // provider (rumqttc's own TLS would pull a second rustls-webpki and aws-lc-rs).
-        Some("wss") => return Err(TransportError::TlsUnsupported(options.url.clone())),
+        Some("wss") => {
+            let config = match &options.tls {
+                Some(config) => config.clone(),
+                None => crate::tls::client_config(crate::tls::ca_file_from_env().as_deref())?,
+            };
+            Transport::Wss(TlsConfiguration::Rustls(config))
+        }
         _ => return Err(TransportError::BadUrl(options.url.clone())),
     };
-    let mut mqtt = MqttOptions::new(options.client_id.clone(), options.url.clone(), 0);
+    let url = match &options.connect_to {
+        Some(addr) => redirect(&options.url, addr)?,
+        None => options.url.clone(),
+    };
+    let mut mqtt = MqttOptions::new(options.client_id.clone(), url, 0);
     mqtt.set_transport(transport)
         .set_keep_alive(options.keep_alive)
         .set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET)
@@ -40,14 +48,47 @@ pub(super) fn client_for(
     if let Some((user, pass)) = &options.credentials {
         mqtt.set_credentials(user, pass);
     }
-    if let Some(signer) = options.signer.clone() {
-        mqtt.set_request_modifier(move |req| signer(req));
+    let signer = options.signer.clone();
+    match options.connect_to.is_some() {
+        // The request names the real endpoint again before it is signed and sent.
+        true => {
+            let real: http::Uri = options
+                .url
+                .parse()
+                .map_err(|_| TransportError::BadUrl(options.url.clone()))?;
+            mqtt.set_request_modifier(move |mut req: http::Request<()>| {
+                *req.uri_mut() = real.clone();
+                if let Some(host) = real.authority().and_then(|a| a.as_str().parse().ok()) {
+                    req.headers_mut().insert(http::header::HOST, host);
+                }
+                let signer = signer.clone();
+                async move {
+                    match signer {
+                        Some(signer) => signer(req).await,
+                        None => req,
+                    }
+                }
+            });
+        }
+        false => {
+            if let Some(signer) = signer {
+                mqtt.set_request_modifier(move |req| signer(req));
+            }
+        }
     }
     let (client, mut eventloop) = AsyncClient::new(mqtt, super::INCOMING_QUEUE);
     let mut network = eventloop.network_options();
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
     Ok((client, eventloop))
+}
+
+/// `url` with its host and port replaced by `addr` (where the TCP connection goes).
+fn redirect(url: &str, addr: &str) -> Result<String, TransportError> {
+    let bad = || TransportError::BadUrl(url.to_owned());
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let path = rest.find('/').map_or("/", |slash| &rest[slash..]);
+    Ok(format!("{scheme}://{addr}{path}"))
 }
 
 /// The background task that polls the event loop and reconnects.

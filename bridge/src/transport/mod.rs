@@ -16,6 +16,7 @@
 //! - `presence`: the records, their epochs, and the tidy judgement;
 //! - `inbound`: topic parsing, reassembly and presence reading on the way to `recv`;
 //! - `driver`: the `rumqttc` event loop and reconnection;
+//! - `signing`: the hook presigning every connection attempt for IoT Core;
 //! - `local` (feature `broker`): the in-process path.
 
 mod client;
@@ -24,8 +25,10 @@ mod inbound;
 #[cfg(feature = "broker")]
 mod local;
 mod presence;
+mod signing;
 
 pub use presence::{session_presence, PresenceError, PresenceFn};
+pub use signing::{fixed_credentials, sigv4_signer, CredentialSource};
 
 use crate::topics::Topic;
 use crate::wire::{encode, Frame, ProtocolError};
@@ -66,8 +69,16 @@ pub struct ConnectOptions {
     pub subscriptions: Vec<String>,
     /// Presence records for each connection, if this side announces itself.
     pub presence: Option<PresenceFn>,
-    /// Rewrites each connection attempt's request.
+    /// Rewrites each connection attempt's request (`sigv4_signer` for IoT Core).
     pub signer: Option<RequestSigner>,
+    /// Open the TCP connection to this `host:port` instead of the URL's, keeping the URL's
+    /// host for TLS (SNI, the certificate's name), the `Host` header and the signature, as
+    /// curl's `--connect-to` does: for a local stand-in of an endpoint whose name does not
+    /// resolve here (`LIVE_IOT_CONNECT_TO`).
+    pub connect_to: Option<String>,
+    /// The TLS configuration for `wss://` URLs; `None` trusts Mozilla's roots and
+    /// `LIVE_CA_FILE` (`crate::tls::client_config`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// User name and password for brokers that require them.
     pub credentials: Option<(String, String)>,
     /// The first delay before reconnecting; it doubles up to `max_backoff`, with jitter.
@@ -99,6 +110,8 @@ impl ConnectOptions {
             subscriptions: Vec::new(),
             presence: None,
             signer: None,
+            tls: None,
+            connect_to: None,
             credentials: None,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
@@ -129,9 +142,9 @@ pub enum TransportError {
     /// The URL is not a `ws://` or `wss://` URL.
     #[error("broker URL {0:?} is not a ws:// or wss:// URL")]
     BadUrl(String),
-    /// A `wss://` URL: this build speaks plain `ws://` only.
-    #[error("broker URL {0:?} needs TLS, which this build of live does not have yet: use a ws:// broker (`live broker`, `live cloud`)")]
-    TlsUnsupported(String),
+    /// The TLS configuration for a `wss://` URL cannot be made (an unreadable CA file).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The broker refuses the publish (over its limits); only an in-process connection
     /// hears why, a broker closes a WebSocket client's connection instead.
     #[error("the broker refuses the message: {0}")]

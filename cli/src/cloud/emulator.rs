@@ -44,6 +44,8 @@ pub enum Runner {
         bridge_url: String,
         /// Broker credentials, when the broker asks for them.
         credentials: Option<(String, String)>,
+        /// IoT mode: the stubs sign with their function's role and trust the broker's CA.
+        iot: Option<Box<super::roles::StubIot>>,
     },
     /// Each function's own runtime client, with no stub and no bridge: the direct baseline
     /// the benchmarks compare the chain with.
@@ -388,6 +390,7 @@ impl Pool {
                 program,
                 bridge_url,
                 credentials,
+                iot,
             } => {
                 let mut cmd = tokio::process::Command::new(program);
                 cmd.env_clear()
@@ -406,6 +409,15 @@ impl Pool {
                 if let Some((user, password)) = credentials {
                     cmd.env("LIVE_BROKER_USERNAME", user)
                         .env("LIVE_BROKER_PASSWORD", password);
+                }
+                if let Some(iot) = iot {
+                    let role = iot.roles.credentials(&self.name);
+                    cmd.env("AWS_REGION", &iot.region)
+                        .env("AWS_DEFAULT_REGION", &iot.region)
+                        .env("AWS_ACCESS_KEY_ID", role.access_key_id)
+                        .env("AWS_SECRET_ACCESS_KEY", role.secret_access_key)
+                        .env("AWS_SESSION_TOKEN", role.session_token.unwrap_or_default())
+                        .env(bridge::tls::CA_FILE_ENV, &iot.ca_file);
                 }
                 (cmd, program)
             }

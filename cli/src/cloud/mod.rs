@@ -8,6 +8,9 @@ pub mod events;
 mod fair_server;
 pub mod front_door;
 pub mod http_event;
+mod roles;
+
+pub use roles::{Roles, StubIot};
 
 use crate::config::Project;
 use anyhow::{bail, Context};
@@ -55,6 +58,16 @@ pub struct CloudOptions {
     pub credentials: crate::broker::Credentials,
 }
 
+/// IoT mode for the local cloud: its broker stands in for IoT Core, and its stubs sign with
+/// their function's role credentials and trust the broker's CA file.
+pub struct IotCloud {
+    /// The embedded broker's IoT mode (its key ring also takes the roles' credentials);
+    /// `None` against another broker (`--broker wss://...`).
+    pub mode: Option<bridge::broker::IotMode>,
+    /// What the stubs sign with and trust.
+    pub stubs: StubIot,
+}
+
 /// The running local cloud.
 pub struct LocalCloud {
     pub front_door: SocketAddr,
@@ -81,17 +94,26 @@ impl LocalCloud {
         broker_url: Option<String>,
         direct: Option<std::collections::BTreeMap<String, crate::function::Launch>>,
         on_invoke: Option<emulator::OnInvoke>,
+        iot: Option<IotCloud>,
     ) -> anyhow::Result<LocalCloud> {
         let freeze = !options.no_freeze && direct.is_none();
         let (broker, bridge_url, runner) = match direct {
             Some(launches) => (None, "(none: direct)".to_string(), Runner::Direct(launches)),
             None => {
                 let program = find_stub(options.stub.clone())?;
+                let (broker_iot, stub_iot) = match iot {
+                    Some(iot) => (iot.mode, Some(Box::new(iot.stubs))),
+                    None => (None, None),
+                };
                 let (broker, url) = match broker_url {
                     Some(url) => (None, url),
                     None => {
                         let addr = SocketAddr::from(([127, 0, 0, 1], options.broker_port));
-                        let broker = Broker::start(addr, BrokerConfig::default())
+                        let config = BrokerConfig {
+                            iot: broker_iot,
+                            ..BrokerConfig::default()
+                        };
+                        let broker = Broker::start(addr, config)
                             .await
                             .with_context(|| format!("could not start the embedded broker on {addr}; pick another --broker-port"))?;
                         let url = broker.url();
@@ -102,6 +124,7 @@ impl LocalCloud {
                     program,
                     bridge_url: url.clone(),
                     credentials: options.credentials.pair(),
+                    iot: stub_iot,
                 };
                 (broker, url, runner)
             }
@@ -193,7 +216,7 @@ fn find_stub(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// Options of `live cloud`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  live cloud                                 # embedded broker\n  live broker --port 1884 &\n  live cloud --broker ws://127.0.0.1:1884/mqtt   # parts stopped and restarted on their own\n  curl http://127.0.0.1:PORT/hello/"
+    after_help = "Examples:\n  live cloud                                 # embedded broker\n  live broker --port 1884 &\n  live cloud --broker ws://127.0.0.1:1884/mqtt   # parts stopped and restarted on their own\n  live cloud --iot --ca-file /tmp/live-ca.pem      # the broker stands in for IoT Core\n  curl http://127.0.0.1:PORT/hello/"
 )]
 pub struct CloudArgs {
     /// The project's live.toml (default: found in this directory or its parents).
@@ -207,7 +230,30 @@ pub struct CloudArgs {
     #[arg(long, conflicts_with = "broker")]
     pub direct: bool,
     #[command(flatten)]
+    pub iot: crate::broker::IotArgs,
+    #[command(flatten)]
     pub cloud: CloudOptions,
+}
+
+/// IoT mode against another broker (`live broker --iot`), which knows only the
+/// environment's credentials: the stubs sign with those and trust `LIVE_CA_FILE`.
+async fn external_iot(args: &CloudArgs) -> anyhow::Result<IotCloud> {
+    let aws = crate::aws::load(&args.iot.aws).await?;
+    let own = crate::aws::credential_source(&aws)?;
+    let own = own().await.map_err(anyhow::Error::msg).context(
+        "the stubs sign their wss:// connections with this environment's AWS credentials, and there are none: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile",
+    )?;
+    let ca_file = bridge::tls::ca_file_from_env().context(
+        "a wss:// broker of this machine needs its CA: set LIVE_CA_FILE to the file `live broker --iot --ca-file` wrote",
+    )?;
+    Ok(IotCloud {
+        mode: None,
+        stubs: StubIot {
+            region: crate::aws::region(&aws),
+            ca_file,
+            roles: Roles::fixed(own),
+        },
+    })
 }
 
 /// Run `live cloud` until `shutdown`.
@@ -222,7 +268,25 @@ pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     } else {
         None
     };
-    let cloud = LocalCloud::start_with(&project, &args.cloud, args.broker, direct, None).await?;
+    if args.iot.iot && (args.broker.is_some() || args.direct) {
+        bail!(
+            "--iot is the embedded broker's mode: it cannot be combined with --broker or --direct"
+        );
+    }
+    let iot = match (args.iot.mode().await?, &args.broker) {
+        (Some(mode), _) => Some(IotCloud {
+            stubs: StubIot {
+                region: mode.region.clone(),
+                ca_file: args.iot.ca_file.clone().unwrap_or_default(),
+                roles: Roles::new(mode.keys.clone()),
+            },
+            mode: Some(mode),
+        }),
+        (None, Some(url)) if url.starts_with("wss://") => Some(external_iot(&args).await?),
+        (None, _) => None,
+    };
+    let cloud =
+        LocalCloud::start_with(&project, &args.cloud, args.broker, direct, None, iot).await?;
     println!(
         "live cloud ready: http://{} (app {}, stage {})\n{}",
         cloud.front_door,

@@ -46,7 +46,7 @@ const OUTPUT_WAIT: Duration = Duration::from_secs(2);
 /// Options of `live dev`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  live dev -c examples/hello                  # everything on this machine\n  curl http://127.0.0.1:PORT/http/            # the URL printed on the ready line\n  live dev --broker ws://127.0.0.1:1884/mqtt  # join a running `live cloud` or broker\n\nWithout live.toml, in a cargo project, every binary that depends on lambda_runtime or\nlambda_http is served under its name."
+    after_help = "Examples:\n  live dev -c examples/hello                  # everything on this machine\n  curl http://127.0.0.1:PORT/http/            # the URL printed on the ready line\n  live dev --broker ws://127.0.0.1:1884/mqtt  # join a running `live cloud` or broker\n  live dev --aws --profile dev                # join the stage through AWS IoT Core\n\nWithout live.toml, in a cargo project, every binary that depends on lambda_runtime or\nlambda_http is served under its name."
 )]
 pub struct DevArgs {
     /// The project's live.toml, or its directory (default: found in this directory or its
@@ -56,6 +56,13 @@ pub struct DevArgs {
     /// Join this broker instead of starting the local cloud in-process.
     #[arg(long)]
     pub broker: Option<String>,
+    /// Join the stage through AWS IoT Core: the endpoint from `DescribeEndpoint`
+    /// (iot:Data-ATS), every connection presigned with SigV4 by your AWS credentials
+    /// (environment, --profile, SSO). Also `[cloud] aws = true` in live.toml.
+    #[arg(long, conflicts_with = "broker")]
+    pub aws: bool,
+    #[command(flatten)]
+    pub aws_account: crate::aws::AwsArgs,
     /// One JSON object per line (ready, change, build_started, build_restarted,
     /// build_finished, invocation, output_dropped) instead of text.
     #[arg(long)]
@@ -72,6 +79,56 @@ pub struct DevArgs {
     pub idle_timeout: u64,
     #[command(flatten)]
     pub cloud: CloudOptions,
+}
+
+/// The environment variable that sends the connection to another address than the
+/// endpoint's name resolves to, keeping the name for TLS, `Host` and the signature (a local
+/// stand-in for IoT Core, as the tests use; an SSH tunnel).
+const CONNECT_TO_ENV: &str = "LIVE_IOT_CONNECT_TO";
+
+/// How `live dev` reaches IoT Core.
+struct IotCore {
+    url: String,
+    region: String,
+    credentials: bridge::transport::CredentialSource,
+    connect_to: Option<String>,
+}
+
+/// Find IoT Core's endpoint for the account and region, and the credentials to sign with.
+async fn iot_core(
+    args: &DevArgs,
+    project: &crate::config::Project,
+    output: &Output,
+) -> anyhow::Result<IotCore> {
+    let account = crate::aws::AwsArgs {
+        profile: args
+            .aws_account
+            .profile
+            .clone()
+            .or(project.cloud.profile.clone()),
+        region: args
+            .aws_account
+            .region
+            .clone()
+            .or(project.cloud.region.clone()),
+    };
+    let config = crate::aws::load(&account).await?;
+    let region = crate::aws::region(&config);
+    output.noteln(format!(
+        "live dev: finding AWS IoT Core's endpoint in {region}"
+    ));
+    let url = crate::aws::iot_endpoint(&config).await?;
+    let credentials = crate::aws::credential_source(&config)?;
+    credentials().await.map_err(anyhow::Error::msg).with_context(|| {
+        format!("no AWS credentials to sign the connection to {url} with: run `aws sso login`, pass --profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    })?;
+    let connect_to = std::env::var(CONNECT_TO_ENV).ok().filter(|v| !v.is_empty());
+    Ok(IotCore {
+        url,
+        region,
+        credentials,
+        connect_to,
+    })
 }
 
 /// Run `live dev` until `shutdown`, then drain: invocations still running finish (or are
@@ -158,21 +215,26 @@ async fn serve(
             .await;
     }
 
-    let cloud = match &args.broker {
-        Some(_) => None,
-        None => {
+    let aws = match args.aws || project.cloud.aws {
+        true => Some(iot_core(args, &project, output).await?),
+        false => None,
+    };
+    let cloud = match (&args.broker, &aws) {
+        (Some(_), _) | (_, Some(_)) => None,
+        (None, None) => {
             // The embedded cloud starts each request's watcher barrier once its event is on
             // its way to the stub.
             let hint = watcher
                 .clone()
                 .map(|w| OnInvoke(Arc::new(move |id: &str| w.hint(id))));
-            Some(LocalCloud::start_with(&project, &args.cloud, None, None, hint).await?)
+            Some(LocalCloud::start_with(&project, &args.cloud, None, None, hint, None).await?)
         }
     };
-    let bridge_url = match (&args.broker, &cloud) {
-        (Some(url), _) => url.clone(),
-        (None, Some(cloud)) => cloud.bridge_url.clone(),
-        (None, None) => unreachable!("a cloud is started without --broker"),
+    let bridge_url = match (&args.broker, &aws, &cloud) {
+        (Some(url), _, _) => url.clone(),
+        (None, Some(iot), _) => iot.url.clone(),
+        (None, None, Some(cloud)) => cloud.bridge_url.clone(),
+        (None, None, None) => unreachable!("a cloud is started without --broker or --aws"),
     };
     let topics = Topics::new(&project.app, &project.stage)?;
     // The stage names the session for people reading logs; cut so that the name (and the
@@ -189,6 +251,12 @@ async fn serve(
     options.presence = Some(session_presence(&topics, &session_name, names.clone())?);
     options.keep_alive = Duration::from_secs(10);
     options.credentials = args.cloud.credentials.pair();
+    if let Some(iot) = aws {
+        // IoT Core clamps keep-alive to 30 s at least.
+        options.keep_alive = Duration::from_secs(30);
+        options.signer = Some(bridge::transport::sigv4_signer(iot.region, iot.credentials));
+        options.connect_to = iot.connect_to;
+    }
     // The session joins its own embedded broker in-process (the stubs still cross it over
     // WebSocket); another broker, over WebSocket.
     let mut connection = match cloud.as_ref().and_then(LocalCloud::local_broker) {

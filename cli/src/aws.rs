@@ -1,0 +1,96 @@
+//! The CLI's one door to AWS: configuration from `aws-config`'s default chain (environment,
+//! profile, SSO; `--profile`, `--region`; `AWS_ENDPOINT_URL*` honoured), on an HTTPS client
+//! built on ring, IoT Core's endpoint (`DescribeEndpoint`, `iot:Data-ATS`), and the
+//! credentials the bridge signs its connections with.
+
+use anyhow::Context;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use bridge::sigv4::AwsCredentials;
+use bridge::transport::CredentialSource;
+use std::sync::Arc;
+
+/// Which AWS account and region: `--profile` and `--region`, else the environment's.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AwsArgs {
+    /// The AWS profile (from ~/.aws/config); default: AWS_PROFILE, else `default`.
+    #[arg(long, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// The AWS region; default: AWS_REGION, else the profile's.
+    #[arg(long)]
+    pub region: Option<String>,
+}
+
+/// The SDK configuration: the default credential chain and region, `AWS_ENDPOINT_URL` and
+/// `AWS_ENDPOINT_URL_<SERVICE>` honoured, HTTPS on rustls with ring.
+pub async fn load(args: &AwsArgs) -> anyhow::Result<SdkConfig> {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if let Some(profile) = &args.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &args.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let config = loader.load().await;
+    if config.region().is_none() {
+        anyhow::bail!(
+            "no AWS region: pass --region, set AWS_REGION, or set a region in the profile (`aws configure`)"
+        );
+    }
+    Ok(config)
+}
+
+/// The region the configuration names (checked by [`load`]).
+pub fn region(config: &SdkConfig) -> String {
+    config.region().map(|r| r.to_string()).unwrap_or_default()
+}
+
+/// IoT Core's data endpoint for this account and region (`iot:Data-ATS`), as a `wss://` URL.
+pub async fn iot_endpoint(config: &SdkConfig) -> anyhow::Result<String> {
+    let client = aws_sdk_iot::Client::new(config);
+    let out = client
+        .describe_endpoint()
+        .endpoint_type("iot:Data-ATS")
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_iot::error::DisplayErrorContext(e)))
+        .with_context(|| {
+            format!(
+                "could not find IoT Core's endpoint (iot:DescribeEndpoint) in {}; check the \
+                 credentials (`aws sts get-caller-identity`) and that they allow \
+                 iot:DescribeEndpoint",
+                region(config)
+            )
+        })?;
+    let host = out
+        .endpoint_address()
+        .filter(|h| !h.is_empty())
+        .context("DescribeEndpoint answered without an endpoint address")?;
+    Ok(format!("wss://{host}/mqtt"))
+}
+
+/// The bridge's credential source from the configuration's provider: asked afresh before
+/// every connection attempt (the provider refreshes what expires).
+pub fn credential_source(config: &SdkConfig) -> anyhow::Result<CredentialSource> {
+    let provider = config.credentials_provider().context(
+        "no AWS credentials provider: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile",
+    )?;
+    Ok(Arc::new(move || {
+        let provider = provider.clone();
+        Box::pin(async move {
+            let credentials = provider
+                .provide_credentials()
+                .await
+                .map_err(|e| aws_sdk_iot::error::DisplayErrorContext(e).to_string())?;
+            Ok(AwsCredentials {
+                access_key_id: credentials.access_key_id().to_owned(),
+                secret_access_key: credentials.secret_access_key().to_owned(),
+                session_token: credentials.session_token().map(str::to_owned),
+            })
+        })
+    }))
+}
