@@ -147,6 +147,19 @@ pub struct Presence {
     pub version: u8,
     /// The functions the session serves.
     pub functions: Vec<String>,
+    /// How many connections (lanes) the session receives invocations on, each under the
+    /// broker's per-connection quota: an execution environment sends to lane
+    /// `topics::lane_of(env, lanes)`. Absent in older records: one.
+    #[serde(default = "one_lane", skip_serializing_if = "is_one_lane")]
+    pub lanes: u16,
+}
+
+fn one_lane() -> u16 {
+    1
+}
+
+fn is_one_lane(lanes: &u16) -> bool {
+    *lanes == 1
 }
 
 impl Presence {

@@ -77,6 +77,24 @@ pub struct Topics {
     prefix: String,
 }
 
+/// The most lanes a developer session receives on.
+pub const MAX_LANES: u16 = 64;
+
+/// The lane an execution environment sends its invocations to, of a session with `lanes`
+/// lanes: the same on every side (FNV-1a of the id), so the developer side answers on the
+/// lane the invocations came in on and keeps each lane's traffic in and out together.
+pub fn lane_of(env: &str, lanes: u16) -> u16 {
+    if lanes <= 1 {
+        return 0;
+    }
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in env.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    (hash % u32::from(lanes)) as u16
+}
+
 impl Topics {
     /// The topics of `app` on `stage`.
     pub fn new(app: &str, stage: &str) -> Result<Self, TopicError> {
@@ -91,6 +109,16 @@ impl Topics {
     pub fn invocations(&self, session: &str) -> Result<String, TopicError> {
         check_name("session", session)?;
         Ok(format!("{}/dev/{session}/inv", self.prefix))
+    }
+
+    /// Where stubs send invocations for lane `lane` of developer session `session`: lane 0
+    /// is [`Topics::invocations`], lane `k` that topic and `/k`.
+    pub fn lane(&self, session: &str, lane: u16) -> Result<String, TopicError> {
+        let topic = self.invocations(session)?;
+        Ok(match lane {
+            0 => topic,
+            k => format!("{topic}/{k}"),
+        })
     }
 
     /// Where developer sessions send results for execution environment `env`.
@@ -109,7 +137,7 @@ impl Topics {
     /// only what it subscribed to, which is its own stage's); anything else, a malformed name
     /// included, is [`Topic::Other`]. The transport parses every received topic once, here.
     pub fn parse(topic: &str) -> Topic {
-        let mut levels = [""; 6];
+        let mut levels = [""; 7];
         let mut depth = 0;
         for level in topic.split('/') {
             if depth == levels.len() {
@@ -123,6 +151,13 @@ impl Topics {
                 ["dev", session, "inv"] if is_name(session) => Some(Topic::Invocations {
                     session: session.to_string(),
                 }),
+                ["dev", session, "inv", lane]
+                    if is_name(session) && lane.parse::<u16>().is_ok() =>
+                {
+                    Some(Topic::Invocations {
+                        session: session.to_string(),
+                    })
+                }
                 ["env", env, "res"] if is_name(env) => Some(Topic::Results {
                     env: env.to_string(),
                 }),
@@ -228,6 +263,31 @@ pub fn matches(topic: &str, filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lanes_are_invocation_topics_of_their_session_and_every_side_picks_the_same() {
+        let t = Topics::new("app", "stage").unwrap();
+        assert_eq!(t.lane("s1", 0).unwrap(), t.invocations("s1").unwrap());
+        let lane = t.lane("s1", 63).unwrap();
+        assert_eq!(lane, "live/app/stage/dev/s1/inv/63");
+        assert_eq!(
+            Topics::parse(&lane),
+            Topic::Invocations {
+                session: "s1".into()
+            }
+        );
+        assert!(matches!(
+            Topics::parse("live/app/stage/dev/s1/inv/x"),
+            Topic::Other(_)
+        ));
+        assert_eq!(lane_of("env", 1), 0);
+        // FNV-1a, fixed: stubs and sessions of any build agree.
+        assert_eq!(lane_of("0123456789abcdef0123456789abcdef", 64), 53);
+        let spread: std::collections::HashSet<u16> =
+            (0..256).map(|i| lane_of(&format!("env{i}"), 8)).collect();
+        assert_eq!(spread.len(), 8, "256 environments use every one of 8 lanes");
+        assert!(check_topic(&t.lane(&"s".repeat(64), MAX_LANES - 1).unwrap()).is_ok());
+    }
 
     #[test]
     fn the_scheme_s_topics_parse_into_what_they_are() {

@@ -68,6 +68,8 @@ impl Bridge {
         if let Some((region, role)) = &config.sigv4 {
             let source = transport::fixed_credentials(role.clone());
             options.signer = Some(transport::sigv4_signer(region.clone(), source));
+            // IoT Core discards publishes beyond its per-connection quota.
+            options.quota = Some(transport::PublishQuota::IOT_CORE);
         }
         let connection = Connection::open(options).map_err(|e| e.to_string())?;
         let (presence_tx, presence) = watch::channel(HashMap::new());
@@ -297,9 +299,12 @@ impl Bridge {
         body: &[u8],
         acked: bool,
     ) -> Result<(), Reply> {
+        // The session's lane for this environment: each of its connections stays under the
+        // broker's per-connection quota.
+        let lane = bridge::topics::lane_of(&self.config.env_id, session.lanes);
         let topic = self
             .topics
-            .invocations(&session.session)
+            .lane(&session.session, lane)
             .map_err(|e| Reply::failure("Live.BadSession", e.to_string()))?;
         if acked {
             let probe = StubMessage::Probe {

@@ -131,6 +131,7 @@ mod tests {
             epoch: 1,
             version: PROTOCOL_VERSION,
             functions: vec![],
+            lanes: 1,
         };
         Received {
             topic: Topic::Presence {

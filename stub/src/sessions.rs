@@ -128,6 +128,7 @@ mod tests {
             epoch,
             version: PROTOCOL_VERSION,
             functions: vec![],
+            lanes: 1,
         }
     }
 

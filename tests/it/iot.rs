@@ -278,3 +278,58 @@ async fn live_cloud_iot_gives_each_function_a_role_its_broker_accepts() {
     );
     drop(dev);
 }
+
+#[tokio::test]
+async fn three_hundred_invocations_at_concurrency_32_in_iot_mode_all_complete_once() {
+    let moto = tests::aws::Moto::start();
+    let ca = tests::aws::ca_path("load");
+    let dir = tests::live::project("iot-load", &tests::live::raw_function("echo"));
+    let cloud = tests::live::live_cloud_with(
+        &dir,
+        &[
+            "--iot",
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--max-envs",
+            "32",
+        ],
+        |cmd| {
+            test_credentials(cmd);
+        },
+    );
+    let broker = cloud
+        .child
+        .wait_for_line(|l| l.trim_start().starts_with("broker  wss://127.0.0.1:"));
+    let port = tests::live::port_of(broker.split_whitespace().nth(1).expect("URL"));
+    let dev = live_dev_aws(&dir, &moto, &format!("127.0.0.1:{port}"), &ca);
+    let http = tests::http::Http::default();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (http, next, base) = (http.clone(), next.clone(), cloud.front_door.clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 300 {
+                    let reply = http.invoke(&base, "echo", &[], r#"{"n":1}"#).await;
+                    reply.assert_no_function_error();
+                    ids.push(reply.header("x-live-request-id").to_string());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for w in workers {
+        ids.extend(w.await.unwrap());
+    }
+    println!(
+        "300 invocations at c=32 in IoT mode: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ids.len(), 300);
+    let runs = dev.runs();
+    for id in &ids {
+        assert_eq!(runs.get(id), Some(&1), "{id} ran {:?} times", runs.get(id));
+    }
+}

@@ -18,6 +18,7 @@ pub(super) struct Inbound {
     incoming: mpsc::Sender<Received>,
     rejected: Arc<AtomicU64>,
     tidy: Option<Tidy>,
+    pacer: Option<Arc<super::pacing::Pacer>>,
 }
 
 /// What became of a publish handed to [`Inbound::deliver`].
@@ -48,7 +49,13 @@ impl Inbound {
             incoming,
             rejected,
             tidy,
+            pacer: None,
         }
+    }
+
+    /// Count every publish received against `pacer`'s quota.
+    pub(super) fn pace(&mut self, pacer: Option<Arc<super::pacing::Pacer>>) {
+        self.pacer = pacer;
     }
 
     /// Reassemble `publish`, received on connection `generation`, passing on a completed
@@ -58,6 +65,9 @@ impl Inbound {
         publish: rumqttc::Publish,
         generation: u64,
     ) -> Delivered {
+        if let Some(pacer) = &self.pacer {
+            pacer.received();
+        }
         let topic = crate::Topics::parse(&publish.topic);
         if let Topic::Presence { .. } = topic {
             return self.presence(publish, topic, generation).await;

@@ -17,6 +17,7 @@
 //! - `inbound`: topic parsing, reassembly and presence reading on the way to `recv`;
 //! - `driver`: the `rumqttc` event loop and reconnection;
 //! - `signing`: the hook presigning every connection attempt for IoT Core;
+//! - `pacing`: staying inside IoT Core's per-connection publish quota;
 //! - `local` (feature `broker`): the in-process path.
 
 mod client;
@@ -24,10 +25,12 @@ mod driver;
 mod inbound;
 #[cfg(feature = "broker")]
 mod local;
+mod pacing;
 mod presence;
 mod signing;
 
-pub use presence::{session_presence, PresenceError, PresenceFn};
+pub use pacing::PublishQuota;
+pub use presence::{session_presence, session_presence_with_lanes, PresenceError, PresenceFn};
 pub use signing::{fixed_credentials, sigv4_signer, CredentialSource};
 
 use crate::topics::Topic;
@@ -71,6 +74,9 @@ pub struct ConnectOptions {
     pub presence: Option<PresenceFn>,
     /// Rewrites each connection attempt's request (`sigv4_signer` for IoT Core).
     pub signer: Option<RequestSigner>,
+    /// Publish no faster than this, in and out together (`PublishQuota::IOT_CORE` against IoT
+    /// Core, which discards the excess); `None` for no limit.
+    pub quota: Option<PublishQuota>,
     /// Open the TCP connection to this `host:port` instead of the URL's, keeping the URL's
     /// host for TLS (SNI, the certificate's name), the `Host` header and the signature, as
     /// curl's `--connect-to` does: for a local stand-in of an endpoint whose name does not
@@ -111,6 +117,7 @@ impl ConnectOptions {
             presence: None,
             signer: None,
             tls: None,
+            quota: None,
             connect_to: None,
             credentials: None,
             min_backoff: Duration::from_millis(50),
@@ -179,6 +186,7 @@ pub struct Received {
 /// A live connection to the broker, reconnecting in the background until closed.
 pub struct Connection {
     client: Client,
+    pacer: Option<Arc<pacing::Pacer>>,
     incoming: mpsc::Receiver<Received>,
     link: watch::Receiver<Link>,
     last_error: watch::Receiver<String>,
@@ -228,14 +236,18 @@ impl Connection {
         let rejected = Arc::new(AtomicU64::new(0));
         let epoch = Arc::new(AtomicU64::new(epoch));
         let closing = Arc::new(AtomicBool::new(false));
+        let pacer = options.quota.map(|q| Arc::new(pacing::Pacer::new(q)));
+        let mut inbound = Inbound::new(options, incoming_tx, rejected.clone(), &epoch, &closing);
+        inbound.pace(pacer.clone());
         let task = start(Started {
-            inbound: Inbound::new(options, incoming_tx, rejected.clone(), &epoch, &closing),
+            inbound,
             link: link_tx,
             last_error: error_tx,
             epoch: epoch.clone(),
         });
         Connection {
             client,
+            pacer,
             incoming,
             link,
             last_error,
@@ -293,7 +305,25 @@ impl Connection {
     pub fn sender(&self) -> Sender {
         Sender {
             client: self.client.clone(),
+            pacer: self.pacer.clone(),
         }
+    }
+
+    /// A handle that publishes this side's presence record again, for when what it announces
+    /// changes (more lanes); `None` for a side that does not announce itself.
+    pub fn announcer(&self) -> Option<Announcer> {
+        let (topic, presence) = self.presence_topic.clone()?;
+        Some(Announcer {
+            sender: self.sender(),
+            topic,
+            presence,
+            epoch: self.epoch.clone(),
+        })
+    }
+
+    /// How long sends on this connection have waited for the publish quota in all.
+    pub fn paced(&self) -> Duration {
+        self.pacer.as_ref().map_or(Duration::ZERO, |p| p.waited())
     }
 
     /// [`Sender::send`] on this connection.
@@ -354,6 +384,7 @@ impl Connection {
 #[derive(Clone)]
 pub struct Sender {
     client: Client,
+    pacer: Option<Arc<pacing::Pacer>>,
 }
 
 impl Sender {
@@ -373,6 +404,12 @@ impl Sender {
         Ok(())
     }
 
+    /// Publishes sent and received on this connection under its quota so far (0 without
+    /// one): how busy it is.
+    pub fn quota_used(&self) -> u64 {
+        self.pacer.as_ref().map_or(0, |p| p.counted())
+    }
+
     /// Publish one raw MQTT payload.
     pub async fn publish(
         &self,
@@ -381,7 +418,29 @@ impl Sender {
         qos: QoS,
         retain: bool,
     ) -> Result<(), TransportError> {
+        if let Some(pacer) = &self.pacer {
+            pacer.send().await;
+        }
         self.client.publish(topic, qos, retain, payload).await
+    }
+}
+
+/// Publishes a side's presence record again (see [`Connection::announcer`]).
+#[derive(Clone)]
+pub struct Announcer {
+    sender: Sender,
+    topic: String,
+    presence: PresenceFn,
+    epoch: Arc<AtomicU64>,
+}
+
+impl Announcer {
+    /// Publish the online record of the current connection, as it reads now.
+    pub async fn announce(&self) -> Result<(), TransportError> {
+        let (_, online, _) = (self.presence)(self.epoch.load(Ordering::Relaxed));
+        self.sender
+            .publish(&self.topic, online, QoS::AtLeastOnce, true)
+            .await
     }
 }
 

@@ -46,16 +46,29 @@ pub fn session_presence(
     session: &str,
     functions: Vec<String>,
 ) -> Result<PresenceFn, PresenceError> {
+    let one = Arc::new(std::sync::atomic::AtomicU16::new(1));
+    session_presence_with_lanes(topics, session, functions, one)
+}
+
+/// [`session_presence`] for a session receiving on `lanes` connections (read afresh for
+/// every record; at most [`crate::topics::MAX_LANES`]).
+pub fn session_presence_with_lanes(
+    topics: &crate::Topics,
+    session: &str,
+    functions: Vec<String>,
+    lanes: Arc<std::sync::atomic::AtomicU16>,
+) -> Result<PresenceFn, PresenceError> {
     let topic = topics.presence(session)?;
     let session = session.to_string();
     let count = functions.len();
-    let record = move |online, epoch| {
+    let record = move |online, epoch, lanes| {
         let p = crate::Presence {
             session: session.clone(),
             online,
             epoch,
             version: crate::PROTOCOL_VERSION,
             functions: functions.clone(),
+            lanes,
         };
         encode_whole(&p, b"").map_err(|why| PresenceError::TooLarge {
             session: session.clone(),
@@ -64,9 +77,13 @@ pub fn session_presence(
         })
     };
     // The longest record there can be: if it fits, every record of this session fits.
-    record(false, u64::MAX)?;
+    record(false, u64::MAX, crate::topics::MAX_LANES)?;
     Ok(Arc::new(move |epoch| {
-        let record = |online| record(online, epoch).expect("no longer than the longest record");
+        let lanes = lanes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .clamp(1, crate::topics::MAX_LANES);
+        let record =
+            |online| record(online, epoch, lanes).expect("no longer than the longest record");
         (topic.clone(), record(true), record(false))
     }))
 }

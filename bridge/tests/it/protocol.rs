@@ -94,9 +94,20 @@ fn every_message_kind_round_trips() {
         epoch: 1_700_000_000_000,
         version: PROTOCOL_VERSION,
         functions: vec!["hello".into(), "http".into()],
+        lanes: 1,
     };
     let frame = decode_all(encode(&presence, b"").unwrap());
     assert_eq!(frame.parse::<Presence>().unwrap(), presence);
+    // A session on several lanes says how many; one that does not (an older one) has one.
+    let wide = Presence {
+        lanes: 12,
+        ..presence.clone()
+    };
+    let frame = decode_all(encode(&wide, b"").unwrap());
+    assert_eq!(frame.parse::<Presence>().unwrap().lanes, 12);
+    let old = serde_json::json!({"session": "bob-2", "online": true, "epoch": 1, "version": PROTOCOL_VERSION, "functions": []});
+    let frame = decode_all(encode(&old, b"").unwrap());
+    assert_eq!(frame.parse::<Presence>().unwrap().lanes, 1);
 }
 
 #[test]

@@ -392,6 +392,7 @@ async fn the_largest_presence_record_arrives_whole_and_a_chunked_one_is_never_re
         epoch: 1,
         version: bridge::PROTOCOL_VERSION,
         functions: long_names(2_000),
+        lanes: 1,
     };
     let topic = topics.presence("s3").unwrap();
     let chunks = bridge::wire::encode(&chunked, b"").unwrap();
@@ -407,6 +408,7 @@ async fn the_largest_presence_record_arrives_whole_and_a_chunked_one_is_never_re
             &topic,
             &Presence {
                 functions: vec![],
+                lanes: 1,
                 ..chunked
             },
             b"",

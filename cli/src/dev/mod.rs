@@ -4,6 +4,7 @@
 //! parts and owns their tasks; [`session`] handles what arrives.
 
 mod debounce;
+mod lanes;
 mod noise;
 mod output;
 mod reload;
@@ -16,7 +17,7 @@ mod worker;
 
 use crate::cloud::{CloudOptions, LocalCloud, OnInvoke};
 use anyhow::Context;
-use bridge::transport::{session_presence, ConnectOptions, Connection};
+use bridge::transport::{session_presence_with_lanes, ConnectOptions, Connection};
 use bridge::Topics;
 use output::Output;
 use reload::Builds;
@@ -248,17 +249,26 @@ async fn serve(
     let inv_topic = topics.invocations(&session_name)?;
     let mut options = ConnectOptions::new(&bridge_url, format!("dev-{session_name}"));
     options.subscriptions = vec![inv_topic];
-    options.presence = Some(session_presence(&topics, &session_name, names.clone())?);
+    let lane_count = Arc::new(std::sync::atomic::AtomicU16::new(1));
+    options.presence = Some(session_presence_with_lanes(
+        &topics,
+        &session_name,
+        names.clone(),
+        lane_count.clone(),
+    )?);
     options.keep_alive = Duration::from_secs(10);
     options.credentials = args.cloud.credentials.pair();
+    let iot_core = aws.is_some();
     if let Some(iot) = aws {
         // IoT Core clamps keep-alive to 30 s at least.
         options.keep_alive = Duration::from_secs(30);
         options.signer = Some(bridge::transport::sigv4_signer(iot.region, iot.credentials));
         options.connect_to = iot.connect_to;
+        options.quota = Some(bridge::transport::PublishQuota::IOT_CORE);
     }
     // The session joins its own embedded broker in-process (the stubs still cross it over
     // WebSocket); another broker, over WebSocket.
+    let template = options.clone();
     let mut connection = match cloud.as_ref().and_then(LocalCloud::local_broker) {
         Some(broker) => Connection::open_local(options, &broker),
         None => Connection::open(options)?,
@@ -275,15 +285,30 @@ async fn serve(
         &bridge_url,
         cloud.as_ref(),
     ));
+    let lanes = Arc::new(lanes::Lanes::new(connection.sender(), lane_count));
     let session = Session::new(Parts {
-        topics,
-        sender: connection.sender(),
+        topics: topics.clone(),
+        lanes: lanes.clone(),
         workers,
         builds,
         watcher,
         functions: names,
         out: output.clone(),
     });
+    // Against IoT Core, more connections as the load needs, each inside its quota.
+    if let (true, Some(announcer)) = (iot_core, connection.announcer()) {
+        let grow = lanes::Grow {
+            lanes,
+            template,
+            topics,
+            session_name: session_name.clone(),
+            session: session.clone(),
+            announcer,
+            tasks: background.clone(),
+            cancel: cancel.clone(),
+        };
+        background.spawn(cancel.clone().run_until_cancelled_owned(grow.run()));
+    }
     // Kept results past their deadline are forgotten by one sweep, not by a timer each.
     {
         let session = session.clone();

@@ -3,13 +3,14 @@
 //! kept results. Nothing here waits on a peer where a message is received: every send
 //! runs in a task of the session's own [`TaskTracker`]s, so `live dev` can drain them on exit.
 
+use super::lanes::Lanes;
 use super::output::Output;
 use super::reload::{Builds, NotReady};
 use super::seen::{Kept, SeenMap};
 use super::watch::FileWatcher;
 use super::worker::{self, Workers};
 use bridge::runtime_api::{self, server::Outcome};
-use bridge::transport::{Received, Sender};
+use bridge::transport::Received;
 use bridge::{DevMessage, StubMessage, Topics, WireInvocation};
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -47,7 +48,9 @@ const BUILD_WAIT_MARGIN: Duration = Duration::from_millis(500);
 /// What a session runs on.
 pub struct Parts {
     pub topics: Topics,
-    pub sender: Sender,
+    /// The connections answers go out on: an environment's on the lane its invocations
+    /// come in on.
+    pub lanes: Arc<Lanes>,
     pub workers: Arc<Workers>,
     pub builds: Arc<Builds>,
     pub watcher: Option<Arc<FileWatcher>>,
@@ -123,7 +126,7 @@ impl Session {
 
     /// Send `message` to `topic` in a task of its own, or drop it when too many are on their
     /// way already: only for answers the stub asks for again if they are lost.
-    fn reply(&self, topic: String, message: DevMessage, body: Bytes) {
+    fn reply(&self, env_id: &str, topic: String, message: DevMessage, body: Bytes) {
         let Ok(permit) = self.replies.clone().try_acquire_owned() else {
             tracing::debug!(
                 "dropped a reply for {}: too many replies in flight; the stub asks again",
@@ -131,7 +134,7 @@ impl Session {
             );
             return;
         };
-        let sender = self.parts.sender.clone();
+        let sender = self.parts.lanes.sender(env_id);
         self.replying.spawn(async move {
             let _ = sender.send(&topic, &message, &body).await;
             drop(permit);
@@ -157,7 +160,7 @@ impl Session {
                 // A duplicate: acknowledged again while it runs, or the same answer again
                 // once answered; the handler is not run twice.
                 if let Some((message, body)) = again {
-                    self.reply(results, message, body);
+                    self.reply(&invocation.env_id, results, message, body);
                 }
                 return;
             }
@@ -196,7 +199,8 @@ impl Session {
                 let ack = DevMessage::Ack {
                     request_id: invocation.request_id.clone(),
                 };
-                let _ = self.parts.sender.send(results, &ack, b"").await;
+                let sender = self.parts.lanes.sender(&invocation.env_id);
+                let _ = sender.send(results, &ack, b"").await;
                 run.await
             }
         }
@@ -247,7 +251,8 @@ impl Session {
                 Some(error_type),
             ),
         };
-        if let Err(e) = self.parts.sender.send(&results, &message, &body).await {
+        let sender = self.parts.lanes.sender(&invocation.env_id);
+        if let Err(e) = sender.send(&results, &message, &body).await {
             tracing::warn!(
                 "could not send the result of {}: {e}",
                 invocation.request_id
@@ -349,7 +354,7 @@ impl Session {
         };
         let reply = self.seen.lock().expect("lock").probed(request_id);
         if let Some((message, body)) = reply {
-            self.reply(results, message, body);
+            self.reply(env_id, results, message, body);
         }
     }
 }
