@@ -6,6 +6,8 @@
 //!   [`Topic`], and IoT Core's topic limits;
 //! - [`transport`]: the MQTT-over-WebSocket client connection (on `rumqttc`), or an
 //!   in-process one to a broker in the same process;
+//! - [`s3`]: S3 object URLs presigned with SigV4, for payloads too large for the bridge's
+//!   quota;
 //! - [`sigv4`]: IoT Core's SigV4-presigned WebSocket URL, presigned (clients) and verified
 //!   (the broker standing in for IoT Core);
 //! - [`tls`]: the clients' TLS (one crypto provider, ring; Amazon's roots and `LIVE_CA_FILE`);
@@ -15,6 +17,7 @@
 
 pub mod protocol;
 pub mod runtime_api;
+pub mod s3;
 pub mod sigv4;
 pub mod tls;
 pub mod topics;

@@ -4,7 +4,8 @@
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    sign, SessionTokenMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    sign, PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest, SignatureLocation,
+    SigningSettings, UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -109,7 +110,8 @@ pub fn presign(
     ))
 }
 
-/// The query parameters that sign `GET path_and_query` on `host`, encoded and joined.
+/// The query parameters that sign `GET path_and_query` on `host` for IoT Core, encoded and
+/// joined.
 fn signature_params(
     host: &str,
     path_and_query: &str,
@@ -118,6 +120,45 @@ fn signature_params(
     time: SystemTime,
     expires: Duration,
 ) -> Result<String, String> {
+    let url = format!("https://{host}{path_and_query}");
+    let signing = Signing {
+        region,
+        credentials,
+        time,
+        expires,
+    };
+    query_signature("GET", &url, host, &signing, Flavour::IotCore)
+}
+
+/// How a query signature is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    /// IoT Core's: service `iotdevicegateway`, the empty payload hashed, the session token
+    /// left out of the signature (appended after).
+    IotCore,
+    /// S3's: service `s3`, the payload unsigned, the path neither normalised nor encoded
+    /// again, the session token signed.
+    S3,
+}
+
+/// Who signs, where and when, for how long.
+pub(crate) struct Signing<'a> {
+    pub region: &'a str,
+    pub credentials: &'a AwsCredentials,
+    pub time: SystemTime,
+    pub expires: Duration,
+}
+
+/// The query parameters that sign `method url` (its `host` the only signed header), encoded
+/// and joined, by `aws-sigv4`.
+pub(crate) fn query_signature(
+    method: &str,
+    url: &str,
+    host: &str,
+    signing: &Signing<'_>,
+    flavour: Flavour,
+) -> Result<String, String> {
+    let credentials = signing.credentials;
     let identity = Credentials::new(
         &credentials.access_key_id,
         &credentials.secret_access_key,
@@ -128,25 +169,30 @@ fn signature_params(
     .into();
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(expires);
-    settings.session_token_mode = SessionTokenMode::Exclude;
+    settings.expires_in = Some(signing.expires);
+    let (service, body) = match flavour {
+        Flavour::IotCore => {
+            settings.session_token_mode = SessionTokenMode::Exclude;
+            (SERVICE, SignableBody::Bytes(&[]))
+        }
+        Flavour::S3 => {
+            settings.session_token_mode = SessionTokenMode::Include;
+            settings.percent_encoding_mode = PercentEncodingMode::Single;
+            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+            ("s3", SignableBody::UnsignedPayload)
+        }
+    };
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region(region)
-        .name(SERVICE)
-        .time(time)
+        .region(signing.region)
+        .name(service)
+        .time(signing.time)
         .settings(settings)
         .build()
         .map_err(|e| e.to_string())?
         .into();
-    let url = format!("https://{host}{path_and_query}");
-    let request = SignableRequest::new(
-        "GET",
-        url,
-        std::iter::once(("host", host)),
-        SignableBody::Bytes(&[]),
-    )
-    .map_err(|e| e.to_string())?;
+    let request = SignableRequest::new(method, url, std::iter::once(("host", host)), body)
+        .map_err(|e| e.to_string())?;
     let (instructions, _) = sign(request, &params)
         .map_err(|e| e.to_string())?
         .into_parts();

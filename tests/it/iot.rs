@@ -166,6 +166,28 @@ fn live_dev_aws(
     })
 }
 
+/// `live cloud --iot` on project `dir` with the test credentials (and `extra` options),
+/// its CA written to `ca`, and `live dev --aws` joining it through moto: both, and the
+/// cloud's broker port.
+fn iot_chain(
+    dir: &Path,
+    moto: &tests::aws::Moto,
+    ca: &Path,
+    extra: &[&str],
+) -> (tests::live::LiveCloud, tests::live::LiveDev) {
+    let mut args = vec!["--iot", "--ca-file", ca.to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(extra);
+    let cloud = tests::live::live_cloud_with(dir, &args, |cmd| {
+        test_credentials(cmd);
+    });
+    let broker = cloud
+        .child
+        .wait_for_line(|l| l.trim_start().starts_with("broker  wss://127.0.0.1:"));
+    let port = tests::live::port_of(broker.split_whitespace().nth(1).expect("URL"));
+    let dev = live_dev_aws(dir, moto, &format!("127.0.0.1:{port}"), ca);
+    (cloud, dev)
+}
+
 #[tokio::test]
 async fn the_whole_chain_in_iot_mode_signs_both_sides_and_re_signs_after_a_broker_restart() {
     let moto = tests::aws::Moto::start();
@@ -254,15 +276,7 @@ async fn live_cloud_iot_gives_each_function_a_role_its_broker_accepts() {
     let moto = tests::aws::Moto::start();
     let ca = tests::aws::ca_path("cloud");
     let dir = tests::live::project("iot-cloud", &tests::live::raw_function("echo"));
-    let cloud =
-        tests::live::live_cloud_with(&dir, &["--iot", "--ca-file", ca.to_str().unwrap()], |cmd| {
-            test_credentials(cmd);
-        });
-    let broker = cloud
-        .child
-        .wait_for_line(|l| l.trim_start().starts_with("broker  wss://127.0.0.1:"));
-    let port = tests::live::port_of(broker.split_whitespace().nth(1).expect("URL"));
-    let dev = live_dev_aws(&dir, &moto, &format!("127.0.0.1:{port}"), &ca);
+    let (cloud, dev) = iot_chain(&dir, &moto, &ca, &[]);
     let reply = tests::http::Http::default()
         .invoke(&cloud.front_door, "echo", &[], r#"{"role":true}"#)
         .await;
@@ -284,24 +298,7 @@ async fn three_hundred_invocations_at_concurrency_32_in_iot_mode_all_complete_on
     let moto = tests::aws::Moto::start();
     let ca = tests::aws::ca_path("load");
     let dir = tests::live::project("iot-load", &tests::live::raw_function("echo"));
-    let cloud = tests::live::live_cloud_with(
-        &dir,
-        &[
-            "--iot",
-            "--ca-file",
-            ca.to_str().unwrap(),
-            "--max-envs",
-            "32",
-        ],
-        |cmd| {
-            test_credentials(cmd);
-        },
-    );
-    let broker = cloud
-        .child
-        .wait_for_line(|l| l.trim_start().starts_with("broker  wss://127.0.0.1:"));
-    let port = tests::live::port_of(broker.split_whitespace().nth(1).expect("URL"));
-    let dev = live_dev_aws(&dir, &moto, &format!("127.0.0.1:{port}"), &ca);
+    let (cloud, dev) = iot_chain(&dir, &moto, &ca, &["--max-envs", "32"]);
     let http = tests::http::Http::default();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = std::time::Instant::now();

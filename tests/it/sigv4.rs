@@ -12,20 +12,12 @@ const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 const AMZ_DATE: &str = "20261204T004727Z";
 const TIME: u64 = 1_796_345_247;
 
-/// botocore's presigned URL for these inputs (`tests/py/sigv4_presign.py`).
-fn botocore(url: &str, region: &str, secret: &str, token: Option<&str>, date: &str) -> String {
-    let script = tests::workspace_root().join("tests/py/sigv4_presign.py");
+/// What `tests/py/{script}` prints for `args` (botocore signing).
+fn run_botocore(script: &str, args: &[&str]) -> String {
+    let script = tests::workspace_root().join("tests/py").join(script);
     let out = Command::new(python())
         .arg(script)
-        .args([
-            url,
-            region,
-            "AKIDEXAMPLE",
-            secret,
-            token.unwrap_or("-"),
-            date,
-            "300",
-        ])
+        .args(args)
         .output()
         .expect("python runs");
     assert!(
@@ -34,6 +26,20 @@ fn botocore(url: &str, region: &str, secret: &str, token: Option<&str>, date: &s
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// botocore's presigned IoT Core URL for these inputs (`tests/py/sigv4_presign.py`).
+fn botocore(url: &str, region: &str, secret: &str, token: Option<&str>, date: &str) -> String {
+    let args = [
+        url,
+        region,
+        "AKIDEXAMPLE",
+        secret,
+        token.unwrap_or("-"),
+        date,
+        "300",
+    ];
+    run_botocore("sigv4_presign.py", &args)
 }
 
 fn credentials(token: Option<&str>) -> AwsCredentials {
@@ -122,4 +128,65 @@ fn the_verifier_accepts_botocores_urls_and_names_each_refusal() {
         verify("127.0.0.1:44322", path, "us-east-1", now, known),
         Err(Refusal::Mismatch(_))
     ));
+}
+
+/// botocore's presigned S3 object URL (`tests/py/s3_presign.py`).
+fn botocore_s3(method: &str, url: &str, token: Option<&str>) -> String {
+    let token = token.unwrap_or("-");
+    let args = [
+        method,
+        url,
+        "us-east-1",
+        "AKIDEXAMPLE",
+        SECRET,
+        token,
+        AMZ_DATE,
+        "1000",
+    ];
+    run_botocore("s3_presign.py", &args)
+}
+
+/// A URL's path and its query parameters, sorted (their order carries no meaning).
+fn parts(url: &str) -> (String, Vec<String>) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<String> = query.split('&').map(str::to_owned).collect();
+    params.sort();
+    (path.to_owned(), params)
+}
+
+#[test]
+fn presigned_s3_object_urls_equal_botocores() {
+    let time = UNIX_EPOCH + Duration::from_secs(TIME);
+    for (method, url, token) in [
+        (
+            "PUT",
+            "http://127.0.0.1:5000/live-bucket/live/app/stage/abc-123/event",
+            Some("tok/en+="),
+        ),
+        (
+            "GET",
+            "https://live-bucket.s3.us-east-1.amazonaws.com/live/app/stage/abc-123/response",
+            None,
+        ),
+        (
+            "DELETE",
+            "https://live-bucket.s3.us-east-1.amazonaws.com/live/app/stage/abc-123/event",
+            Some("FwoGZXIvYXdz"),
+        ),
+    ] {
+        let ours = bridge::s3::presign_object(
+            method,
+            url,
+            "us-east-1",
+            &credentials(token),
+            time,
+            Duration::from_secs(1000),
+        )
+        .expect("presign");
+        assert_eq!(
+            parts(&ours),
+            parts(&botocore_s3(method, url, token)),
+            "{method} {url}"
+        );
+    }
 }

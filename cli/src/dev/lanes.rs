@@ -96,7 +96,7 @@ impl Grow {
             match self.open(self.lanes.len()).await {
                 Ok(sender) => {
                     self.lanes.add(sender);
-                    tracing::debug!(lanes = self.lanes.len(), "opened another lane");
+                    tracing::info!(lanes = self.lanes.len(), "opened another lane");
                     if let Err(e) = self.announcer.announce().await {
                         tracing::warn!("could not announce the session's lanes: {e}");
                     }

@@ -1,5 +1,6 @@
 //! Stub cold start: from process start to the bridge connected and the first `/next` sent,
-//! against a bare `lambda_runtime` binary's start to its first `/next` (the echo fixture).
+//! against a bare `lambda_runtime` binary's start to its first `/next` (the echo fixture),
+//! and in IoT mode (TLS and SigV4) against a plain `ws://` broker.
 
 use super::Stats;
 use bridge::broker::{Broker, BrokerConfig};
@@ -27,7 +28,11 @@ async fn first_request(listener: &TcpListener, start: Instant) -> Duration {
 
 /// One start of `binary`: time to the first `/next`, and to the bridge connected when it
 /// says so (`LIVE_STUB_TIMING`).
-async fn once(binary: &Path, broker: Option<&str>) -> anyhow::Result<Duration> {
+async fn once(
+    binary: &Path,
+    broker: Option<&str>,
+    env: &[(String, String)],
+) -> anyhow::Result<Duration> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let mut cmd = tokio::process::Command::new(binary);
     cmd.env_clear()
@@ -43,7 +48,8 @@ async fn once(binary: &Path, broker: Option<&str>) -> anyhow::Result<Duration> {
         cmd.env("LIVE_BRIDGE_URL", url)
             .env("LIVE_APP", "cold")
             .env("LIVE_STAGE", "bench")
-            .env("LIVE_STUB_TIMING", "1");
+            .env("LIVE_STUB_TIMING", "1")
+            .envs(env.iter().cloned());
     }
     let start = Instant::now();
     let mut child = cmd.spawn()?;
@@ -79,8 +85,25 @@ pub async fn run(stub: &Path, bare: &Path) -> anyhow::Result<(Stats, Stats)> {
     let url = broker.url();
     let (mut stubs, mut bares) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        stubs.push(once(stub, Some(&url)).await?);
-        bares.push(once(bare, None).await?);
+        stubs.push(once(stub, Some(&url), &[]).await?);
+        bares.push(once(bare, None, &[]).await?);
     }
     Ok((Stats::new(stubs), Stats::new(bares)))
+}
+
+/// Cold starts of the stub against a plain `ws://` broker and against `live broker --iot`
+/// (`iot_url`, with `env` to sign for it and trust its CA), alternating.
+pub async fn run_iot(
+    stub: &Path,
+    iot_url: &str,
+    env: &[(String, String)],
+) -> anyhow::Result<(Stats, Stats)> {
+    let broker = Broker::start("127.0.0.1:0".parse()?, BrokerConfig::default()).await?;
+    let url = broker.url();
+    let (mut plain, mut iot) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        plain.push(once(stub, Some(&url), &[]).await?);
+        iot.push(once(stub, Some(iot_url), env).await?);
+    }
+    Ok((Stats::new(plain), Stats::new(iot)))
 }

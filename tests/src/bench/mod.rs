@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod chain;
 pub mod cold;
+pub mod iot;
 pub mod reload;
 pub mod soak;
 
