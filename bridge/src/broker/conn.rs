@@ -288,7 +288,11 @@ async fn write_loop(
 }
 
 /// Write `out` as one flushed message, within the throughput budget in quota mode.
-async fn send(sink: &mut Sink, out: &mut BytesMut, quota: Option<&ConnQuota>) -> Result<(), String> {
+async fn send(
+    sink: &mut Sink,
+    out: &mut BytesMut,
+    quota: Option<&ConnQuota>,
+) -> Result<(), String> {
     if let Some(quota) = quota {
         quota.throttle(out.len()).await;
     }

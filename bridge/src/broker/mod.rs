@@ -7,7 +7,8 @@
 //! (above a soft bound its publishers wait for room) and whose overflow or stall disconnects
 //! that client with a log line; graceful shutdown that releases the port. Sessions are always
 //! clean (CONNACK says no session is present): the bridge protocol acknowledges at its own
-//! level instead.
+//! level instead. In quota mode (IoT mode, or [`BrokerConfig::quotas`]) every socket
+//! connection also meets IoT Core's per-connection quotas, counted ([`Broker::quota_totals`]).
 
 mod conn;
 mod filters;
@@ -21,8 +22,8 @@ mod stream;
 
 pub use iot::{GateCounts, IotMode, KeyRing};
 pub use local::LocalBroker;
-pub use quotas::{QuotaCounts, QuotaTotals, Quotas};
 pub(crate) use local::{LocalInbox, LocalSession};
+pub use quotas::{QuotaCounts, QuotaTotals, Quotas};
 
 use router::Router;
 use std::future::Future;

@@ -332,7 +332,13 @@ mod tests {
     async fn the_publish_bucket_holds_a_burst_of_100_and_refills_100_a_second_for_both_ways() {
         let quota = ConnQuota::new(&Quotas::iot_core());
         let admitted = (0..150)
-            .filter(|i| quota.admit(if i % 2 == 0 { Direction::In } else { Direction::Out }))
+            .filter(|i| {
+                quota.admit(if i % 2 == 0 {
+                    Direction::In
+                } else {
+                    Direction::Out
+                })
+            })
             .count();
         assert_eq!(admitted, 100);
         let t = quota.own.totals();
@@ -348,7 +354,11 @@ mod tests {
         let quota = ConnQuota::new(&quotas);
         let started = Instant::now();
         quota.throttle(128 * 1024).await;
-        assert_eq!(started.elapsed(), Duration::ZERO, "the burst passes at once");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "the burst passes at once"
+        );
         quota.throttle(512 * 1024).await;
         assert!(started.elapsed() >= Duration::from_millis(999));
         let t = quotas.counts.totals();

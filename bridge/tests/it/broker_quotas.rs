@@ -130,7 +130,10 @@ async fn a_2_mib_burst_is_delayed_to_512_kib_a_second_and_arrives_whole() {
     for i in 0..16u8 {
         let message = sub.next_publish().await;
         assert_eq!(message.payload.len(), 128 * 1024);
-        assert!(message.payload.iter().all(|b| *b == i), "message {i} garbled");
+        assert!(
+            message.payload.iter().all(|b| *b == i),
+            "message {i} garbled"
+        );
     }
     let elapsed = started.elapsed();
     assert!(
@@ -226,4 +229,117 @@ async fn a_duplicate_client_id_disconnects_the_older_connection_in_quota_mode() 
         .await
         .unwrap();
     assert_eq!(new.next_publish().await.payload, "one");
+}
+
+type RawWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A raw MQTT-over-WebSocket client connected as `id`: it acknowledges nothing unless told.
+async fn raw_client(b: &Broker, id: &str) -> (RawWs, bytes::BytesMut) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = b.url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(b.local_addr())
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let mut connect = rumqttc::Connect::new(id);
+    connect.keep_alive = 60;
+    send(&mut ws, Packet::Connect(connect)).await;
+    let mut buf = bytes::BytesMut::new();
+    let connack = next_packet(&mut ws, &mut buf, DEADLINE).await;
+    assert!(matches!(connack, Some(Packet::ConnAck(_))), "{connack:?}");
+    (ws, buf)
+}
+
+async fn send(ws: &mut RawWs, packet: Packet) {
+    use futures_util::SinkExt;
+    let mut out = bytes::BytesMut::new();
+    packet.write(&mut out, usize::MAX).unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        out.freeze(),
+    ))
+    .await
+    .unwrap();
+}
+
+/// The next packet the broker sends within `wait`, `None` if none comes.
+async fn next_packet(ws: &mut RawWs, buf: &mut bytes::BytesMut, wait: Duration) -> Option<Packet> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match Packet::read(buf, usize::MAX) {
+            Ok(packet) => return Some(packet),
+            Err(rumqttc::Error::InsufficientBytes(_)) => {}
+            Err(e) => panic!("malformed packet from the broker: {e}"),
+        }
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Binary(data)))) => buf.extend_from_slice(&data),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("the connection ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn qos1_deliveries_beyond_the_unacknowledged_window_wait_for_a_puback() {
+    let b = broker_with(Some(Quotas {
+        max_unacked: 10,
+        ..Quotas::iot_core()
+    }))
+    .await;
+    let (mut ws, mut buf) = raw_client(&b, "no-acks").await;
+    let filter = SubscribeFilter::new("q1".into(), QoS::AtLeastOnce);
+    send(
+        &mut ws,
+        Packet::Subscribe(rumqttc::Subscribe::new_many([filter])),
+    )
+    .await;
+    let suback = next_packet(&mut ws, &mut buf, DEADLINE).await;
+    assert!(matches!(suback, Some(Packet::SubAck(_))), "{suback:?}");
+    let publisher = connect(&b.url(), "q1-pub").await;
+    for i in 0..20u8 {
+        publisher
+            .client
+            .publish("q1", QoS::AtLeastOnce, false, vec![i])
+            .await
+            .unwrap();
+    }
+    let mut received = Vec::new();
+    let window = |received: &mut Vec<u16>, packet: Option<Packet>, i: u8| match packet {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.payload[..], [i], "in order");
+            received.push(p.pkid);
+        }
+        other => panic!("expected delivery {i}, got {other:?}"),
+    };
+    for i in 0..10 {
+        let packet = next_packet(&mut ws, &mut buf, DEADLINE).await;
+        window(&mut received, packet, i);
+    }
+    // The 11th waits for an acknowledgement.
+    let early = next_packet(&mut ws, &mut buf, Duration::from_millis(500)).await;
+    assert!(early.is_none(), "sent beyond the window: {early:?}");
+    for pkid in &received[..5] {
+        send(&mut ws, Packet::PubAck(rumqttc::PubAck::new(*pkid))).await;
+    }
+    for i in 10..15 {
+        let packet = next_packet(&mut ws, &mut buf, DEADLINE).await;
+        window(&mut received, packet, i);
+    }
+    let early = next_packet(&mut ws, &mut buf, Duration::from_millis(300)).await;
+    assert!(early.is_none(), "sent beyond the window: {early:?}");
+    for pkid in &received[5..15] {
+        send(&mut ws, Packet::PubAck(rumqttc::PubAck::new(*pkid))).await;
+    }
+    for i in 15..20 {
+        let packet = next_packet(&mut ws, &mut buf, DEADLINE).await;
+        window(&mut received, packet, i);
+    }
+    assert!(totals(&b).is_zero(), "{:?}", totals(&b));
 }
