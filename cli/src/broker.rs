@@ -3,7 +3,7 @@
 
 use crate::aws::AwsArgs;
 use anyhow::{bail, Context};
-use bridge::broker::{run as serve, BrokerConfig, IotMode, KeyRing};
+use bridge::broker::{run as serve, BrokerConfig, IotMode, KeyRing, Quotas};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -128,16 +128,23 @@ pub async fn run(args: BrokerArgs, shutdown: impl Future<Output = ()>) -> anyhow
             }
             None => "ws",
         };
+    // IoT mode enforces IoT Core's per-connection quotas; their counts are kept here to be
+    // reported on shutdown.
+    let quotas = iot.as_ref().map(|_| Quotas::iot_core());
     let config = BrokerConfig {
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         credentials: args.credentials.pair(),
         iot,
+        quotas: quotas.clone(),
         ..BrokerConfig::default()
     };
     println!("live broker ready: {scheme}://{local}/mqtt");
     serve(listener, config, shutdown)
         .await
         .context("broker failed")?;
+    if let Some(quotas) = quotas {
+        println!("live broker: IoT Core quotas: {}", quotas.counts.totals());
+    }
     println!("live broker stopped");
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `live broker --iot` as IoT Core's stand-in, met by an independent client: paho-mqtt over
 //! TLS (trusting the broker's CA file) with a botocore-presigned URL round-trips a QoS 1
 //! message; a wrong secret, an expired date and an unsigned URL are each refused with a 403
-//! whose reason the broker logs. And live's own client (`rumqttc` under `sigv4_signer`, CA
-//! from `LIVE_CA_FILE`) connects the same way.
+//! whose reason the broker logs, and on shutdown it reports its quota counts. And live's own
+//! client (`rumqttc` under `sigv4_signer`, CA from `LIVE_CA_FILE`) connects the same way.
 
 use bridge::sigv4::AwsCredentials;
 use bridge::transport::{fixed_credentials, sigv4_signer, ConnectOptions, Connection, Link};
@@ -70,6 +70,12 @@ fn paho_with_a_botocore_presigned_url_round_trips_and_bad_signatures_are_refused
             l.contains("refused the WebSocket upgrade with 403") && l.contains(reason)
         });
     }
+    // IoT mode enforces IoT Core's quotas; one round trip stays within them, as the
+    // broker's one line on shutdown says.
+    broker.signal(2);
+    broker.wait_for_line(|l| {
+        l.starts_with("live broker: IoT Core quotas: 0 publishes discarded inbound and 0 outbound")
+    });
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 use super::handshake::{open, Ws, MAX_PACKET};
 use super::outbox::{Inbox, Outbox};
+use super::quotas::{self, ConnQuota, Direction};
 use super::router::{Congested, Router};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -17,9 +18,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Packets are coalesced into one WebSocket message up to this many bytes.
 const WRITE_BATCH: usize = 256 * 1024;
-
-/// IoT Core's longest keep-alive (also used when a client asks for none).
-const MAX_KEEP_ALIVE: u16 = 1200;
 
 /// Why a connection ended: a clean DISCONNECT suppresses the will.
 enum End {
@@ -35,9 +33,18 @@ struct Client<'a> {
     /// Its own outbox, for its replies: they queue behind its deliveries, under the same
     /// bounds, without the router's lock.
     replies: Outbox,
+    /// Its quotas, in quota mode.
+    quota: Option<Arc<ConnQuota>>,
 }
 
 impl Client<'_> {
+    /// Log what the quotas discarded or delayed on this connection, if anything.
+    fn log_if_limited(&self) {
+        if let Some(quota) = &self.quota {
+            quota.log_if_limited(self.id);
+        }
+    }
+
     /// Queue a reply; a client whose outbox is full has stopped reading (a flood of QoS 1
     /// publishes or PINGREQs whose answers it never reads) and is disconnected loudly.
     fn reply(&self, packet: Packet) -> Option<End> {
@@ -76,23 +83,27 @@ pub(crate) async fn serve(
         }
     };
     let client_id = connect.client_id.clone();
-    let keep_alive = match connect.keep_alive {
-        0 => MAX_KEEP_ALIVE,
-        k => k.min(MAX_KEEP_ALIVE),
-    };
+    let quota = router.config().quotas.as_ref().map(ConnQuota::new);
+    let keep_alive = quotas::keep_alive(connect.keep_alive, quota.is_some());
     let idle_limit = Duration::from_millis(u64::from(keep_alive) * 1500);
     let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
-    let registration = router.register(&client_id, connect.last_will.clone(), connack);
+    let registration = router.register(
+        &client_id,
+        connect.last_will.clone(),
+        connack,
+        quota.clone(),
+    );
     let conn = registration.conn;
-    tracing::debug!(%peer, client_id, conn, "client connected");
+    tracing::debug!(%peer, client_id, conn, keep_alive, "client connected");
 
     let (sink, stream) = ws.split();
-    let mut writer = tokio::spawn(write_loop(sink, registration.inbox));
+    let mut writer = tokio::spawn(write_loop(sink, registration.inbox, quota.clone()));
     let client = Client {
         router: &router,
         id: &client_id,
         conn,
         replies: registration.replies,
+        quota,
     };
     let reader = read_loop(stream, buf, &client, idle_limit);
     let end = tokio::select! {
@@ -104,6 +115,7 @@ pub(crate) async fn serve(
         _ = registration.kick.notified() => End::Dropped("taken over or too slow".into()),
         _ = stop.changed() => {
             writer.abort();
+            client.log_if_limited();
             return;
         }
     };
@@ -115,6 +127,7 @@ pub(crate) async fn serve(
     // broker has finished with this connection.
     router.disconnect(&client_id, conn, matches!(end, End::Clean));
     writer.abort();
+    client.log_if_limited();
 }
 
 async fn read_loop(
@@ -147,7 +160,14 @@ async fn read_loop(
             Err(_) => return End::Dropped(format!("silent for {idle_limit:?} (keep-alive)")),
         };
         match next {
-            Some(Ok(Message::Binary(data))) => buf.extend_from_slice(&data),
+            Some(Ok(Message::Binary(data))) => {
+                // Over the throughput budget, the reader waits before acting on more: the
+                // excess is delayed, not dropped, and TCP backpressure reaches the client.
+                if let Some(quota) = &client.quota {
+                    quota.throttle(data.len()).await;
+                }
+                buf.extend_from_slice(&data)
+            }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Text(_))) => {
                 tracing::warn!(
@@ -173,6 +193,12 @@ fn handle(packet: Packet, client: &Client<'_>, congested: &mut Vec<Congested>) -
     } = *client;
     match packet {
         Packet::Publish(publish) => {
+            // Over the publish rate IoT Core discards a publish: not routed, not acknowledged.
+            if let Some(quota) = &client.quota {
+                if !quota.admit(Direction::In) {
+                    return None;
+                }
+            }
             let ack = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
             match router.publish(publish) {
                 Ok(subscribers) => congested.extend(subscribers),
@@ -199,8 +225,13 @@ fn handle(packet: Packet, client: &Client<'_>, congested: &mut Vec<Congested>) -
         }
         Packet::PingReq => return client.reply(Packet::PingResp),
         Packet::Disconnect => return Some(End::Clean),
-        // Acknowledgements of our QoS 1 deliveries: sessions are clean, nothing to release.
-        Packet::PubAck(_) => {}
+        // Acknowledgements of our QoS 1 deliveries: sessions are clean, nothing to release
+        // but a place in the window of unacknowledged deliveries (quota mode).
+        Packet::PubAck(_) => {
+            if let Some(quota) = &client.quota {
+                quota.acked();
+            }
+        }
         other => {
             tracing::warn!(client_id, "closing connection: unexpected packet {other:?}");
             return Some(End::Dropped("unexpected packet".into()));
@@ -209,23 +240,38 @@ fn handle(packet: Packet, client: &Client<'_>, congested: &mut Vec<Congested>) -
     None
 }
 
-/// Drain the outbox into the socket, coalescing queued packets into one flushed message.
+type Sink = futures_util::stream::SplitSink<Ws, Message>;
+
+/// Drain the outbox into the socket, coalescing queued packets into one flushed message. In
+/// quota mode a QoS 1 delivery beyond the window of unacknowledged ones waits (still in the
+/// outbox, under its bounds) for a PUBACK, and every write waits for the throughput budget.
 async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut sink: Sink,
     mut inbox: Inbox,
+    quota: Option<Arc<ConnQuota>>,
 ) -> Result<(), String> {
     let mut next_pkid: u16 = 0;
     let mut out = BytesMut::with_capacity(WRITE_BATCH);
     while let Some(first) = inbox.rx.recv().await {
         let mut item = Some(first);
         while let Some(mut outgoing) = item.take() {
-            inbox.taken(&outgoing);
             if let Packet::Publish(publish) = &mut outgoing.packet {
                 if publish.qos == QoS::AtLeastOnce {
+                    if let Some(quota) = quota.as_deref() {
+                        if !quota.try_send_unacked() {
+                            // The client can only acknowledge what it has been sent.
+                            if !out.is_empty() {
+                                send(&mut sink, &mut out, Some(quota)).await?;
+                                inbox.drained();
+                            }
+                            quota.send_unacked().await;
+                        }
+                    }
                     next_pkid = next_pkid.checked_add(1).unwrap_or(1);
                     publish.pkid = next_pkid;
                 }
             }
+            inbox.taken(&outgoing);
             outgoing
                 .packet
                 .write(&mut out, usize::MAX)
@@ -234,11 +280,23 @@ async fn write_loop(
                 item = inbox.rx.try_recv().ok();
             }
         }
-        sink.send(Message::Binary(out.split().freeze()))
-            .await
-            .map_err(|e| e.to_string())?;
+        send(&mut sink, &mut out, quota.as_deref()).await?;
         inbox.drained();
     }
     let _ = sink.close().await;
     Ok(())
+}
+
+/// Write `out` as one flushed message, within the throughput budget in quota mode.
+async fn send(
+    sink: &mut Sink,
+    out: &mut BytesMut,
+    quota: Option<&ConnQuota>,
+) -> Result<(), String> {
+    if let Some(quota) = quota {
+        quota.throttle(out.len()).await;
+    }
+    sink.send(Message::Binary(out.split().freeze()))
+        .await
+        .map_err(|e| e.to_string())
 }

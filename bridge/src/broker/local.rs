@@ -51,7 +51,8 @@ impl LocalBroker {
         will: Option<LastWill>,
     ) -> (LocalSession, LocalInbox) {
         let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
-        let registration = self.router.register(client_id, will, connack);
+        // In-process clients meet no quotas: they cross no connection.
+        let registration = self.router.register(client_id, will, connack, None);
         (
             LocalSession {
                 router: self.router.clone(),

@@ -7,7 +7,8 @@
 //! (above a soft bound its publishers wait for room) and whose overflow or stall disconnects
 //! that client with a log line; graceful shutdown that releases the port. Sessions are always
 //! clean (CONNACK says no session is present): the bridge protocol acknowledges at its own
-//! level instead.
+//! level instead. In quota mode (IoT mode, or [`BrokerConfig::quotas`]) every socket
+//! connection also meets IoT Core's per-connection quotas, counted ([`Broker::quota_totals`]).
 
 mod conn;
 mod filters;
@@ -15,12 +16,14 @@ mod handshake;
 mod iot;
 mod local;
 mod outbox;
+mod quotas;
 mod router;
 mod stream;
 
 pub use iot::{GateCounts, IotMode, KeyRing};
 pub use local::LocalBroker;
 pub(crate) use local::{LocalInbox, LocalSession};
+pub use quotas::{QuotaCounts, QuotaTotals, Quotas};
 
 use router::Router;
 use std::future::Future;
@@ -52,8 +55,14 @@ pub struct BrokerConfig {
     pub stall_timeout: Duration,
     /// When set, every CONNECT must carry this user name and password.
     pub credentials: Option<(String, String)>,
-    /// IoT mode: TLS, and SigV4-presigned upgrades only, as IoT Core.
+    /// IoT mode: TLS, and SigV4-presigned upgrades only, as IoT Core. It turns quotas on
+    /// (IoT Core's) when `quotas` is `None`.
     pub iot: Option<IotMode>,
+    /// Quota mode: IoT Core's per-connection quotas on every socket connection (publish
+    /// rate, throughput, unacknowledged QoS 1, subscriptions, keep-alive), with counts of
+    /// what they discarded or delayed. Off by default without IoT mode; the in-process
+    /// clients ([`LocalBroker`]) never meet them.
+    pub quotas: Option<Quotas>,
 }
 
 impl Default for BrokerConfig {
@@ -66,6 +75,7 @@ impl Default for BrokerConfig {
             stall_timeout: Duration::from_secs(10),
             credentials: None,
             iot: None,
+            quotas: None,
         }
     }
 }
@@ -159,6 +169,13 @@ impl Broker {
             None => "ws",
         };
         format!("{scheme}://{}/mqtt", self.addr)
+    }
+
+    /// What the quotas discarded, delayed or refused so far, broker-wide; `None` unless in
+    /// quota mode.
+    pub fn quota_totals(&self) -> Option<QuotaTotals> {
+        let quotas = self.router.config().quotas.as_ref()?;
+        Some(quotas.counts.totals())
     }
 
     /// A handle for clients in this process, which join without a socket

@@ -5,6 +5,7 @@
 
 use super::filters::Filters;
 use super::outbox::{outbox, Inbox, Limits, Outbox, Queued};
+use super::quotas::{ConnQuota, Direction};
 use super::BrokerConfig;
 use crate::protocol::MAX_MQTT_PAYLOAD;
 use crate::topics::matches;
@@ -28,6 +29,16 @@ struct Session {
     subscriptions: Vec<String>,
     will: Option<LastWill>,
     kick: Arc<Notify>,
+    /// Its quotas, for a socket connection in quota mode.
+    quota: Option<Arc<ConnQuota>>,
+}
+
+impl Session {
+    /// Whether a delivery to it is within its publish rate (always, without quotas); one
+    /// that is not is counted as discarded and not sent, as IoT Core does.
+    fn admits_delivery(&self) -> bool {
+        self.quota.as_ref().is_none_or(|q| q.admit(Direction::Out))
+    }
 }
 
 /// A newly registered connection: its id, its inbox (its CONNACK first), the sending half of
@@ -68,7 +79,10 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub fn new(config: BrokerConfig) -> Self {
+    pub fn new(mut config: BrokerConfig) -> Self {
+        if config.iot.is_some() && config.quotas.is_none() {
+            config.quotas = Some(super::Quotas::iot_core());
+        }
         Router {
             state: Mutex::new(State::default()),
             limits: Limits::from(&config),
@@ -82,12 +96,13 @@ impl Router {
 
     /// Register `client_id`, queue `connack` first in its outbox, and take over any earlier
     /// connection with the same id (whose will is then published, before this one's CONNACK
-    /// reaches its client).
+    /// reaches its client). `quota` holds a socket connection's quotas in quota mode.
     pub fn register(
         &self,
         client_id: &str,
         will: Option<LastWill>,
         connack: Packet,
+        quota: Option<Arc<ConnQuota>>,
     ) -> Registration {
         let mut state = self.state.lock().expect("router lock");
         state.next_conn += 1;
@@ -111,6 +126,7 @@ impl Router {
                 subscriptions: Vec::new(),
                 will,
                 kick: kick.clone(),
+                quota,
             },
         );
         self.route(&mut state, wills.into_iter().map(will_publish).collect());
@@ -204,11 +220,25 @@ impl Router {
         };
         let mut codes = Vec::with_capacity(filters.len());
         let mut replay = Vec::new();
-        for filter in filters {
+        for (nth, filter) in filters.into_iter().enumerate() {
             if let Err(e) = crate::topics::check_filter(&filter.path) {
                 tracing::warn!(client_id, "refused subscription: {e}");
                 codes.push(SubscribeReasonCode::Failure);
                 continue;
+            }
+            if let Some(quota) = &session.quota {
+                let existing = session.subscriptions.contains(&filter.path);
+                if !quota.allow_subscription(nth, session.subscriptions.len(), existing) {
+                    let (per_packet, per_connection) = quota.subscription_limits();
+                    tracing::warn!(
+                        client_id,
+                        filter = filter.path,
+                        "refused subscription: over IoT Core's limits of {per_packet} filters \
+                         per SUBSCRIBE and {per_connection} subscriptions per connection"
+                    );
+                    codes.push(SubscribeReasonCode::Failure);
+                    continue;
+                }
             }
             // QoS 2 is not supported, as in IoT Core: grant QoS 1.
             let qos = min_qos(filter.qos, QoS::AtLeastOnce);
@@ -233,7 +263,9 @@ impl Router {
             if full {
                 break;
             }
-            full = outbox.deliver(message).is_err();
+            if session.admits_delivery() {
+                full = outbox.deliver(message).is_err();
+            }
         }
         if full {
             let pending = self.drop_overflowed(
@@ -280,6 +312,9 @@ impl Router {
                 let Some(session) = state.sessions.get(client_id) else {
                     continue;
                 };
+                if !session.admits_delivery() {
+                    continue;
+                }
                 let mut message = publish.clone();
                 message.qos = min_qos(publish.qos, granted);
                 // A message delivered to an established subscription is never marked retained.

@@ -2,7 +2,7 @@
 //! will fires) whatever it was sent, deliveries or the broker's own replies, and above the
 //! soft bound its publishers are paced instead.
 
-use crate::mqtt::{connect, connect_paused, connect_with, Options, TestClient};
+use crate::mqtt::{connect, connect_paused, connect_with, Captured, Options, TestClient};
 use bridge::broker::{Broker, BrokerConfig};
 use rumqttc::{Packet, QoS};
 use std::time::Duration;
@@ -11,38 +11,6 @@ async fn broker_with(config: BrokerConfig) -> Broker {
     Broker::start("127.0.0.1:0".parse().unwrap(), config)
         .await
         .expect("broker starts on an ephemeral port")
-}
-
-/// Captures log lines of the current thread (the test's current-thread runtime runs the
-/// broker's tasks too).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// Capture this thread's log lines until the guard is dropped.
-    fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test]

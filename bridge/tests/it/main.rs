@@ -3,6 +3,7 @@
 
 mod broker;
 mod broker_outbox;
+mod broker_quotas;
 mod mqtt;
 mod protocol;
 mod runtime_api;

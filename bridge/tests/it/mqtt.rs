@@ -31,6 +31,8 @@ pub struct Options {
     pub pause_after_suback: bool,
     /// Pause this long after each PUBLISH received: a reader slower than the sender.
     pub read_delay: Option<Duration>,
+    /// The keep-alive asked for in CONNECT (30 s unless set).
+    pub keep_alive: Option<Duration>,
 }
 
 pub async fn connect(url: &str, id: &str) -> TestClient {
@@ -58,7 +60,7 @@ pub async fn connect_with(url: &str, id: &str, opts: Options) -> TestClient {
     init_logging();
     let mut mqtt = MqttOptions::new(id, url, 0);
     mqtt.set_transport(Transport::Ws)
-        .set_keep_alive(Duration::from_secs(30))
+        .set_keep_alive(opts.keep_alive.unwrap_or(Duration::from_secs(30)))
         .set_max_packet_size(512 * 1024, 512 * 1024);
     if let Some(will) = opts.will {
         mqtt.set_last_will(will);
@@ -151,5 +153,38 @@ impl TestClient {
         })
         .await;
         found.expect("connection closed within the deadline")
+    }
+}
+
+/// Captures log lines of the current thread (the test's current-thread runtime runs the
+/// broker's tasks too).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Capture this thread's log lines until the guard is dropped.
+    pub fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
