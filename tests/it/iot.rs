@@ -335,4 +335,13 @@ async fn three_hundred_invocations_at_concurrency_32_in_iot_mode_all_complete_on
     for id in &ids {
         assert_eq!(runs.get(id), Some(&1), "{id} ran {:?} times", runs.get(id));
     }
+    // Both sides kept inside IoT Core's quotas: the broker discarded nothing.
+    cloud.child.signal(2);
+    let totals = cloud
+        .child
+        .wait_for_line(|l| l.contains("IoT Core quotas:"));
+    assert!(
+        totals.contains(" 0 publishes discarded inbound and 0 outbound"),
+        "{totals}"
+    );
 }

@@ -176,6 +176,11 @@ impl LocalCloud {
         out
     }
 
+    /// What IoT Core's quotas did on the embedded broker so far (IoT mode only).
+    pub fn quota_totals(&self) -> Option<bridge::broker::QuotaTotals> {
+        self.broker.as_ref()?.quota_totals()
+    }
+
     /// Stop the front door and the broker.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -295,6 +300,9 @@ pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         cloud.describe()
     );
     shutdown.await;
+    if let Some(totals) = cloud.quota_totals() {
+        println!("live cloud: IoT Core quotas: {totals}");
+    }
     cloud.shutdown().await;
     println!("live cloud stopped");
     Ok(())

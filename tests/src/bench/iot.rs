@@ -71,15 +71,24 @@ pub async fn start() -> anyhow::Result<Running> {
     })
 }
 
-/// Publishes the broker discarded over quota, from its log (one line per connection that
-/// had any: `discarded N`).
-pub fn discarded(log: &str) -> u64 {
-    log.lines()
-        .filter_map(|l| {
-            let at = l.find("discarded ")? + "discarded ".len();
-            l[at..].split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
+/// Publishes the broker discarded over quota, in and out, from the totals line a stopping
+/// `live cloud` or `live broker` prints (`IoT Core quotas: N publishes discarded inbound and
+/// M outbound ...`).
+pub fn discarded(line: &str) -> Option<(u64, u64)> {
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    Some((*numbers.first()?, *numbers.get(1)?))
+}
+
+impl Running {
+    /// Stop `live cloud` (Ctrl-C) and read its quota totals: publishes discarded in and out.
+    pub fn stop_and_count_discards(&self) -> (u64, u64) {
+        self.cloud.signal(2);
+        let line = self.cloud.wait_for_line(|l| l.contains("IoT Core quotas:"));
+        discarded(&line).unwrap_or((u64::MAX, u64::MAX))
+    }
 }
 
 /// `live broker --iot` for the cold starts: it, its URL and its CA file.
