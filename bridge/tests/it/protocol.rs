@@ -22,6 +22,8 @@ fn invocation() -> StubMessage {
         ],
         remaining_ms: 2_999,
         attempt: 0,
+        env: None,
+        credentials: None,
     })
 }
 
