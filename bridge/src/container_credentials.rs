@@ -145,9 +145,20 @@ mod tests {
         for secs in [0, 951_782_400, 1_796_342_399, 4_102_444_800] {
             assert_eq!(parse_iso8601(&iso8601(secs)), Some(secs));
         }
-        assert_eq!(parse_iso8601("2026-12-03T23:59:59.123Z"), Some(1_796_342_399));
-        assert_eq!(parse_iso8601("2026-12-04T01:59:59+02:00"), Some(1_796_342_399));
-        for bad in ["", "2026-12-03", "2026-13-03T00:00:00Z", "2026-12-03T00:00:00"] {
+        assert_eq!(
+            parse_iso8601("2026-12-03T23:59:59.123Z"),
+            Some(1_796_342_399)
+        );
+        assert_eq!(
+            parse_iso8601("2026-12-04T01:59:59+02:00"),
+            Some(1_796_342_399)
+        );
+        for bad in [
+            "",
+            "2026-12-03",
+            "2026-13-03T00:00:00Z",
+            "2026-12-03T00:00:00",
+        ] {
             assert_eq!(parse_iso8601(bad), None, "{bad}");
         }
     }
@@ -162,7 +173,10 @@ mod tests {
         };
         let json = render(&credentials, 1_000_600);
         assert!(json.contains(r#""AccessKeyId":"ASIAEXAMPLE""#), "{json}");
-        assert!(json.contains(r#""Expiration":"1970-01-12T13:56:40Z""#), "{json}");
+        assert!(
+            json.contains(r#""Expiration":"1970-01-12T13:56:40Z""#),
+            "{json}"
+        );
         let read = parse(json.as_bytes(), 1_000_000).unwrap();
         assert!(read.same_key(&credentials));
         assert_eq!(read.expires_in_secs, Some(600));

@@ -27,7 +27,8 @@ pub mod wire;
 pub mod broker;
 
 pub use protocol::{
-    DevMessage, Presence, RoleCredentials, StubMessage, WireInvocation, PROTOCOL_VERSION,
+    DevMessage, FunctionEnv, Presence, RoleCredentials, StubMessage, WireInvocation,
+    PROTOCOL_VERSION,
 };
 pub use topics::{Topic, Topics};
 pub use wire::{Frame, ProtocolError, Reassembler};

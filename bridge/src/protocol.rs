@@ -97,11 +97,23 @@ pub struct WireInvocation {
     /// and the credentials: sent on an environment's first invocation to a session (a
     /// connection of it, by epoch) and when it changed; absent means "as before".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<BTreeMap<String, String>>,
+    pub env: Option<FunctionEnv>,
     /// The function role's current credentials, sent as `env` is: on the first invocation to
     /// a session and whenever they changed (rotated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<RoleCredentials>,
+}
+
+/// A function's environment variables, by name. `Debug` shows the names only: values may be
+/// secrets.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FunctionEnv(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for FunctionEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// A function role's temporary credentials as they travel with an invocation. `Debug` shows

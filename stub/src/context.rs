@@ -6,7 +6,7 @@
 //! otherwise nothing.
 
 use bridge::protocol::RoleCredentials;
-use bridge::{Presence, WireInvocation};
+use bridge::{FunctionEnv, Presence, WireInvocation};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -64,14 +64,14 @@ struct Delivered {
 
 /// The environment, and what each session has of it and of the credentials.
 pub struct Context {
-    env: Arc<BTreeMap<String, String>>,
+    env: Arc<FunctionEnv>,
     sessions: HashMap<String, Delivered>,
 }
 
 impl Context {
     pub fn new(env: BTreeMap<String, String>) -> Context {
         Context {
-            env: Arc::new(env),
+            env: Arc::new(FunctionEnv(env)),
             sessions: HashMap::new(),
         }
     }
@@ -101,8 +101,7 @@ impl Context {
     /// `session` answered an invocation sent with `credentials` (and this environment):
     /// it has both now.
     pub fn delivered(&mut self, session: &Presence, credentials: Option<&RoleCredentials>) {
-        if self.sessions.len() >= SESSIONS_KEPT && !self.sessions.contains_key(&session.session)
-        {
+        if self.sessions.len() >= SESSIONS_KEPT && !self.sessions.contains_key(&session.session) {
             self.sessions.clear();
         }
         self.sessions.insert(
@@ -179,7 +178,10 @@ mod tests {
         let (one, k1, k2) = (presence("s1", 1), key("K1"), key("K2"));
         let mut inv = invocation();
         context.stamp(&mut inv, &one, Some(&k1));
-        assert!(inv.env.is_some() && inv.credentials.is_some(), "first: both");
+        assert!(
+            inv.env.is_some() && inv.credentials.is_some(),
+            "first: both"
+        );
         // Not answered yet: a resend carries both again.
         context.stamp(&mut inv, &one, Some(&k1));
         assert!(inv.env.is_some() && inv.credentials.is_some());

@@ -160,7 +160,10 @@ impl Role {
                 Ok(fresh(k))
             }
             // Still valid: used while the endpoint does not answer.
-            Err(e) => match kept.as_ref().filter(|k| k.expires_at.is_none_or(|at| now < at)) {
+            Err(e) => match kept
+                .as_ref()
+                .filter(|k| k.expires_at.is_none_or(|at| now < at))
+            {
                 Some(k) => {
                     tracing::warn!("{e}; using the credentials read before, still valid");
                     Ok(fresh(k))
@@ -189,7 +192,9 @@ impl Role {
 
 /// One `GET` of the endpoint.
 async fn fetch(host_port: &str, path: &str, token: &Token) -> Result<RoleCredentials, String> {
-    let failed = |e: String| format!("could not read the role's credentials from http://{host_port}{path}: {e}");
+    let failed = |e: String| {
+        format!("could not read the role's credentials from http://{host_port}{path}: {e}")
+    };
     let authorization = match token {
         Token::None => None,
         Token::Value(value) => Some(value.clone()),
@@ -245,14 +250,19 @@ mod tests {
         match Source::from_env(both).unwrap() {
             Some(Source::Endpoint {
                 host_port, path, ..
-            }) => assert_eq!((host_port.as_str(), path.as_str()), ("127.0.0.1:9", "/creds?x=1")),
+            }) => assert_eq!(
+                (host_port.as_str(), path.as_str()),
+                ("127.0.0.1:9", "/creds?x=1")
+            ),
             _ => panic!("not the endpoint"),
         }
         let pair = env(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")]);
         assert!(matches!(Source::from_env(pair), Ok(Some(Source::Fixed(_)))));
         assert!(matches!(Source::from_env(env(&[])), Ok(None)));
         let https = env(&[(FULL_URI, "https://example.com/creds")]);
-        assert!(Source::from_env(https).unwrap_err().contains("http:// only"));
+        assert!(Source::from_env(https)
+            .unwrap_err()
+            .contains("http:// only"));
     }
 
     /// An endpoint answering each request with the next key, expiring in `lifetime` seconds;
@@ -306,7 +316,10 @@ mod tests {
         assert_eq!(heads.lock().unwrap().len(), 1);
         let head = heads.lock().unwrap()[0].to_ascii_lowercase();
         assert!(head.starts_with("get /role http/1.1\r\n"), "{head}");
-        assert!(head.contains("\r\nauthorization: secret-token\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nauthorization: secret-token\r\n"),
+            "{head}"
+        );
 
         // Expiring within the refresh margin: asked again each time.
         let (addr, heads) = endpoint(60).await;

@@ -172,7 +172,9 @@ impl Connection {
                     break (status, headers);
                 }
                 Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => self.fill().await?,
-                Ok(httparse::Status::Partial) => return Err(self.invalid("a response head too large")),
+                Ok(httparse::Status::Partial) => {
+                    return Err(self.invalid("a response head too large"))
+                }
                 Err(e) => return Err(self.invalid(&format!("an unreadable response ({e})"))),
             }
         };
@@ -226,8 +228,8 @@ impl Connection {
         loop {
             let line = self.read_line().await?;
             let size = line.split(';').next().unwrap_or("").trim();
-            let size =
-                usize::from_str_radix(size, 16).map_err(|_| self.invalid("an unreadable chunk size"))?;
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| self.invalid("an unreadable chunk size"))?;
             if size == 0 {
                 // Trailers, up to the empty line.
                 while !self.read_line().await?.is_empty() {}
@@ -278,8 +280,6 @@ impl Connection {
         }
     }
 }
-
-
 
 #[cfg(test)]
 mod tests {
