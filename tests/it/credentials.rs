@@ -77,7 +77,8 @@ async fn a_boto3_handler_signs_with_the_stubs_role_and_sees_it_rotate_without_a_
     );
     let cloud_dir = project("credentials-cloud", &sts_function(&cloud_env));
     let dev_dir = project("credentials-dev", &sts_function(""));
-    let (cloud, dev) = chain(&cloud_dir, &dev_dir, &moto, "3");
+    // Keys live two periods: long enough for a loaded machine to start Python and boto3.
+    let (cloud, dev) = chain(&cloud_dir, &dev_dir, &moto, "8");
     let http = Http::default();
 
     let first = http.invoke(&cloud.front_door, "sts", &[], "{}").await;

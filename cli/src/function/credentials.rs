@@ -168,3 +168,55 @@ async fn answer(
         container_credentials::render(credentials, expires_at),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `GET uri` with `authorization`, as status and body.
+    async fn get(uri: &str, authorization: Option<&str>) -> (u16, String) {
+        let rest = uri.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        let header = authorization.map_or(String::new(), |a| format!("authorization: {a}\r\n"));
+        let request =
+            format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n{header}connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn a_grant_serves_its_newest_credentials_to_its_token_only_while_it_lives() {
+        let endpoint = CredentialsEndpoint::start().await.unwrap();
+        let grant = endpoint.grant("f");
+        let [(_, uri), (_, token)] = grant.env();
+        assert_eq!(get(&uri, Some(&token)).await.0, 503, "nothing set yet");
+        let key = |id: &str| RoleCredentials {
+            access_key_id: id.into(),
+            secret_access_key: "s".into(),
+            session_token: Some("t".into()),
+            expires_in_secs: None,
+        };
+        grant.set(&key("ASIAONE"), Some(now_secs() + 60));
+        grant.set(&key("ASIATWO"), Some(now_secs() + 60));
+        let (status, body) = get(&uri, Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        let read = container_credentials::parse(body.as_bytes(), now_secs()).unwrap();
+        assert_eq!(read.access_key_id, "ASIATWO", "the newest");
+        assert!(read.expires_in_secs.is_some_and(|s| s <= 60));
+        assert_eq!(get(&uri, None).await.0, 401);
+        let (status, body) = get(&uri, Some("other")).await;
+        assert_eq!(status, 403);
+        assert!(!body.contains("ASIA"), "{body}");
+        // Another grant's token does not open this one.
+        let other = endpoint.grant("g");
+        assert_eq!(get(&uri, Some(&other.env()[1].1)).await.0, 403);
+        drop(grant);
+        assert_eq!(get(&uri, Some(&token)).await.0, 404, "gone with its grant");
+    }
+}
