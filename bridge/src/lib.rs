@@ -10,11 +10,13 @@
 //!   quota;
 //! - [`sigv4`]: IoT Core's SigV4-presigned WebSocket URL, presigned (clients) and verified
 //!   (the broker standing in for IoT Core);
+//! - [`container_credentials`]: the container-credentials JSON AWS SDKs read, and UTC times;
 //! - [`tls`]: the clients' TLS (one crypto provider, ring; Amazon's roots and `LIVE_CA_FILE`);
 //! - [`runtime_api`]: the Lambda Runtime API's paths and headers, and (feature
 //!   `runtime-server`) the local Runtime API server every local host uses;
 //! - [`broker`] (feature `broker`): the embedded MQTT-over-WebSocket broker.
 
+pub mod container_credentials;
 pub mod protocol;
 pub mod runtime_api;
 pub mod s3;
@@ -27,6 +29,9 @@ pub mod wire;
 #[cfg(feature = "broker")]
 pub mod broker;
 
-pub use protocol::{DevMessage, Presence, StubMessage, WireInvocation, PROTOCOL_VERSION};
+pub use protocol::{
+    DevMessage, FunctionEnv, Presence, RoleCredentials, StubMessage, WireInvocation,
+    PROTOCOL_VERSION,
+};
 pub use topics::{Topic, Topics};
 pub use wire::{Frame, ProtocolError, Reassembler};

@@ -7,6 +7,7 @@
 //! [`crate::wire`] for the framing and chunking.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The bridge protocol version. It travels in every frame, so the first message of every
@@ -14,7 +15,9 @@ use std::time::Duration;
 ///
 /// v2 (from v1): the stub no longer acknowledges each result (`result_ack`); it probes for a
 /// result it still waits for after an Ack (`probe`), and the developer side keeps a result
-/// until the same environment's next invocation or the deadline.
+/// until the same environment's next invocation or the deadline. Later additions are optional
+/// fields that older readers ignore and newer ones default (`WireInvocation::env` and
+/// `credentials`), which need no new version.
 pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The largest MQTT PUBLISH payload any broker on the path accepts (IoT Core's 128 KB),
@@ -90,6 +93,67 @@ pub struct WireInvocation {
     pub remaining_ms: u64,
     /// How often this invocation was sent before (0 on the first send).
     pub attempt: u32,
+    /// The function's environment in the cloud, minus Lambda's runtime-internal variables
+    /// and the credentials: sent on an environment's first invocation to a session (a
+    /// connection of it, by epoch) and when it changed; absent means "as before".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<FunctionEnv>,
+    /// The function role's current credentials, sent as `env` is: on the first invocation to
+    /// a session and whenever they changed (rotated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<RoleCredentials>,
+}
+
+/// A function's environment variables, by name. `Debug` shows the names only: values may be
+/// secrets.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FunctionEnv(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for FunctionEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// A function role's temporary credentials as they travel with an invocation. `Debug` shows
+/// the access key id only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleCredentials {
+    /// `ASIA...` (or `AKIA...`).
+    pub access_key_id: String,
+    /// The secret half.
+    pub secret_access_key: String,
+    /// The session token of temporary credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    /// Seconds they stay valid from when the stub sent them, when known; relative, as
+    /// `remaining_ms` is, so that clock skew does not matter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
+impl RoleCredentials {
+    /// Whether `other` is the same key, secret and token (whatever their expiry).
+    pub fn same_key(&self, other: &RoleCredentials) -> bool {
+        self.access_key_id == other.access_key_id
+            && self.secret_access_key == other.secret_access_key
+            && self.session_token == other.session_token
+    }
+}
+
+impl std::fmt::Debug for RoleCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"** redacted **")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "** redacted **"),
+            )
+            .field("expires_in_secs", &self.expires_in_secs)
+            .finish()
+    }
 }
 
 /// Messages a developer session sends to a stub execution environment.

@@ -11,12 +11,13 @@
 //! | `LIVE_NO_DEV_WINDOW_MS` | no | how long to wait for a developer session before answering "no developer connected" (default 3000) |
 //! | `LIVE_ENV_ID` | no | this execution environment's id (default: the last 32 characters of `AWS_LAMBDA_LOG_STREAM_NAME`, else random) |
 //! | `LIVE_BROKER_USERNAME`, `LIVE_BROKER_PASSWORD` | no | credentials for a broker that requires them |
-//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` | with a `wss://` URL (set by Lambda) | the function role's credentials: a `wss://` connection is presigned with them for IoT Core (SigV4) |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` | with a `wss://` URL (set by Lambda) | the function role's credentials: a `wss://` connection is presigned with them for IoT Core (SigV4), and they are forwarded to `live dev` |
+//! | `AWS_CONTAINER_CREDENTIALS_FULL_URI` (or `_RELATIVE_URI`), `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `_TOKEN_FILE`) | no (set by Lambda for SnapStart) | an `http://` endpoint serving the role's credentials, read instead of the key pair and again before they expire (see `credentials.rs`) |
 //! | `LIVE_CA_FILE` | no | a PEM file of extra certificates to trust beside Mozilla's roots (a test broker's CA) |
 //! | `LIVE_STUB_TIMING` | no | print `live stub: bridge connected` to stderr once connected (cold-start benchmarks) |
 //! | `LIVE_LOG` | no | the level of what the stub logs to stderr (CloudWatch): `off`, `error`, `warn` (default), `info`, `debug`, `trace`; read first, by `log.rs` |
 
-use bridge::sigv4::AwsCredentials;
+use crate::credentials::Source;
 use std::time::Duration;
 
 /// Everything the stub needs to know.
@@ -30,8 +31,10 @@ pub struct Config {
     pub no_dev_window: Duration,
     pub env_id: String,
     pub credentials: Option<(String, String)>,
-    /// For a `wss://` URL: the region and the role credentials to presign it with.
-    pub sigv4: Option<(String, AwsCredentials)>,
+    /// For a `wss://` URL: the region to presign it for (with the role's credentials).
+    pub sigv4: Option<String>,
+    /// Where the function role's credentials come from, if it has any.
+    pub role: Option<Source>,
     /// `LIVE_STUB_TIMING`: say on stderr when the bridge is first up.
     pub timing: bool,
 }
@@ -73,6 +76,7 @@ impl Config {
             .filter(|id| !id.is_empty())
             .unwrap_or_else(random_id);
         let credentials = var("LIVE_BROKER_USERNAME").zip(var("LIVE_BROKER_PASSWORD"));
+        let role = Source::from_env(var)?;
         let sigv4 = match bridge_url.starts_with("wss://") {
             false => None,
             true => {
@@ -80,10 +84,10 @@ impl Config {
                     "AWS_REGION",
                     "a wss:// bridge URL is signed for IoT Core in the function's region (Lambda sets it)",
                 )?;
-                let role = AwsCredentials::from_env().ok_or(
-                    "AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set: a wss:// bridge URL is signed with the function role's credentials (Lambda sets them)",
-                )?;
-                Some((region, role))
+                if role.is_none() {
+                    return Err("AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set (nor AWS_CONTAINER_CREDENTIALS_FULL_URI): a wss:// bridge URL is signed with the function role's credentials (Lambda sets them)".into());
+                }
+                Some(region)
             }
         };
         Ok(Config {
@@ -96,6 +100,7 @@ impl Config {
             env_id,
             credentials,
             sigv4,
+            role,
             timing: var("LIVE_STUB_TIMING").is_some(),
         })
     }

@@ -3,16 +3,18 @@
 //! to a session until its result, an explicit failure, or the deadline.
 
 use crate::config::Config;
+use crate::context::{self, Context};
+use crate::credentials::Role;
 use crate::receive::{Inbox, Waiters};
 use crate::reply::{self, version_mismatch, Reply};
 use crate::runtime::Next;
 use crate::sessions::{self, PRESENCE_GRACE};
-use bridge::protocol::WireInvocation;
+use bridge::protocol::{RoleCredentials, WireInvocation};
 use bridge::transport::{self, ConnectOptions, Connection, Link, Sender};
 use bridge::{DevMessage, Presence, StubMessage, Topics};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 
@@ -54,6 +56,12 @@ pub struct Bridge {
     waiters: Waiters,
     /// Lambda's deadline for the invocation being forwarded.
     deadline: Instant,
+    /// The function role's credentials, if it has any.
+    role: Option<Role>,
+    /// Their current value, read for the invocation being forwarded.
+    credentials: Option<RoleCredentials>,
+    /// The function's environment, and what each session has of it and of the credentials.
+    context: Mutex<Context>,
 }
 
 impl Bridge {
@@ -65,9 +73,12 @@ impl Bridge {
             ConnectOptions::new(&config.bridge_url, format!("stub-{}", config.env_id));
         options.subscriptions = vec![results.clone(), topics.presence_filter()];
         options.credentials = config.credentials.clone();
-        if let Some((region, role)) = &config.sigv4 {
-            let source = transport::fixed_credentials(role.clone());
-            options.signer = Some(transport::sigv4_signer(region.clone(), source));
+        let role = config.role.clone().map(Role::new);
+        if let (Some(region), Some(role)) = (&config.sigv4, &role) {
+            options.signer = Some(transport::sigv4_signer(
+                region.clone(),
+                role.signer_source(),
+            ));
             // IoT Core discards publishes beyond its per-connection quota.
             options.quota = Some(transport::PublishQuota::IOT_CORE);
         }
@@ -88,6 +99,9 @@ impl Bridge {
             presence,
             waiters: waiters.clone(),
             deadline: Instant::now(),
+            role,
+            credentials: None,
+            context: Mutex::new(Context::new(context::function_env(std::env::vars()))),
         };
         if config.timing {
             // For cold-start measurements: say when the bridge is first up.
@@ -116,6 +130,18 @@ impl Bridge {
         let answer_by = Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN);
         let window = Instant::now() + self.config.no_dev_window;
         let where_ = self.place.clone();
+        // The role's credentials as they are now (an endpoint's are read again near their
+        // expiry), forwarded with the invocation if the session does not have them.
+        self.credentials = match &self.role {
+            None => None,
+            Some(role) => match role.current().await {
+                Ok(credentials) => Some(credentials),
+                Err(e) => {
+                    tracing::warn!("{e}; the invocation goes without the role's credentials");
+                    None
+                }
+            },
+        };
 
         // The link and a developer session, within the no-developer window.
         let Some(session) = self.wait_for_session(window.min(answer_by)).await else {
@@ -165,6 +191,8 @@ impl Bridge {
             headers: next.headers.clone(),
             remaining_ms: remaining.as_millis() as u64,
             attempt: 0,
+            env: None,
+            credentials: None,
         });
         // Only reconnections from now on call for an early resend.
         self.link.borrow_and_update();
@@ -185,6 +213,11 @@ impl Bridge {
                     let Some((message, body)) = received else {
                         return Reply::failure("Live.BridgeClosed", "the bridge connection closed".into());
                     };
+                    // The session answered what was sent to it, the context included.
+                    self.context
+                        .lock()
+                        .expect("context")
+                        .delivered(&session, self.credentials.as_ref());
                     match message {
                         DevMessage::Ack { .. } => acked = true,
                         DevMessage::Response { headers, .. } => {
@@ -320,6 +353,12 @@ impl Bridge {
         if let StubMessage::Invoke(invocation) = message {
             let left = self.deadline.saturating_duration_since(Instant::now());
             invocation.remaining_ms = left.as_millis() as u64;
+            // The environment and credentials, if this session lacks them.
+            self.context.lock().expect("context").stamp(
+                invocation,
+                session,
+                self.credentials.as_ref(),
+            );
         }
         let sent = self.sender.send(&topic, message, body).await;
         if let StubMessage::Invoke(invocation) = message {

@@ -1,4 +1,5 @@
-//! HTTP/1.1 on one TCP connection, as much as the stub's Runtime API client needs: request
+//! HTTP/1.1 on one TCP connection, as much as the stub's Runtime API client (and its reads of a
+//! credentials endpoint) need: request
 //! heads written (with the body, and whatever is pipelined after, in one write), answers read
 //! (heads parsed by `httparse`, bodies by `Content-Length`, chunked, or to the end of the
 //! stream).
@@ -26,6 +27,8 @@ const INLINE_BODY: usize = 64 * 1024;
 pub struct Connection {
     stream: TcpStream,
     buf: BytesMut,
+    /// Who answers, for errors ("the Runtime API").
+    peer: &'static str,
 }
 
 /// One answer.
@@ -75,19 +78,36 @@ pub fn request_head(
     head.into_bytes()
 }
 
+/// A `GET` request's head, with an `Authorization` header when given (a value with a line
+/// break is left out, as it would split the head).
+pub fn get_head(path: &str, host: &str, authorization: Option<&str>) -> Vec<u8> {
+    let mut head = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\naccept: application/json\r\n");
+    if let Some(value) = authorization.filter(|v| !v.contains(['\r', '\n'])) {
+        let _ = write!(head, "authorization: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
 impl Connection {
     /// Connect to `host_port` (the Runtime API), with Nagle's algorithm off.
     pub async fn open(host_port: &str) -> io::Result<Connection> {
+        Connection::open_to(host_port, "the Runtime API").await
+    }
+
+    /// Connect to `host_port`, `peer` in errors.
+    pub async fn open_to(host_port: &str, peer: &'static str) -> io::Result<Connection> {
         let stream = TcpStream::connect(host_port).await.map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("could not connect to the Runtime API at {host_port}: {e}"),
+                format!("could not connect to {peer} at {host_port}: {e}"),
             )
         })?;
         let _ = stream.set_nodelay(true);
         Ok(Connection {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
+            peer,
         })
     }
 
@@ -115,7 +135,7 @@ impl Connection {
         if self.stream.read_buf(&mut self.buf).await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the Runtime API closed the connection",
+                format!("{} closed the connection", self.peer),
             ));
         }
         Ok(())
@@ -152,8 +172,10 @@ impl Connection {
                     break (status, headers);
                 }
                 Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => self.fill().await?,
-                Ok(httparse::Status::Partial) => return Err(invalid("a response head too large")),
-                Err(e) => return Err(invalid(&format!("an unreadable response ({e})"))),
+                Ok(httparse::Status::Partial) => {
+                    return Err(self.invalid("a response head too large"))
+                }
+                Err(e) => return Err(self.invalid(&format!("an unreadable response ({e})"))),
             }
         };
         let header = |name: &str| {
@@ -170,7 +192,7 @@ impl Connection {
         } else if let Some(length) = header("content-length") {
             let length: usize = length
                 .parse()
-                .map_err(|_| invalid("an unreadable Content-Length"))?;
+                .map_err(|_| self.invalid("an unreadable Content-Length"))?;
             (self.read_exact(length).await?, closes)
         } else if status == 204 || status == 304 {
             (Bytes::new(), closes)
@@ -190,7 +212,7 @@ impl Connection {
 
     async fn read_exact(&mut self, length: usize) -> io::Result<Bytes> {
         if length > MAX_BODY {
-            return Err(invalid(&format!("a {length}-byte body")));
+            return Err(self.invalid(&format!("a {length}-byte body")));
         }
         if self.buf.len() < length {
             self.buf.reserve(length - self.buf.len());
@@ -206,19 +228,19 @@ impl Connection {
         loop {
             let line = self.read_line().await?;
             let size = line.split(';').next().unwrap_or("").trim();
-            let size =
-                usize::from_str_radix(size, 16).map_err(|_| invalid("an unreadable chunk size"))?;
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| self.invalid("an unreadable chunk size"))?;
             if size == 0 {
                 // Trailers, up to the empty line.
                 while !self.read_line().await?.is_empty() {}
                 return Ok(body.freeze());
             }
             if size > MAX_BODY - body.len() {
-                return Err(invalid("a chunked body too large"));
+                return Err(self.invalid("a chunked body too large"));
             }
             body.extend_from_slice(&self.read_exact(size).await?);
             if !self.read_line().await?.is_empty() {
-                return Err(invalid("a chunk not followed by CRLF"));
+                return Err(self.invalid("a chunk not followed by CRLF"));
             }
         }
     }
@@ -230,16 +252,23 @@ impl Connection {
                 return Ok(String::from_utf8_lossy(&line[..end]).into_owned());
             }
             if self.buf.len() > MAX_HEAD {
-                return Err(invalid("a chunk line too long"));
+                return Err(self.invalid("a chunk line too long"));
             }
             self.fill().await?;
         }
     }
 
+    fn invalid(&self, what: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} sent {what}", self.peer),
+        )
+    }
+
     async fn read_to_end(&mut self) -> io::Result<Bytes> {
         loop {
             if self.buf.len() > MAX_BODY {
-                return Err(invalid("a body too large"));
+                return Err(self.invalid("a body too large"));
             }
             match self.fill().await {
                 Ok(()) => {}
@@ -250,13 +279,6 @@ impl Connection {
             }
         }
     }
-}
-
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("the Runtime API sent {what}"),
-    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! posts the result back. Configured only by environment variables (see `config.rs`).
 
 mod config;
+mod context;
+mod credentials;
 mod forward;
 mod http1;
 mod log;

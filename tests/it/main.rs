@@ -2,6 +2,7 @@
 
 mod broker_cli;
 mod chain;
+mod credentials;
 mod drain;
 mod events;
 mod iot;

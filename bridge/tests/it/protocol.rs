@@ -22,6 +22,8 @@ fn invocation() -> StubMessage {
         ],
         remaining_ms: 2_999,
         attempt: 0,
+        env: None,
+        credentials: None,
     })
 }
 
@@ -108,6 +110,48 @@ fn every_message_kind_round_trips() {
     let old = serde_json::json!({"session": "bob-2", "online": true, "epoch": 1, "version": PROTOCOL_VERSION, "functions": []});
     let frame = decode_all(encode(&old, b"").unwrap());
     assert_eq!(frame.parse::<Presence>().unwrap().lanes, 1);
+}
+
+/// The forwarded environment and credentials are optional fields: a header without them (as
+/// a stub before them sends) reads as `None`, and `None` is not written, so v2 readers that
+/// predate them and invocations that carry neither are unaffected; credentials never show in
+/// `Debug`.
+#[test]
+fn the_forwarded_context_is_optional_and_its_secrets_never_debug_print() {
+    let old = br#"{"type":"invoke","request_id":"r","function":"f","env_id":"e","headers":[],"remaining_ms":5,"attempt":0}"#;
+    let StubMessage::Invoke(read) = serde_json::from_slice::<StubMessage>(old).unwrap() else {
+        panic!("not an invocation");
+    };
+    assert_eq!((read.env, read.credentials), (None, None));
+    let plain = serde_json::to_string(&invocation()).unwrap();
+    assert!(
+        !plain.contains("env\"") && !plain.contains("credentials"),
+        "{plain}"
+    );
+
+    let StubMessage::Invoke(mut with) = invocation() else {
+        unreachable!()
+    };
+    with.env = Some(bridge::FunctionEnv(
+        [("TABLE".to_string(), "db-password".to_string())].into(),
+    ));
+    with.credentials = Some(bridge::RoleCredentials {
+        access_key_id: "ASIAEXAMPLE".into(),
+        secret_access_key: "the-secret".into(),
+        session_token: Some("the-token".into()),
+        expires_in_secs: Some(900),
+    });
+    let message = StubMessage::Invoke(with);
+    let frame = decode_all(encode(&message, b"{}").unwrap());
+    assert_eq!(frame.parse::<StubMessage>().unwrap(), message);
+    let shown = format!("{message:?}");
+    assert!(
+        shown.contains("ASIAEXAMPLE") && shown.contains("TABLE"),
+        "{shown}"
+    );
+    for secret in ["the-secret", "the-token", "db-password"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
 }
 
 #[test]

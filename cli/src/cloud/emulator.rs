@@ -383,6 +383,7 @@ impl Pool {
                     launch,
                     &env_id,
                     api.local_addr(),
+                    crate::function::Deployed::default(),
                 );
                 (cmd, &launch.program)
             }
@@ -411,14 +412,13 @@ impl Pool {
                         .env("LIVE_BROKER_PASSWORD", password);
                 }
                 if let Some(iot) = iot {
-                    let role = iot.roles.credentials(&self.name);
                     cmd.env("AWS_REGION", &iot.region)
                         .env("AWS_DEFAULT_REGION", &iot.region)
-                        .env("AWS_ACCESS_KEY_ID", role.access_key_id)
-                        .env("AWS_SECRET_ACCESS_KEY", role.secret_access_key)
-                        .env("AWS_SESSION_TOKEN", role.session_token.unwrap_or_default())
+                        .envs(iot.roles.stub_env(&self.name))
                         .env(bridge::tls::CA_FILE_ENV, &iot.ca_file);
                 }
+                // The function's environment, as deploying it would configure it.
+                cmd.envs(&self.function.env);
                 (cmd, program)
             }
         };

@@ -236,6 +236,10 @@ pub struct CloudArgs {
     pub direct: bool,
     #[command(flatten)]
     pub iot: crate::broker::IotArgs,
+    /// IoT mode: replace each function's role credentials every this many seconds, served
+    /// to its stubs from a loopback credentials endpoint (for tests of rotation).
+    #[arg(long, hide = true, requires = "iot", value_name = "SECS")]
+    pub rotate_credentials_secs: Option<u64>,
     #[command(flatten)]
     pub cloud: CloudOptions,
 }
@@ -283,7 +287,12 @@ pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow:
             stubs: StubIot {
                 region: mode.region.clone(),
                 ca_file: args.iot.ca_file.clone().unwrap_or_default(),
-                roles: Roles::new(mode.keys.clone()),
+                roles: match args.rotate_credentials_secs {
+                    None => Roles::new(mode.keys.clone()),
+                    Some(secs) => {
+                        Roles::rotating(mode.keys.clone(), Duration::from_secs(secs.max(1))).await?
+                    }
+                },
             },
             mode: Some(mode),
         }),

@@ -251,6 +251,8 @@ mod tests {
             headers: vec![],
             remaining_ms: 1000,
             attempt,
+            env: None,
+            credentials: None,
         }
     }
 

@@ -1,15 +1,21 @@
 //! Worker processes: one per cloud execution environment (function and environment id), each
 //! running the function's runtime client under its own local Runtime API, so that module
 //! state and concurrency behave as in Lambda. A worker that dies is replaced on the next
-//! invocation.
+//! invocation. What an environment's stub forwarded (its function's environment, its role's
+//! credentials; each sent only when it changed) is kept per environment: a worker starts
+//! with that environment, and is served the newest credentials from a loopback
+//! container-credentials endpoint, updated before each invocation reaches its handler.
 
 use crate::config::Project;
-use crate::function::{handler_name, runtime_command, Launch};
+use crate::function::{
+    handler_name, runtime_command, CredentialsEndpoint, Deployed, Grant, Launch,
+};
 use crate::process::{Echo, Supervised};
 use bridge::runtime_api::failure;
 use bridge::runtime_api::server::{FunctionInfo, Outcome, RuntimeApi, RuntimeInvocation};
+use bridge::RoleCredentials;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +29,22 @@ struct Worker {
     /// The build generation it runs.
     generation: u64,
     last_used: std::time::Instant,
+    /// Where it reads its role's credentials, when the stub forwarded some.
+    credentials: Option<Grant>,
+}
+
+/// Environments whose forwarded context is kept at most; the least recently used beyond it
+/// is forgotten (its next invocation runs without the forwarded context unless its stub
+/// sends it again, which it does on its first invocation to a new session).
+const CONTEXTS_KEPT: usize = 4096;
+
+/// What one execution environment's stub forwarded, as of its latest invocation.
+#[derive(Clone, Default)]
+struct Context {
+    env: Option<Arc<BTreeMap<String, String>>>,
+    /// The credentials and their expiry (epoch seconds), if known.
+    credentials: Option<(RoleCredentials, Option<u64>)>,
+    used: Option<std::time::Instant>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Worker>>>;
@@ -39,6 +61,9 @@ pub struct Workers {
     project: Project,
     slots: Mutex<HashMap<(String, String), Slot>>,
     echo: bool,
+    contexts: Mutex<HashMap<(String, String), Context>>,
+    /// Serves the workers' role credentials; started with the first that arrive.
+    endpoint: tokio::sync::OnceCell<CredentialsEndpoint>,
 }
 
 impl Workers {
@@ -47,7 +72,36 @@ impl Workers {
             project,
             slots: Mutex::new(HashMap::new()),
             echo,
+            contexts: Mutex::new(HashMap::new()),
+            endpoint: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Note what `invocation` forwarded, and return its environment's context as of now.
+    fn remember(&self, invocation: &bridge::WireInvocation) -> Context {
+        let key = (invocation.function.clone(), invocation.env_id.clone());
+        let mut contexts = self.contexts.lock().expect("lock");
+        if contexts.len() >= CONTEXTS_KEPT && !contexts.contains_key(&key) {
+            let oldest = contexts
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                contexts.remove(&oldest);
+            }
+        }
+        let context = contexts.entry(key).or_default();
+        if let Some(env) = &invocation.env {
+            context.env = Some(Arc::new(env.0.clone()));
+        }
+        if let Some(credentials) = &invocation.credentials {
+            let expires_at = credentials
+                .expires_in_secs
+                .map(|s| bridge::container_credentials::now_secs() + s);
+            context.credentials = Some((credentials.clone(), expires_at));
+        }
+        context.used = Some(std::time::Instant::now());
+        context.clone()
     }
 
     /// Run `invocation` on the worker of its execution environment, built at `generation`
@@ -70,6 +124,7 @@ impl Workers {
             .entry((invocation.function.clone(), invocation.env_id.clone()))
             .or_default()
             .clone();
+        let context = self.remember(invocation);
         tokio::pin!(stop);
         let given_up = || {
             failure(
@@ -91,13 +146,21 @@ impl Workers {
         };
         if let Some(worker) = guard.as_mut() {
             let exited = matches!(worker.process.child.try_wait(), Ok(Some(_)));
-            if exited || worker.generation != generation {
+            // Started before any credentials arrived: its environment points elsewhere.
+            let unserved = worker.credentials.is_none() && context.credentials.is_some();
+            if exited || worker.generation != generation || unserved {
                 *guard = None;
             }
         }
         if guard.is_none() {
             let started = self
-                .start(&invocation.function, &invocation.env_id, launch, generation)
+                .start(
+                    &invocation.function,
+                    &invocation.env_id,
+                    launch,
+                    generation,
+                    &context,
+                )
                 .await;
             match started {
                 Ok(worker) => *guard = Some(worker),
@@ -105,6 +168,12 @@ impl Workers {
             }
         }
         let worker = guard.as_mut().expect("started above");
+        // The newest credentials, before the handler sees the event.
+        if let (Some(grant), Some((credentials, expires_at))) =
+            (&worker.credentials, &context.credentials)
+        {
+            grant.set(credentials, *expires_at);
+        }
         let pid = worker.process.pid;
         let local = RuntimeInvocation::from_wire(invocation, body);
         let outcome = tokio::select! {
@@ -185,8 +254,27 @@ impl Workers {
         env_id: &str,
         launch: &Launch,
         generation: u64,
+        context: &Context,
     ) -> Result<Worker, String> {
         let config = &self.project.functions[function];
+        let grant = match &context.credentials {
+            None => None,
+            Some((credentials, expires_at)) => {
+                let endpoint = self
+                    .endpoint
+                    .get_or_try_init(CredentialsEndpoint::start)
+                    .await
+                    .map_err(|e| format!("could not start the credentials endpoint: {e}"))?;
+                let grant = endpoint.grant(function);
+                grant.set(credentials, *expires_at);
+                Some(grant)
+            }
+        };
+        let variables = grant.as_ref().map(Grant::env);
+        let deployed = Deployed {
+            env: context.env.as_deref(),
+            credentials: variables.as_ref(),
+        };
         let info = FunctionInfo {
             name: function.to_string(),
             version: "$LATEST".into(),
@@ -195,7 +283,7 @@ impl Workers {
         let api = RuntimeApi::bind("127.0.0.1:0".parse().expect("address"), info)
             .await
             .map_err(|e| format!("could not bind a Runtime API port: {e}"))?;
-        let cmd = runtime_command(function, config, launch, env_id, api.local_addr());
+        let cmd = runtime_command(function, config, launch, env_id, api.local_addr(), deployed);
         let echo = if self.echo {
             Echo::Prefixed(format!("[{function}] "))
         } else {
@@ -212,6 +300,7 @@ impl Workers {
             process,
             generation,
             last_used: std::time::Instant::now(),
+            credentials: grant,
         })
     }
 }
@@ -252,6 +341,8 @@ mod tests {
                 headers: vec![("lambda-runtime-aws-request-id".into(), request_id)],
                 remaining_ms: 30_000,
                 attempt: 0,
+                env: None,
+                credentials: None,
             };
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             let never = std::future::pending();

@@ -481,7 +481,15 @@ async fn iot_section() -> anyhow::Result<String> {
     let running = iot::start().await?;
     let seq = chain::sequential(&running.url, WARMUP, SAMPLES / 2).await?;
     let (rate, errors) = chain::throughput(&running.url, 32, Duration::from_secs(10)).await;
-    let big = chain::payload(&running.url, 6_000_000, 3).await?;
+    // Over chunks under IoT Core's 512 KiB/s a 6 MB event and its echo take about 24 s: the
+    // S3 path is not wired in yet, so a failure is reported, not fatal.
+    let big = match chain::payload(&running.url, 6_000_000, 1).await {
+        Ok(stats) => ms(stats.median()),
+        Err(e) => format!(
+            "failed: {}",
+            e.to_string().chars().take(160).collect::<String>()
+        ),
+    };
     let lanes = running
         .dev
         .output()
@@ -523,8 +531,7 @@ async fn iot_section() -> anyhow::Result<String> {
     )?;
     writeln!(
         t,
-        "| 6 MB event echoed back (median of 3) | {} |",
-        ms(big.median())
+        "| 6 MB event echoed back (one, after a warm-up) | {big} |"
     )?;
     writeln!(t, "| `live dev` lanes at the end | {lanes} |")?;
     Ok(format!(
