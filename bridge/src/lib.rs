@@ -16,6 +16,7 @@
 //!   `runtime-server`) the local Runtime API server every local host uses;
 //! - [`broker`] (feature `broker`): the embedded MQTT-over-WebSocket broker.
 
+pub mod civil;
 pub mod container_credentials;
 pub mod protocol;
 pub mod runtime_api;

@@ -2,6 +2,7 @@
 //! appended after signing, as IoT Core demands), `verify` for the broker standing in for IoT
 //! Core (every refusal named). Signatures are computed by `aws-sigv4`, never by hand.
 
+use crate::civil::Civil;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest, SignatureLocation,
@@ -308,23 +309,10 @@ impl<'a> Query<'a> {
 
 /// Seconds since the epoch as a SigV4 date (`20261204T004727Z`).
 pub fn amz_date(secs: u64) -> String {
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let c = Civil::from_secs(secs);
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
     )
 }
 
@@ -335,21 +323,15 @@ fn parse_amz_date(date: &str) -> Option<SystemTime> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| date.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3_600 + mm * 60 + ss;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+    let civil = Civil {
+        year: num(0..4)?,
+        month: num(4..6)?,
+        day: num(6..8)?,
+        hour: num(9..11)?,
+        minute: num(11..13)?,
+        second: num(13..15)?,
+    };
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(civil.to_secs()?))
 }
 
 /// Check the presigned upgrade `GET path_and_query` with `Host: host` as IoT Core does, at

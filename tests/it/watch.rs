@@ -3,30 +3,18 @@
 //! save triggers exactly one, and a restarted build leaves none of its processes behind.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use tests::http::Http;
-use tests::live::{fixture_copy, fixtures, live_dev, proc_state, project, LiveDev};
-use tests::{bin, wait_until, Child};
+use tests::live::{fixture_copy, fixtures, live_dev, live_dev_with, proc_state, project, LiveDev};
+use tests::wait_until;
 
 /// `live dev --json -c dir` building into the project's own `target/`, as a user's does
 /// (the other tests share one target directory between fixture copies).
 fn live_dev_own_target(dir: &Path) -> LiveDev {
-    let mut cmd = Command::new(bin("live"));
-    cmd.arg("dev").arg("--json").arg("-c").arg(dir);
-    cmd.env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET_DIR");
-    let child = Child::spawn(cmd);
-    let ready = child.wait_for_line_within(Duration::from_secs(900), |l| {
-        l.starts_with('{') && l.contains("\"ready\"")
-    });
-    let ready: serde_json::Value = serde_json::from_str(&ready).expect("ready line is JSON");
-    LiveDev {
-        front_door: ready["front_door"].as_str().unwrap_or_default().to_string(),
-        broker: ready["broker"].as_str().expect("broker").to_string(),
-        pid: ready["pid"].as_u64().expect("pid") as u32,
-        child,
-    }
+    live_dev_with(dir, &[], |cmd| {
+        cmd.env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR");
+    })
 }
 
 /// The `--json` events named `event` printed so far.
