@@ -52,19 +52,29 @@ pub fn region(config: &SdkConfig) -> String {
 /// IoT Core's data endpoint for this account and region (`iot:Data-ATS`), as a `wss://` URL.
 pub async fn iot_endpoint(config: &SdkConfig) -> anyhow::Result<String> {
     let client = aws_sdk_iot::Client::new(config);
+    let region = region(config);
     let out = client
         .describe_endpoint()
         .endpoint_type("iot:Data-ATS")
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!(aws_sdk_iot::error::DisplayErrorContext(e)))
-        .with_context(|| {
-            format!(
-                "could not find IoT Core's endpoint (iot:DescribeEndpoint) in {}; check the \
-                 credentials (`aws sts get-caller-identity`) and that they allow \
-                 iot:DescribeEndpoint",
-                region(config)
-            )
+        .map_err(|e| {
+            use aws_sdk_iot::error::SdkError;
+            let advice = match &e {
+                SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
+                    "could not reach the AWS API for IoT in {region}: check the network, \
+                     or AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_IOT if set"
+                ),
+                _ => format!(
+                    "IoT Core refused DescribeEndpoint in {region}: check the credentials \
+                     (`aws sts get-caller-identity`) and that they allow iot:DescribeEndpoint"
+                ),
+            };
+            let cause = match &e {
+                SdkError::ServiceError(service) => service.err().to_string(),
+                _ => chain(&e),
+            };
+            anyhow::anyhow!("{advice} ({cause})")
         })?;
     let host = out
         .endpoint_address()
@@ -85,7 +95,7 @@ pub fn credential_source(config: &SdkConfig) -> anyhow::Result<CredentialSource>
             let credentials = provider
                 .provide_credentials()
                 .await
-                .map_err(|e| aws_sdk_iot::error::DisplayErrorContext(e).to_string())?;
+                .map_err(|e| chain(&e))?;
             Ok(AwsCredentials {
                 access_key_id: credentials.access_key_id().to_owned(),
                 secret_access_key: credentials.secret_access_key().to_owned(),
@@ -93,4 +103,19 @@ pub fn credential_source(config: &SdkConfig) -> anyhow::Result<CredentialSource>
             })
         })
     }))
+}
+
+/// An error and its sources, joined (without the `Debug` dump `DisplayErrorContext` adds).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -345,3 +345,44 @@ async fn three_hundred_invocations_at_concurrency_32_in_iot_mode_all_complete_on
         "{totals}"
     );
 }
+
+#[test]
+fn live_dev_aws_without_credentials_or_an_api_to_reach_says_what_to_do_before_building() {
+    // Its build step leaves a mark: a failure said before building leaves none.
+    let function = format!(
+        "{}build = [\"sh\", \"-c\", \"touch built.mark\"]\n",
+        tests::live::raw_function("echo")
+    );
+    let dir = tests::live::project("iot-errors", &function);
+    let run = |adjust: &dyn Fn(&mut Command)| {
+        let mut cmd = Command::new(bin("live"));
+        cmd.args(["dev", "--aws", "-c"]).arg(&dir);
+        test_credentials(&mut cmd);
+        adjust(&mut cmd);
+        let out = cmd.output().expect("live runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let no_credentials = run(&|cmd| {
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN");
+    });
+    assert!(
+        no_credentials.contains("no AWS credentials to join IoT Core with: run `aws sso login`"),
+        "{no_credentials}"
+    );
+    assert!(!dir.join("built.mark").exists(), "it built first");
+    // A port nothing listens on, for the AWS API.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = run(&|cmd| {
+        cmd.env("AWS_ENDPOINT_URL", &url);
+    });
+    assert!(
+        unreachable.contains("could not reach the AWS API for IoT in us-east-1: check the network, or AWS_ENDPOINT_URL"),
+        "{unreachable}"
+    );
+    assert!(!dir.join("built.mark").exists(), "it built first");
+}

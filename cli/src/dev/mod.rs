@@ -59,7 +59,9 @@ pub struct DevArgs {
     pub broker: Option<String>,
     /// Join the stage through AWS IoT Core: the endpoint from `DescribeEndpoint`
     /// (iot:Data-ATS), every connection presigned with SigV4 by your AWS credentials
-    /// (environment, --profile, SSO). Also `[cloud] aws = true` in live.toml.
+    /// (environment, --profile, SSO), paced inside IoT Core's quotas. Also `[cloud] aws = true`
+    /// in live.toml. LIVE_CA_FILE adds certificates to trust; LIVE_IOT_CONNECT_TO=HOST:PORT
+    /// connects there under the endpoint's name (a local `live cloud --iot`).
     #[arg(long, conflicts_with = "broker")]
     pub aws: bool,
     #[command(flatten)]
@@ -115,14 +117,15 @@ async fn iot_core(
     };
     let config = crate::aws::load(&account).await?;
     let region = crate::aws::region(&config);
+    let credentials = crate::aws::credential_source(&config)?;
+    credentials().await.map_err(anyhow::Error::msg).context(
+        "no AWS credentials to join IoT Core with: run `aws sso login`, pass --profile, or set \
+         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    )?;
     output.noteln(format!(
         "live dev: finding AWS IoT Core's endpoint in {region}"
     ));
     let url = crate::aws::iot_endpoint(&config).await?;
-    let credentials = crate::aws::credential_source(&config)?;
-    credentials().await.map_err(anyhow::Error::msg).with_context(|| {
-        format!("no AWS credentials to sign the connection to {url} with: run `aws sso login`, pass --profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-    })?;
     let connect_to = std::env::var(CONNECT_TO_ENV).ok().filter(|v| !v.is_empty());
     Ok(IotCore {
         url,
@@ -175,6 +178,11 @@ async fn serve(
     let builds = Builds::new(project.clone(), output.clone());
     let workers = Arc::new(Workers::new(project.clone(), !args.json));
 
+    // IoT Core first: a missing credential or endpoint is said before a long first build.
+    let aws = match args.aws || project.cloud.aws {
+        true => Some(iot_core(args, &project, output).await?),
+        false => None,
+    };
     // The watcher starts before the first build, so no save is missed in between.
     let watcher = if args.no_watch {
         None
@@ -216,10 +224,6 @@ async fn serve(
             .await;
     }
 
-    let aws = match args.aws || project.cloud.aws {
-        true => Some(iot_core(args, &project, output).await?),
-        false => None,
-    };
     let cloud = match (&args.broker, &aws) {
         (Some(_), _) | (_, Some(_)) => None,
         (None, None) => {
