@@ -102,6 +102,32 @@ pub struct WireInvocation {
     /// a session and whenever they changed (rotated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<RoleCredentials>,
+    /// Where a payload too large for the bridge's quota travels instead: the stage's S3
+    /// bucket, by URLs the stub presigned (the event is then not in the frame's body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Box<ObjectUrls>>,
+}
+
+/// An invocation's payloads in the stage's S3 bucket, by presigned URL. `Debug` hides the
+/// queries: they carry the stub's signature.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectUrls {
+    /// GET: the event, when it is not in the frame's body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// PUT: where a response too large for the bridge goes (then sent as
+    /// `DevMessage::Response { in_object: true }` with an empty body).
+    pub response: String,
+}
+
+impl std::fmt::Debug for ObjectUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = |url: &str| format!("{}?…", url.split('?').next().unwrap_or_default());
+        f.debug_struct("ObjectUrls")
+            .field("event", &self.event.as_deref().map(path))
+            .field("response", &path(&self.response))
+            .finish()
+    }
 }
 
 /// A function's environment variables, by name. `Debug` shows the names only: values may be
@@ -171,6 +197,10 @@ pub enum DevMessage {
         request_id: String,
         /// The headers of the handler's `/response` request, unchanged.
         headers: Vec<Header>,
+        /// The response was put at the invocation's `ObjectUrls::response` (too large for
+        /// the bridge); the frame's body is empty.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        in_object: bool,
     },
     /// The handler posted `/error`, or the chain failed on the developer's side (build failed,
     /// worker crashed); the frame's body is the raw error JSON.

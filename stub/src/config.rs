@@ -13,6 +13,7 @@
 //! | `LIVE_BROKER_USERNAME`, `LIVE_BROKER_PASSWORD` | no | credentials for a broker that requires them |
 //! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` | with a `wss://` URL (set by Lambda) | the function role's credentials: a `wss://` connection is presigned with them for IoT Core (SigV4), and they are forwarded to `live dev` |
 //! | `AWS_CONTAINER_CREDENTIALS_FULL_URI` (or `_RELATIVE_URI`), `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `_TOKEN_FILE`) | no (set by Lambda for SnapStart) | an `http://` endpoint serving the role's credentials, read instead of the key pair and again before they expire (see `credentials.rs`) |
+//! | `LIVE_BUCKET` | no | the stage's S3 bucket: with a `wss://` URL, events and responses larger than one MQTT payload go through it (put by the stub, by URLs it presigns), instead of in chunks that IoT Core's 512 KiB/s would slow; `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` point it at a stand-in (path style) |
 //! | `LIVE_CA_FILE` | no | a PEM file of extra certificates to trust beside Mozilla's roots (a test broker's CA) |
 //! | `LIVE_STUB_TIMING` | no | print `live stub: bridge connected` to stderr once connected (cold-start benchmarks) |
 //! | `LIVE_LOG` | no | the level of what the stub logs to stderr (CloudWatch): `off`, `error`, `warn` (default), `info`, `debug`, `trace`; read first, by `log.rs` |
@@ -35,6 +36,9 @@ pub struct Config {
     pub sigv4: Option<String>,
     /// Where the function role's credentials come from, if it has any.
     pub role: Option<Source>,
+    /// The stage's S3 bucket for payloads too large for IoT Core's quota (`LIVE_BUCKET`;
+    /// with a `wss://` URL only).
+    pub bucket: Option<crate::objects::Bucket>,
     /// `LIVE_STUB_TIMING`: say on stderr when the bridge is first up.
     pub timing: bool,
 }
@@ -90,6 +94,10 @@ impl Config {
                 Some(region)
             }
         };
+        let bucket = match &sigv4 {
+            Some(region) => crate::objects::Bucket::from_env(var, region)?,
+            None => None,
+        };
         Ok(Config {
             runtime_api,
             bridge_url,
@@ -101,6 +109,7 @@ impl Config {
             credentials,
             sigv4,
             role,
+            bucket,
             timing: var("LIVE_STUB_TIMING").is_some(),
         })
     }

@@ -149,6 +149,7 @@ mod tests {
             attempt: 0,
             env: None,
             credentials: None,
+            objects: None,
         }
     }
 

@@ -177,13 +177,93 @@ impl Bridge {
     async fn exchange(
         &mut self,
         next: &Next,
-        mut session: Presence,
+        session: Presence,
         answer_by: Instant,
         remaining: Duration,
         rx: &mut mpsc::UnboundedReceiver<(DevMessage, Bytes)>,
         where_: &str,
     ) -> Reply {
+        // With a bucket, a large event goes through it and live dev is offered a place for a
+        // large response (IoT Core carries 512 KiB/s a connection).
+        let offered = match (&self.config.bucket, &self.credentials) {
+            (Some(bucket), Some(role)) => {
+                let (app, stage) = (&self.config.app, &self.config.stage);
+                match bucket
+                    .offer(app, stage, &next.request_id, &next.body, role)
+                    .await
+                {
+                    Ok(objects) => Some(objects),
+                    Err(e) => {
+                        return Reply::failure(
+                            "Live.PayloadUnavailable",
+                            format!(
+                                "could not put the event in the stage's bucket for {where_}: {e}"
+                            ),
+                        )
+                    }
+                }
+            }
+            _ => None,
+        };
+        let reply = self
+            .exchange_with(
+                next,
+                session,
+                answer_by,
+                remaining,
+                rx,
+                where_,
+                offered.as_ref(),
+            )
+            .await;
+        match (offered, &self.config.bucket, &self.credentials) {
+            (Some(objects), Some(bucket), Some(role)) => {
+                let (reply, response_put) = match reply {
+                    Ok(reply) => (reply, false),
+                    Err(in_object) => {
+                        let reply = match bucket.get_response(&objects, role).await {
+                            Ok(body) => Reply::Response {
+                                headers: in_object,
+                                body,
+                            },
+                            Err(e) => Reply::failure(
+                                "Live.PayloadUnavailable",
+                                format!("could not get the response from the stage's bucket for {where_}: {e}"),
+                            ),
+                        };
+                        (reply, true)
+                    }
+                };
+                bucket.delete(&objects, response_put, role).await;
+                reply
+            }
+            (_, _, _) => reply.unwrap_or_else(|_| {
+                Reply::failure(
+                    "Live.PayloadUnavailable",
+                    "a response in a bucket that was not offered".into(),
+                )
+            }),
+        }
+    }
+
+    /// [`Bridge::exchange`] once the payloads are placed: the reply, or (`Err`) the headers of
+    /// a response `live dev` put in the bucket.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange_with(
+        &mut self,
+        next: &Next,
+        mut session: Presence,
+        answer_by: Instant,
+        remaining: Duration,
+        rx: &mut mpsc::UnboundedReceiver<(DevMessage, Bytes)>,
+        where_: &str,
+        offered: Option<&crate::objects::Objects>,
+    ) -> Result<Reply, Vec<bridge::protocol::Header>> {
         let mut acked = false;
+        let body = match offered {
+            Some(objects) if objects.urls.event.is_some() => Bytes::new(),
+            _ => next.body.clone(),
+        };
         let mut message = StubMessage::Invoke(WireInvocation {
             request_id: next.request_id.clone(),
             function: self.config.function.clone(),
@@ -193,14 +273,12 @@ impl Bridge {
             attempt: 0,
             env: None,
             credentials: None,
+            objects: offered.map(|o| Box::new(o.urls.clone())),
         });
         // Only reconnections from now on call for an early resend.
         self.link.borrow_and_update();
-        if let Err(reply) = self
-            .send_invoke(&mut message, &session, &next.body, false)
-            .await
-        {
-            return reply;
+        if let Err(reply) = self.send_invoke(&mut message, &session, &body, false).await {
+            return Ok(reply);
         }
         let mut retransmit =
             tokio::time::interval_at(tokio::time::Instant::now() + RETRANSMIT, RETRANSMIT);
@@ -211,7 +289,7 @@ impl Bridge {
             tokio::select! {
                 received = rx.recv() => {
                     let Some((message, body)) = received else {
-                        return Reply::failure("Live.BridgeClosed", "the bridge connection closed".into());
+                        return Ok(Reply::failure("Live.BridgeClosed", "the bridge connection closed".into()));
                     };
                     // The session answered what was sent to it, the context included.
                     self.context
@@ -220,21 +298,22 @@ impl Bridge {
                         .delivered(&session, self.credentials.as_ref());
                     match message {
                         DevMessage::Ack { .. } => acked = true,
+                        DevMessage::Response { headers, in_object: true, .. } => return Err(headers),
                         DevMessage::Response { headers, .. } => {
-                            return Reply::Response { headers, body };
+                            return Ok(Reply::Response { headers, body });
                         }
                         DevMessage::Error { error_type, headers, .. } => {
-                            return Reply::Error {
+                            return Ok(Reply::Error {
                                 error_type: error_type.unwrap_or_else(|| "Unhandled".into()),
                                 headers,
                                 body,
-                            };
+                            });
                         }
                     }
                 }
                 _ = retransmit.tick() => {
-                    if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, acked).await {
-                        return reply;
+                    if let Err(reply) = self.send_invoke(&mut message, &session, &body, acked).await {
+                        return Ok(reply);
                     }
                 }
                 changed = self.link.changed(), if link_open => {
@@ -244,8 +323,8 @@ impl Bridge {
                     link_open = changed.is_ok();
                     let up = matches!(*self.link.borrow_and_update(), Link::Up { .. });
                     if link_open && up {
-                        if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, acked).await {
-                            return reply;
+                        if let Err(reply) = self.send_invoke(&mut message, &session, &body, acked).await {
+                            return Ok(reply);
                         }
                     }
                 }
@@ -259,8 +338,8 @@ impl Bridge {
                         if latest.epoch != session.epoch {
                             session = latest;
                             acked = false;
-                            if let Err(reply) = self.send_invoke(&mut message, &session, &next.body, false).await {
-                                return reply;
+                            if let Err(reply) = self.send_invoke(&mut message, &session, &body, false).await {
+                                return Ok(reply);
                             }
                         }
                     } else {
@@ -276,7 +355,7 @@ impl Bridge {
                     (away, move_now) = (Away::Long, true);
                 }
                 _ = tokio::time::sleep_until(answer_by.into()) => {
-                    return if self.choose().is_none() {
+                    return Ok(if self.choose().is_none() {
                         Reply::failure("Live.DeveloperGone", format!(
                             "developer session {:?} went offline and no session came back before the deadline for {where_}",
                             session.session
@@ -291,12 +370,12 @@ impl Bridge {
                             "developer session {:?} did not acknowledge the invocation before the deadline for {where_}",
                             session.session
                         ))
-                    };
+                    });
                 }
             }
             if move_now {
-                match self.move_on(&mut message, &mut session, &next.body).await {
-                    Err(reply) => return reply,
+                match self.move_on(&mut message, &mut session, &body).await {
+                    Err(reply) => return Ok(reply),
                     Ok(true) => (acked, away) = (false, Away::Here),
                     Ok(false) => {} // none serves it yet: the next presence change tries again
                 }

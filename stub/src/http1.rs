@@ -23,9 +23,14 @@ const MAX_HEAD: usize = 64 * 1024;
 /// after the head, not copied.
 const INLINE_BODY: usize = 64 * 1024;
 
+/// A connection's byte stream: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// One connection, with what was read from it and not consumed yet.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: BytesMut,
     /// Who answers, for errors ("the Runtime API").
     peer: &'static str,
@@ -105,8 +110,30 @@ impl Connection {
         })?;
         let _ = stream.set_nodelay(true);
         Ok(Connection {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::with_capacity(8 * 1024),
+            peer,
+        })
+    }
+
+    /// Connect to `host_port` over TLS, checking the certificate names `server_name` under
+    /// `config`; `peer` in errors.
+    pub async fn open_tls(
+        host_port: &str,
+        server_name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        peer: &'static str,
+    ) -> io::Result<Connection> {
+        let tcp = Connection::open_to(host_port, peer).await?;
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp.stream)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("TLS with {peer} failed: {e}")))?;
+        Ok(Connection {
+            stream: Box::new(stream),
+            buf: tcp.buf,
             peer,
         })
     }

@@ -8,6 +8,7 @@ mod credentials;
 mod forward;
 mod http1;
 mod log;
+mod objects;
 mod receive;
 mod reply;
 mod runtime;

@@ -171,6 +171,7 @@ mod tests {
                     &DevMessage::Response {
                         request_id: request_id.into(),
                         headers: vec![],
+                        in_object: false,
                     },
                     b"done",
                 )

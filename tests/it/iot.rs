@@ -185,6 +185,8 @@ fn iot_chain(
     args.extend_from_slice(extra);
     let cloud = tests::live::live_cloud_with(dir, &args, |cmd| {
         test_credentials(cmd);
+        // The stubs' S3 requests (with --bucket) go to moto too.
+        moto.endpoint(cmd);
     });
     let broker = cloud
         .child
@@ -385,4 +387,62 @@ fn live_dev_aws_without_credentials_or_an_api_to_reach_says_what_to_do_before_bu
         "{unreachable}"
     );
     assert!(!dir.join("built.mark").exists(), "it built first");
+}
+
+/// `tests/py/s3_bucket.py` against moto.
+fn s3_bucket(moto: &tests::aws::Moto, command: &str, bucket: &str) -> String {
+    let script = tests::workspace_root().join("tests/py/s3_bucket.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args([moto.url.as_str(), command, bucket])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "s3_bucket.py {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_six_megabyte_event_and_response_go_through_the_stages_bucket_and_leave_nothing() {
+    let moto = tests::aws::Moto::start();
+    assert_eq!(s3_bucket(&moto, "create", "live-stage"), "created");
+    let ca = tests::aws::ca_path("objects");
+    let function = format!("{}timeout = 60\n", tests::live::raw_function("echo"));
+    let dir = tests::live::project("iot-objects", &function);
+    let (cloud, dev) = iot_chain(&dir, &moto, &ca, &["--bucket", "live-stage"]);
+    let http = tests::http::Http::default();
+    let event = format!(
+        r#"{{"mode":"echo","data":"{}"}}"#,
+        "x".repeat(6_000_000 - 25)
+    );
+    assert_eq!(event.len(), 6_000_000);
+    let started = std::time::Instant::now();
+    let reply = http
+        .invoke(&cloud.front_door, "echo", &[], event.clone())
+        .await;
+    reply.assert_no_function_error();
+    println!(
+        "6 MB there and back through the bucket: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        reply.body == event.as_bytes(),
+        "the echo came back whole ({} bytes)",
+        reply.body.len()
+    );
+    // Used, then deleted: nothing is left for the expiry rule.
+    assert_eq!(s3_bucket(&moto, "count", "live-stage"), "0");
+    // The chunks did not cross the broker: nothing was delayed for long or discarded.
+    cloud.child.signal(2);
+    let totals = cloud
+        .child
+        .wait_for_line(|l| l.contains("IoT Core quotas:"));
+    assert!(
+        totals.contains(" 0 publishes discarded inbound and 0 outbound"),
+        "{totals}"
+    );
+    drop(dev);
 }

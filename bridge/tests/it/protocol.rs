@@ -24,6 +24,7 @@ fn invocation() -> StubMessage {
         attempt: 0,
         env: None,
         credentials: None,
+        objects: None,
     })
 }
 
@@ -73,6 +74,7 @@ fn every_message_kind_round_trips() {
         DevMessage::Response {
             request_id: "r1".into(),
             headers: vec![("Content-Type".into(), "application/json".into())],
+            in_object: false,
         },
         DevMessage::Error {
             request_id: "r1".into(),

@@ -416,6 +416,14 @@ impl Pool {
                         .env("AWS_DEFAULT_REGION", &iot.region)
                         .envs(iot.roles.stub_env(&self.name))
                         .env(bridge::tls::CA_FILE_ENV, &iot.ca_file);
+                    if let Some(bucket) = &iot.bucket {
+                        cmd.env("LIVE_BUCKET", bucket);
+                        for name in ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"] {
+                            if let Some(url) = std::env::var_os(name) {
+                                cmd.env(name, url);
+                            }
+                        }
+                    }
                 }
                 // The function's environment, as deploying it would configure it.
                 cmd.envs(&self.function.env);

@@ -240,6 +240,11 @@ pub struct CloudArgs {
     /// to its stubs from a loopback credentials endpoint (for tests of rotation).
     #[arg(long, hide = true, requires = "iot", value_name = "SECS")]
     pub rotate_credentials_secs: Option<u64>,
+    /// IoT mode: the stage's S3 bucket, through which the stubs pass events and responses
+    /// too large for IoT Core's 512 KiB/s (their LIVE_BUCKET; AWS_ENDPOINT_URL_S3 or
+    /// AWS_ENDPOINT_URL, if set here, point them at a stand-in such as moto).
+    #[arg(long, requires = "iot", value_name = "NAME")]
+    pub bucket: Option<String>,
     #[command(flatten)]
     pub cloud: CloudOptions,
 }
@@ -261,6 +266,7 @@ async fn external_iot(args: &CloudArgs) -> anyhow::Result<IotCloud> {
             region: crate::aws::region(&aws),
             ca_file,
             roles: Roles::fixed(own),
+            bucket: None,
         },
     })
 }
@@ -293,6 +299,7 @@ pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                         Roles::rotating(mode.keys.clone(), Duration::from_secs(secs.max(1))).await?
                     }
                 },
+                bucket: args.bucket.clone(),
             },
             mode: Some(mode),
         }),

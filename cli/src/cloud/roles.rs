@@ -26,6 +26,10 @@ pub struct StubIot {
     pub ca_file: PathBuf,
     /// The functions' role credentials.
     pub roles: Roles,
+    /// The stage's S3 bucket for large payloads (the stubs' `LIVE_BUCKET`), with the S3
+    /// endpoint of this process's environment (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`)
+    /// for a stand-in.
+    pub bucket: Option<String>,
 }
 
 /// The current credentials of each function's role.

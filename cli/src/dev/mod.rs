@@ -6,6 +6,7 @@
 mod debounce;
 mod lanes;
 mod noise;
+mod objects;
 mod output;
 mod reload;
 mod seen;

@@ -253,6 +253,7 @@ mod tests {
             attempt,
             env: None,
             credentials: None,
+            objects: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! runs in a task of the session's own [`TaskTracker`]s, so `live dev` can drain them on exit.
 
 use super::lanes::Lanes;
+use super::objects;
 use super::output::Output;
 use super::reload::{Builds, NotReady};
 use super::seen::{Kept, SeenMap};
@@ -191,7 +192,22 @@ impl Session {
         stop: impl std::future::Future<Output = ()>,
         results: &str,
     ) -> worker::Ran {
-        let run = self.run(invocation, body, deadline, stop);
+        let run = async {
+            // An event too large for the bridge comes from the stage's bucket.
+            let body = match invocation.objects.as_ref().and_then(|o| o.event.as_deref()) {
+                None => body,
+                Some(url) => match objects::fetch(url).await {
+                    Ok(event) => event,
+                    Err(e) => {
+                        return worker::failed(
+                            "Live.PayloadUnavailable",
+                            format!("could not fetch the event from the stage's bucket: {e}"),
+                        )
+                    }
+                },
+            };
+            self.run(invocation, body, deadline, stop).await
+        };
         tokio::pin!(run);
         tokio::select! {
             ran = &mut run => ran,
@@ -221,6 +237,7 @@ impl Session {
                 DevMessage::Response {
                     request_id,
                     headers,
+                    in_object: false,
                 },
                 body,
                 None,
@@ -251,8 +268,9 @@ impl Session {
                 Some(error_type),
             ),
         };
+        let (message, sent) = offload(&invocation, message, &body).await;
         let sender = self.parts.lanes.sender(&invocation.env_id);
-        if let Err(e) = sender.send(&results, &message, &body).await {
+        if let Err(e) = sender.send(&results, &message, &sent).await {
             tracing::warn!(
                 "could not send the result of {}: {e}",
                 invocation.request_id
@@ -270,6 +288,7 @@ impl Session {
         );
         // Kept for a probe: a small body as a compact copy, not a slice pinning hyper's
         // read buffer; a large one as it is (the buffer it holds is about its size).
+        let body = sent;
         let body = if body.len() < COMPACT_BELOW {
             Bytes::copy_from_slice(&body)
         } else {
@@ -355,6 +374,47 @@ impl Session {
         let reply = self.seen.lock().expect("lock").probed(request_id);
         if let Some((message, body)) = reply {
             self.reply(env_id, results, message, body);
+        }
+    }
+}
+
+/// A response too large for the bridge, put where the stub offered (`ObjectUrls::response`):
+/// the message then says so and goes with an empty body. Without an offer, or when the put
+/// fails (said in a warning), it goes over the bridge as it is.
+async fn offload(
+    invocation: &WireInvocation,
+    message: DevMessage,
+    body: &Bytes,
+) -> (DevMessage, Bytes) {
+    let offer = invocation.objects.as_ref().map(|o| o.response.as_str());
+    let (
+        DevMessage::Response {
+            request_id,
+            headers,
+            ..
+        },
+        Some(url),
+    ) = (&message, offer)
+    else {
+        return (message, body.clone());
+    };
+    if body.len() <= objects::OBJECT_THRESHOLD {
+        return (message, body.clone());
+    }
+    match objects::put(url, body.clone()).await {
+        Ok(()) => (
+            DevMessage::Response {
+                request_id: request_id.clone(),
+                headers: headers.clone(),
+                in_object: true,
+            },
+            Bytes::new(),
+        ),
+        Err(e) => {
+            tracing::warn!(
+                "could not put the response of {request_id} in the stage's bucket, sent over the bridge instead: {e}"
+            );
+            (message, body.clone())
         }
     }
 }

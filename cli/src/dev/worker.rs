@@ -343,6 +343,7 @@ mod tests {
                 attempt: 0,
                 env: None,
                 credentials: None,
+                objects: None,
             };
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             let never = std::future::pending();

@@ -1,7 +1,7 @@
 //! IoT mode end to end, TLS, SigV4 and IoT Core's quotas on both ends: `live cloud --iot`
 //! (its broker standing in for IoT Core, its stubs signing with their functions' roles) and
 //! `live dev --aws --release` finding the endpoint through moto's `DescribeEndpoint`, on the
-//! echo fixture; and the stub's cold start with the TLS handshake and signing, against
+//! echo fixture, large payloads through the stage's bucket on moto's S3; and the stub's cold start with the TLS handshake and signing, against
 //! `live broker --iot`, beside its cold start against a plain `ws://` broker.
 
 use crate::aws::{ca_path, test_credentials, Moto};
@@ -25,14 +25,24 @@ pub struct Running {
 /// an invocation is answered.
 pub async fn start() -> anyhow::Result<Running> {
     let moto = Moto::start();
+    let script = crate::workspace_root().join("tests/py/s3_bucket.py");
+    let made = Command::new(crate::python())
+        .arg(script)
+        .args([moto.url.as_str(), "create", "live-bench"])
+        .status()?;
+    anyhow::ensure!(
+        made.success(),
+        "could not create the bench's bucket on moto"
+    );
     let ca = ca_path("bench");
     let fixture = crate::live::fixtures().join("echo");
     let mut cmd = Command::new(crate::bin("live"));
-    cmd.args(["cloud", "--iot", "--ca-file"])
+    cmd.args(["cloud", "--iot", "--bucket", "live-bench", "--ca-file"])
         .arg(&ca)
         .arg("-c")
         .arg(&fixture);
     test_credentials(&mut cmd);
+    moto.endpoint(&mut cmd);
     let cloud = Child::spawn(cmd);
     let ready = cloud.wait_for_line(|l| l.starts_with("live cloud ready: "));
     let front_door = ready
