@@ -10,6 +10,14 @@ use std::time::{Duration, SystemTime};
 /// of an invocation, and a margin.
 pub const OBJECT_URL_EXPIRES: Duration = Duration::from_secs(1_000);
 
+/// Payloads larger than this go through the stage's bucket when there is one. Every
+/// connection of an invocation's path carries its event and its response (in and out), and
+/// IoT Core lets a connection carry 512 KiB/s: measured with the broker's quotas
+/// (BENCHMARKS.md, IoT mode), a 100 KB echo over the bridge took 383 ms, a 200 KB one
+/// through the bucket 29 ms. Up to 64 KiB each way a round trip fits in one connection's
+/// burst of 128 KiB, so the bridge, with no HTTP requests, is the faster below it.
+pub const OBJECT_THRESHOLD: usize = 64 * 1024;
+
 /// Why an object URL could not be presigned.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot presign {method} {url}: {reason}")]

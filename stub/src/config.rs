@@ -13,7 +13,7 @@
 //! | `LIVE_BROKER_USERNAME`, `LIVE_BROKER_PASSWORD` | no | credentials for a broker that requires them |
 //! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` | with a `wss://` URL (set by Lambda) | the function role's credentials: a `wss://` connection is presigned with them for IoT Core (SigV4), and they are forwarded to `live dev` |
 //! | `AWS_CONTAINER_CREDENTIALS_FULL_URI` (or `_RELATIVE_URI`), `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `_TOKEN_FILE`) | no (set by Lambda for SnapStart) | an `http://` endpoint serving the role's credentials, read instead of the key pair and again before they expire (see `credentials.rs`) |
-//! | `LIVE_BUCKET` | no | the stage's S3 bucket: with a `wss://` URL, events and responses larger than one MQTT payload go through it (put by the stub, by URLs it presigns), instead of in chunks that IoT Core's 512 KiB/s would slow; `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` point it at a stand-in (path style) |
+//! | `LIVE_BUCKET` | no | the stage's S3 bucket: with a `wss://` URL, events and responses larger than 64 KiB go through it (put by the stub, by URLs it presigns), instead of in chunks that IoT Core's 512 KiB/s would slow; `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` point it at a stand-in (path style) |
 //! | `LIVE_CA_FILE` | no | a PEM file of extra certificates to trust beside Mozilla's roots (a test broker's CA) |
 //! | `LIVE_STUB_TIMING` | no | print `live stub: bridge connected` to stderr once connected (cold-start benchmarks) |
 //! | `LIVE_LOG` | no | the level of what the stub logs to stderr (CloudWatch): `off`, `error`, `warn` (default), `info`, `debug`, `trace`; read first, by `log.rs` |

@@ -6,15 +6,11 @@
 
 use crate::http1;
 use bridge::protocol::{ObjectUrls, RoleCredentials};
-use bridge::s3::{object_key, presign_object, OBJECT_URL_EXPIRES};
+use bridge::s3::{object_key, presign_object, OBJECT_THRESHOLD, OBJECT_URL_EXPIRES};
 use bridge::sigv4::AwsCredentials;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::SystemTime;
-
-/// Events larger than this go through the bucket when there is one: above one MQTT payload a
-/// message is chunked, and each chunk costs quota.
-pub const OBJECT_THRESHOLD: usize = bridge::protocol::MAX_MQTT_PAYLOAD;
 
 /// The stage's bucket.
 #[derive(Debug, Clone)]

@@ -338,14 +338,7 @@ async fn three_hundred_invocations_at_concurrency_32_in_iot_mode_all_complete_on
         assert_eq!(runs.get(id), Some(&1), "{id} ran {:?} times", runs.get(id));
     }
     // Both sides kept inside IoT Core's quotas: the broker discarded nothing.
-    cloud.child.signal(2);
-    let totals = cloud
-        .child
-        .wait_for_line(|l| l.contains("IoT Core quotas:"));
-    assert!(
-        totals.contains(" 0 publishes discarded inbound and 0 outbound"),
-        "{totals}"
-    );
+    assert_nothing_discarded(&cloud);
 }
 
 #[test]
@@ -387,6 +380,19 @@ fn live_dev_aws_without_credentials_or_an_api_to_reach_says_what_to_do_before_bu
         "{unreachable}"
     );
     assert!(!dir.join("built.mark").exists(), "it built first");
+}
+
+/// Stop `live cloud` (Ctrl-C) and check its broker discarded no publish over IoT Core's
+/// quotas, in or out.
+fn assert_nothing_discarded(cloud: &tests::live::LiveCloud) {
+    cloud.child.signal(2);
+    let totals = cloud
+        .child
+        .wait_for_line(|l| l.contains("IoT Core quotas:"));
+    assert!(
+        totals.contains(" 0 publishes discarded inbound and 0 outbound"),
+        "{totals}"
+    );
 }
 
 /// `tests/py/s3_bucket.py` against moto.
@@ -436,13 +442,6 @@ async fn a_six_megabyte_event_and_response_go_through_the_stages_bucket_and_leav
     // Used, then deleted: nothing is left for the expiry rule.
     assert_eq!(s3_bucket(&moto, "count", "live-stage"), "0");
     // The chunks did not cross the broker: nothing was delayed for long or discarded.
-    cloud.child.signal(2);
-    let totals = cloud
-        .child
-        .wait_for_line(|l| l.contains("IoT Core quotas:"));
-    assert!(
-        totals.contains(" 0 publishes discarded inbound and 0 outbound"),
-        "{totals}"
-    );
+    assert_nothing_discarded(&cloud);
     drop(dev);
 }

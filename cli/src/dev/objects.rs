@@ -9,9 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-/// Responses larger than this go to the stub's bucket when it offers one: above one MQTT
-/// payload a message is chunked, and each chunk costs quota.
-pub const OBJECT_THRESHOLD: usize = bridge::protocol::MAX_MQTT_PAYLOAD;
+pub use bridge::s3::OBJECT_THRESHOLD;
 
 /// How long one object request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
