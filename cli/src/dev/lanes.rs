@@ -73,7 +73,7 @@ pub struct Grow {
 }
 
 impl Grow {
-    /// Watch the lanes' load and open another whenever the busiest is busy, up to
+    /// Watch the lanes' load and double them whenever the busiest is busy, up to
     /// [`MAX_LANES`]; each new lane's messages go to the session as the first lane's do.
     /// Runs until cancelled.
     pub async fn run(self) {
@@ -93,15 +93,25 @@ impl Grow {
             if per_second < BUSY_PER_SECOND || self.lanes.len() >= MAX_LANES {
                 continue;
             }
-            match self.open(self.lanes.len()).await {
-                Ok(sender) => {
-                    self.lanes.add(sender);
-                    tracing::info!(lanes = self.lanes.len(), "opened another lane");
-                    if let Err(e) = self.announcer.announce().await {
-                        tracing::warn!("could not announce the session's lanes: {e}");
-                    }
+            // Double at once (a burst needs many lanes soon, not one per look), opened side
+            // by side, announced once.
+            let have = self.lanes.len();
+            let more = have.min(MAX_LANES - have);
+            let opened =
+                futures_util::future::join_all((have..have + more).map(|k| self.open(k))).await;
+            for (k, opened) in (have..).zip(opened) {
+                match opened {
+                    // Lanes are numbered by their place: one that failed ends this round.
+                    Ok(sender) if self.lanes.len() == k => self.lanes.add(sender),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("could not open lane {k}: {e:#}"),
                 }
-                Err(e) => tracing::warn!("could not open another lane: {e:#}"),
+            }
+            if self.lanes.len() > have {
+                tracing::info!(lanes = self.lanes.len(), "opened more lanes");
+                if let Err(e) = self.announcer.announce().await {
+                    tracing::warn!("could not announce the session's lanes: {e}");
+                }
             }
             last = self.lanes.busiest();
         }

@@ -21,9 +21,9 @@ pub struct Running {
     pub url: String,
 }
 
-/// Start moto, `live cloud --iot` and `live dev --aws` on the echo fixture, and wait until
-/// an invocation is answered.
-pub async fn start() -> anyhow::Result<Running> {
+/// Start moto, `live cloud --iot` (with the stage's bucket on moto's S3 if `bucket`) and
+/// `live dev --aws` on the echo fixture, and wait until an invocation is answered.
+pub async fn start(bucket: bool) -> anyhow::Result<Running> {
     let moto = Moto::start();
     let script = crate::workspace_root().join("tests/py/s3_bucket.py");
     let made = Command::new(crate::python())
@@ -37,10 +37,11 @@ pub async fn start() -> anyhow::Result<Running> {
     let ca = ca_path("bench");
     let fixture = crate::live::fixtures().join("echo");
     let mut cmd = Command::new(crate::bin("live"));
-    cmd.args(["cloud", "--iot", "--bucket", "live-bench", "--ca-file"])
-        .arg(&ca)
-        .arg("-c")
-        .arg(&fixture);
+    cmd.args(["cloud", "--iot", "--ca-file"]).arg(&ca);
+    if bucket {
+        cmd.args(["--bucket", "live-bench"]);
+    }
+    cmd.arg("-c").arg(&fixture);
     test_credentials(&mut cmd);
     moto.endpoint(&mut cmd);
     let cloud = Child::spawn(cmd);

@@ -478,7 +478,12 @@ async fn iot_section() -> anyhow::Result<String> {
     let (_broker, iot_url, ca) = iot::iot_broker();
     let (plain, signed) =
         tests::bench::cold::run_iot(&stub, &iot_url, &iot::signing_env(&ca)).await?;
-    let running = iot::start().await?;
+    // Without a bucket first: every invocation then carries no presigned URL.
+    let bare = iot::start(false).await?;
+    let (bare_rate, bare_errors) = chain::throughput(&bare.url, 32, Duration::from_secs(10)).await;
+    let (bare_in, bare_out) = bare.stop_and_count_discards();
+    drop(bare);
+    let running = iot::start(true).await?;
     let seq = chain::sequential(&running.url, WARMUP, SAMPLES / 2).await?;
     let (rate, errors) = chain::throughput(&running.url, 32, Duration::from_secs(10)).await;
     // Round trips by size: up to 64 KiB over the bridge, above it through the bucket
@@ -500,13 +505,23 @@ async fn iot_section() -> anyhow::Result<String> {
         };
         sizes.push((name, took));
     }
+    // The last "opened more lanes lanes=N" that live dev logged.
     let lanes = running
         .dev
         .output()
         .lines()
-        .filter(|l| l.contains("opened another lane"))
-        .count()
-        + 1;
+        .rev()
+        .filter(|l| l.contains("opened more lanes"))
+        .filter_map(|l| {
+            l.split("lanes=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .next()
+        .unwrap_or(1);
     let (discarded_in, discarded_out) = running.stop_and_count_discards();
     let mut t = String::new();
     writeln!(t, "| measure | value |")?;
@@ -533,7 +548,11 @@ async fn iot_section() -> anyhow::Result<String> {
     )?;
     writeln!(
         t,
-        "| throughput at 32 connections, 10 s (errors) | {rate:.0}/s ({errors}) |"
+        "| throughput at 32 connections, 10 s, no bucket (errors; discarded in / out) | {bare_rate:.0}/s ({bare_errors}; {bare_in} / {bare_out}) |"
+    )?;
+    writeln!(
+        t,
+        "| throughput at 32 connections, 10 s, with the bucket (a presigned response URL in every invocation) (errors) | {rate:.0}/s ({errors}) |"
     )?;
     writeln!(
         t,
