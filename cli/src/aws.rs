@@ -25,6 +25,13 @@ pub struct AwsArgs {
 /// The SDK configuration: the default credential chain and region, `AWS_ENDPOINT_URL` and
 /// `AWS_ENDPOINT_URL_<SERVICE>` honoured, HTTPS on rustls with ring.
 pub async fn load(args: &AwsArgs) -> anyhow::Result<SdkConfig> {
+    // The SDK panics on an endpoint URL set to nothing; say so instead.
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("AWS_ENDPOINT_URL") && value.is_empty() {
+            anyhow::bail!("{name} is set but empty: unset it, or give the endpoint's URL");
+        }
+    }
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();

@@ -30,6 +30,10 @@ impl PublishQuota {
 pub(crate) struct Pacer {
     quota: PublishQuota,
     state: Mutex<State>,
+    /// Senders wait their turn here, first come first served (tokio's mutex is fair): a
+    /// rare message (a presence record announcing new lanes) waits behind the ones queued
+    /// before it, never behind every one that comes after.
+    turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -51,6 +55,7 @@ impl Pacer {
                 waited: Duration::ZERO,
                 counted: 0,
             }),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -61,8 +66,9 @@ impl Pacer {
         state.at = now;
     }
 
-    /// Wait until one more publish fits, and count it.
+    /// Wait until one more publish fits, in turn, and count it.
     pub(crate) async fn send(&self) {
+        let _turn = self.turn.lock().await;
         loop {
             let wait = {
                 let mut state = self.state.lock().expect("pacer");
