@@ -435,6 +435,15 @@ pub struct Announcer {
 }
 
 impl Announcer {
+    /// The same record, published over `sender`'s connection instead (another of the
+    /// side's connections, whose pace is not taken up).
+    pub fn via(&self, sender: Sender) -> Announcer {
+        Announcer {
+            sender,
+            ..self.clone()
+        }
+    }
+
     /// Publish the online record of the current connection, as it reads now.
     pub async fn announce(&self) -> Result<(), TransportError> {
         let (_, online, _) = (self.presence)(self.epoch.load(Ordering::Relaxed));

@@ -99,17 +99,23 @@ impl Grow {
             let more = have.min(MAX_LANES - have);
             let opened =
                 futures_util::future::join_all((have..have + more).map(|k| self.open(k))).await;
+            let mut newest = None;
             for (k, opened) in (have..).zip(opened) {
                 match opened {
                     // Lanes are numbered by their place: one that failed ends this round.
-                    Ok(sender) if self.lanes.len() == k => self.lanes.add(sender),
+                    Ok(sender) if self.lanes.len() == k => {
+                        newest = Some(sender.clone());
+                        self.lanes.add(sender);
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!("could not open lane {k}: {e:#}"),
                 }
             }
-            if self.lanes.len() > have {
+            if let Some(newest) = newest {
                 tracing::info!(lanes = self.lanes.len(), "opened more lanes");
-                if let Err(e) = self.announcer.announce().await {
+                // Over the newest lane, idle yet: the busy ones' pace would hold it back
+                // while they are what needs relief.
+                if let Err(e) = self.announcer.via(newest).announce().await {
                     tracing::warn!("could not announce the session's lanes: {e}");
                 }
             }
