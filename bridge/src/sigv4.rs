@@ -406,20 +406,19 @@ pub fn verify(
     } else {
         format!("{path}?{rest}")
     };
-    let sign_with = |token: Option<&str>| {
-        let credentials = AwsCredentials {
-            session_token: token.map(str::to_owned),
-            ..known.clone()
-        };
-        let duration = Duration::from_secs(expires);
-        signature_params(host, &path_and_query, region, &credentials, time, duration)
-            .ok()
-            .and_then(|params| {
-                let query = Query::parse(&params).ok()?;
-                Some(query.get("X-Amz-Signature").ok()?.to_owned())
-            })
+    // The token is never part of IoT Core's signature, so one key signs both checks.
+    let signer = AwsCredentials {
+        session_token: None,
+        ..known
     };
-    if sign_with(None).is_some_and(|expected| same(&expected, signature)) {
+    let expected = |path_and_query: &str| {
+        let duration = Duration::from_secs(expires);
+        let params =
+            signature_params(host, path_and_query, region, &signer, time, duration).ok()?;
+        let query = Query::parse(&params).ok()?;
+        query.get("X-Amz-Signature").ok().map(str::to_owned)
+    };
+    if expected(&path_and_query).is_some_and(|e| same(&e, signature)) {
         return Ok(Signed {
             access_key: key.to_owned(),
             date: date.to_owned(),
@@ -428,24 +427,16 @@ pub fn verify(
     }
     // The same key with the token signed inside the query: name that mistake.
     if let Some(token) = token {
-        let mut included = path_and_query.clone();
-        included.push(if included.contains('?') { '&' } else { '?' });
-        included.push_str(&format!(
-            "X-Amz-Security-Token={}",
-            utf8_percent_encode(token, QUERY)
-        ));
-        let credentials = AwsCredentials {
-            session_token: None,
-            ..known.clone()
+        let separator = if path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
         };
-        let duration = Duration::from_secs(expires);
-        let with_token =
-            signature_params(host, &included, region, &credentials, time, duration).ok();
-        let with_token = with_token.and_then(|params| {
-            let query = Query::parse(&params).ok()?;
-            Some(query.get("X-Amz-Signature").ok()?.to_owned())
-        });
-        if with_token.is_some_and(|expected| same(&expected, signature)) {
+        let included = format!(
+            "{path_and_query}{separator}X-Amz-Security-Token={}",
+            utf8_percent_encode(token, QUERY)
+        );
+        if expected(&included).is_some_and(|e| same(&e, signature)) {
             return Err(Refusal::TokenSigned);
         }
     }
