@@ -70,6 +70,17 @@ impl AwsCredentials {
     }
 }
 
+impl From<&crate::protocol::RoleCredentials> for AwsCredentials {
+    /// The key pair of role credentials as they travel with an invocation.
+    fn from(role: &crate::protocol::RoleCredentials) -> Self {
+        AwsCredentials {
+            access_key_id: role.access_key_id.clone(),
+            secret_access_key: role.secret_access_key.clone(),
+            session_token: role.session_token.clone(),
+        }
+    }
+}
+
 /// Why a URL could not be presigned.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot presign {url}: {reason}")]

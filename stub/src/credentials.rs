@@ -178,14 +178,7 @@ impl Role {
         let role = self.clone();
         Arc::new(move || {
             let role = role.clone();
-            Box::pin(async move {
-                let c = role.current().await?;
-                Ok(AwsCredentials {
-                    access_key_id: c.access_key_id,
-                    secret_access_key: c.secret_access_key,
-                    session_token: c.session_token,
-                })
-            })
+            Box::pin(async move { Ok(AwsCredentials::from(&role.current().await?)) })
         })
     }
 }

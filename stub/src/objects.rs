@@ -59,11 +59,7 @@ impl Bucket {
     }
 
     fn presign(&self, method: &str, key: &str, role: &RoleCredentials) -> Result<String, String> {
-        let credentials = AwsCredentials {
-            access_key_id: role.access_key_id.clone(),
-            secret_access_key: role.secret_access_key.clone(),
-            session_token: role.session_token.clone(),
-        };
+        let credentials = AwsCredentials::from(role);
         let url = format!("{}/{key}", self.base);
         presign_object(
             method,
