@@ -4,6 +4,8 @@
 //! - [`wire`]: framing, chunking to IoT Core's payload limit, and bounded reassembly;
 //! - [`topics`]: the topic scheme under `live/{app}/{stage}/`, received topics parsed into a
 //!   [`Topic`], and IoT Core's topic limits;
+//! - [`client_ids`]: the stage's MQTT client ids, `{app}:{stage}:{kind}:{name}` (what an IoT
+//!   policy allows);
 //! - [`transport`]: the MQTT-over-WebSocket client connection (on `rumqttc`), or an
 //!   in-process one to a broker in the same process;
 //! - [`s3`]: S3 object URLs presigned with SigV4, for payloads too large for the bridge's
@@ -17,6 +19,7 @@
 //! - [`broker`] (feature `broker`): the embedded MQTT-over-WebSocket broker.
 
 pub mod civil;
+pub mod client_ids;
 pub mod container_credentials;
 pub mod protocol;
 pub mod runtime_api;

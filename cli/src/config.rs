@@ -13,11 +13,13 @@
 //! timeout = 10               # seconds (default 30)
 //! memory = 256               # MB (default 128)
 //! env = { GREETING = "hi" }
+//! url = true                 # `live deploy` gives it a public Function URL
 //!
 //! [cloud]                    # where `live dev` meets the stubs (default: all on this machine)
 //! aws = true                 # AWS IoT Core, as `live dev --aws`
 //! profile = "dev"            # the AWS profile (default: AWS_PROFILE, else `default`)
 //! region = "eu-west-1"       # the AWS region (default: AWS_REGION, else the profile's)
+//! # endpoint = "iot.example.com"   # IoT Core's endpoint or custom domain (default: DescribeEndpoint)
 //! ```
 
 use anyhow::{bail, Context};
@@ -56,6 +58,20 @@ pub struct Cloud {
     pub profile: Option<String>,
     /// The AWS region.
     pub region: Option<String>,
+    /// IoT Core's endpoint host (a custom domain, or the account's `...-ats.iot.REGION.
+    /// amazonaws.com`) instead of asking `DescribeEndpoint`.
+    pub endpoint: Option<String>,
+}
+
+impl Cloud {
+    /// The pinned endpoint as a host name: a `wss://HOST/mqtt` URL is taken too.
+    pub fn endpoint_host(&self) -> Option<&str> {
+        self.endpoint.as_deref().map(|e| {
+            e.trim_start_matches("wss://")
+                .trim_end_matches('/')
+                .trim_end_matches("/mqtt")
+        })
+    }
 }
 
 /// One function's table.
@@ -87,6 +103,9 @@ pub struct Function {
     pub memory: u32,
     /// `_HANDLER` (default: the function's name).
     pub handler: Option<String>,
+    /// `live deploy` gives the function a public Function URL (auth type NONE).
+    #[serde(default)]
+    pub url: bool,
 }
 
 impl Default for Function {
@@ -102,6 +121,7 @@ impl Default for Function {
             timeout: default_timeout(),
             memory: default_memory(),
             handler: None,
+            url: false,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`dev`]: `live dev`, the developer's side: builds, workers, one line per invocation;
 //! - [`function`]: building a function and launching its runtime as Lambda does, for both
 //!   [`cloud`] (`--direct`) and [`dev`];
+//! - [`deploy`]: `live deploy` and `live package`, the stage in a real AWS account (through
+//!   [`aws`]);
 //! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids; [`signals`]: Ctrl+C and SIGTERM.
 
 pub mod aws;
@@ -14,12 +16,14 @@ pub mod broker;
 pub mod cargo;
 pub mod cloud;
 pub mod config;
+pub mod deploy;
 pub mod dev;
 pub mod function;
 pub mod ids;
 pub mod local_ca;
 pub mod process;
 pub mod signals;
+pub mod stub_binary;
 pub mod writer;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +52,13 @@ pub enum Command {
     /// Run the project's handlers on this machine for every invocation that reaches them.
     /// With no --broker, starts the whole chain here (broker, emulator, front door).
     Dev(dev::DevArgs),
+    /// Deploy the stage to AWS: per function an IAM role and the stub as a Lambda function
+    /// (with a Function URL where live.toml asks for one), and the stage's payload bucket.
+    /// Run it again after a change: only what differs is updated.
+    Deploy(deploy::DeployArgs),
+    /// Write the stub's deployment package (the zip `live deploy` uploads) and print its
+    /// CodeSha256, for inspection or another deployment tool.
+    Package(deploy::PackageArgs),
 }
 
 /// Install the log subscriber: warnings by default, more with `-v`, `RUST_LOG` wins.
@@ -73,6 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker(args) => broker::run(args, signals::shutdown()).await,
         Command::Cloud(args) => cloud::run(args, signals::shutdown()).await,
         Command::Dev(args) => dev::run(args, signals::shutdown()).await,
+        Command::Deploy(args) => deploy::run(args).await,
+        Command::Package(args) => deploy::package(args),
     };
     // The last log lines, written out before the process ends.
     writer::stderr()

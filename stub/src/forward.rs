@@ -69,8 +69,8 @@ impl Bridge {
     pub fn connect(config: &Config) -> Result<Bridge, String> {
         let topics = Topics::new(&config.app, &config.stage).map_err(|e| e.to_string())?;
         let results = topics.results(&config.env_id).map_err(|e| e.to_string())?;
-        let mut options =
-            ConnectOptions::new(&config.bridge_url, format!("stub-{}", config.env_id));
+        let client_id = bridge::client_ids::stub(&config.app, &config.stage, &config.env_id);
+        let mut options = ConnectOptions::new(&config.bridge_url, client_id);
         options.subscriptions = vec![results.clone(), topics.presence_filter()];
         options.credentials = config.credentials.clone();
         let role = config.role.clone().map(Role::new);

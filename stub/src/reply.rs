@@ -72,7 +72,7 @@ fn advice(last_error: &str) -> String {
     let refusal = [
         ("BadUserNamePassword", "the broker refused the login (bad user name or password): check LIVE_BROKER_USERNAME and LIVE_BROKER_PASSWORD against the broker's credentials (`live broker --username --password`, or those `live cloud` was given)"),
         ("NotAuthorized", "the broker refused the login (not authorised): check LIVE_BROKER_USERNAME and LIVE_BROKER_PASSWORD, and on IoT Core that the function's role and the IoT policy allow iot:Connect for this client id"),
-        ("BadClientId", "the broker refused the client id (`stub-` and the environment's id): check LIVE_ENV_ID (1-64 characters of A-Za-z0-9_.-)"),
+        ("BadClientId", "the broker refused the client id (`APP:STAGE:stub:` and the environment's id): check LIVE_ENV_ID (1-64 characters of A-Za-z0-9_.-)"),
         ("ServiceUnavailable", "the broker refused new connections for now (service unavailable): try again, or look at the broker's own log"),
         ("RefusedProtocolVersion", "the broker does not speak MQTT 3.1.1: check that LIVE_BRIDGE_URL names a `live` broker or the IoT Core endpoint"),
     ];

@@ -3,6 +3,7 @@
 mod broker_cli;
 mod chain;
 mod credentials;
+mod deploy;
 mod drain;
 mod events;
 mod iot;

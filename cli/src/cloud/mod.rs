@@ -100,7 +100,7 @@ impl LocalCloud {
         let (broker, bridge_url, runner) = match direct {
             Some(launches) => (None, "(none: direct)".to_string(), Runner::Direct(launches)),
             None => {
-                let program = find_stub(options.stub.clone())?;
+                let program = crate::stub_binary::find(options.stub.clone())?;
                 let (broker_iot, stub_iot) = match iot {
                     Some(iot) => (iot.mode, Some(Box::new(iot.stubs))),
                     None => (None, None),
@@ -190,31 +190,6 @@ impl LocalCloud {
         if let Some(broker) = self.broker.take() {
             let _ = broker.shutdown().await;
         }
-    }
-}
-
-/// The stub binary: `--stub`, then `LIVE_STUB` (both through clap), then beside `live`.
-fn find_stub(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        if path.is_file() {
-            return Ok(path);
-        }
-        bail!(
-            "the stub binary {} does not exist (from --stub or LIVE_STUB): build it with \
-             `cargo build -p stub` and point there",
-            path.display()
-        );
-    }
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("bootstrap")));
-    match beside {
-        Some(path) if path.is_file() => Ok(path),
-        _ => bail!(
-            "could not find the stub binary `bootstrap` beside `live`: build both with \
-             `cargo build --bins` (or `cargo build -p stub`), or name it with --stub PATH or \
-             LIVE_STUB"
-        ),
     }
 }
 

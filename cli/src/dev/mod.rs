@@ -55,6 +55,9 @@ pub struct DevArgs {
     /// parents).
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
+    /// The stage to serve (default: live.toml's `stage`, else your user name).
+    #[arg(long)]
+    pub stage: Option<String>,
     /// Join this broker instead of starting the local cloud in-process.
     #[arg(long)]
     pub broker: Option<String>,
@@ -126,7 +129,7 @@ async fn iot_core(
     output.noteln(format!(
         "live dev: finding AWS IoT Core's endpoint in {region}"
     ));
-    let url = crate::aws::iot_endpoint(&config).await?;
+    let url = crate::aws::bridge_url(&config, project.cloud.endpoint_host()).await?;
     let connect_to = std::env::var(CONNECT_TO_ENV).ok().filter(|v| !v.is_empty());
     Ok(IotCore {
         url,
@@ -170,11 +173,14 @@ async fn serve(
 ) -> anyhow::Result<()> {
     // Loading may run `cargo metadata` (a zero-config project): off the runtime's thread.
     let (config, release) = (args.config.clone(), args.cloud.release);
-    let project = tokio::task::spawn_blocking(move || {
+    let mut project = tokio::task::spawn_blocking(move || {
         crate::config::load_project(config.as_deref(), release)
     })
     .await
     .context("loading the project failed")??;
+    if let Some(stage) = &args.stage {
+        project.stage = stage.clone();
+    }
     let names: Vec<String> = project.functions.keys().cloned().collect();
     let builds = Builds::new(project.clone(), output.clone());
     let workers = Arc::new(Workers::new(project.clone(), !args.json));
@@ -252,7 +258,10 @@ async fn serve(
         .collect();
     let session_name = format!("{stage}-{}", &crate::ids::env_id()[..8]);
     let inv_topic = topics.invocations(&session_name)?;
-    let mut options = ConnectOptions::new(&bridge_url, format!("dev-{session_name}"));
+    let mut options = ConnectOptions::new(
+        &bridge_url,
+        bridge::client_ids::dev(&project.app, &project.stage, &session_name),
+    );
     options.subscriptions = vec![inv_topic];
     let lane_count = Arc::new(std::sync::atomic::AtomicU16::new(1));
     options.presence = Some(session_presence_with_lanes(

@@ -3,6 +3,10 @@
 //! built on ring, IoT Core's endpoint (`DescribeEndpoint`, `iot:Data-ATS`), and the
 //! credentials the bridge signs its connections with.
 
+mod failure;
+
+pub use failure::{exit, exit_code, is_not_found, Failure};
+
 use anyhow::Context;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
@@ -56,6 +60,22 @@ pub fn region(config: &SdkConfig) -> String {
     config.region().map(|r| r.to_string()).unwrap_or_default()
 }
 
+/// The stage's IoT Core URL: `wss://{pinned}/mqtt` when live.toml pins a host (`[cloud]
+/// endpoint`), else [`iot_endpoint`]'s.
+pub async fn bridge_url(config: &SdkConfig, pinned: Option<&str>) -> anyhow::Result<String> {
+    match pinned {
+        Some(host) if !host.is_empty() && !host.contains(['/', ' ']) => {
+            Ok(format!("wss://{host}/mqtt"))
+        }
+        Some(host) => anyhow::bail!(
+            "[cloud] endpoint = {host:?} is not a host name: give IoT Core's endpoint, e.g. \
+             \"abc123-ats.iot.eu-west-1.amazonaws.com\" (`aws iot describe-endpoint \
+             --endpoint-type iot:Data-ATS`)"
+        ),
+        None => iot_endpoint(config).await,
+    }
+}
+
 /// IoT Core's data endpoint for this account and region (`iot:Data-ATS`), as a `wss://` URL.
 pub async fn iot_endpoint(config: &SdkConfig) -> anyhow::Result<String> {
     let client = aws_sdk_iot::Client::new(config);
@@ -90,6 +110,39 @@ pub async fn iot_endpoint(config: &SdkConfig) -> anyhow::Result<String> {
     Ok(format!("wss://{host}/mqtt"))
 }
 
+/// The account the credentials belong to (STS `GetCallerIdentity`): also the check that
+/// there are credentials and that AWS accepts them, before anything else is called.
+pub async fn account(config: &SdkConfig) -> anyhow::Result<String> {
+    let provider = config
+        .credentials_provider()
+        .ok_or_else(|| Failure::NoCredentials {
+            detail: "no credentials provider is configured".to_owned(),
+        })?;
+    if let Err(e) = provider.provide_credentials().await {
+        return Err(Failure::NoCredentials { detail: chain(&e) }.into());
+    }
+    let out = aws_sdk_sts::Client::new(config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| Failure::of("sts:GetCallerIdentity", "the caller", e))?;
+    out.account()
+        .map(str::to_owned)
+        .context("STS GetCallerIdentity answered without an account")
+}
+
+/// An S3 client; path-style addressing when an endpoint is configured (an S3 stand-in such
+/// as moto serves no bucket subdomains).
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let overridden = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(overridden)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
 /// The bridge's credential source from the configuration's provider: asked afresh before
 /// every connection attempt (the provider refreshes what expires).
 pub fn credential_source(config: &SdkConfig) -> anyhow::Result<CredentialSource> {
@@ -113,7 +166,7 @@ pub fn credential_source(config: &SdkConfig) -> anyhow::Result<CredentialSource>
 }
 
 /// An error and its sources, joined (without the `Debug` dump `DisplayErrorContext` adds).
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -1,0 +1,446 @@
+//! One stage function in Lambda: what it should be (the stub's package, runtime, role,
+//! environment, timeout, memory, tags, Function URL), what Lambda has, the difference in
+//! words, and the calls that close it: created once, then updated only where it differs,
+//! code before configuration with `LastUpdateStatus` awaited between them.
+
+use super::progress::Step;
+use crate::aws::{is_not_found, Failure};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{
+    Architecture, Environment, FunctionCode, FunctionUrlAuthType, LastUpdateStatus, Runtime, State,
+};
+use aws_sdk_lambda::Client;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// What a stage function should be.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// Lambda's function name.
+    pub name: String,
+    pub description: String,
+    pub role_arn: String,
+    /// Whether the role was just created: Lambda may not see it for a few seconds.
+    pub role_is_new: bool,
+    pub env: BTreeMap<String, String>,
+    pub timeout: i32,
+    pub memory: i32,
+    pub tags: BTreeMap<String, String>,
+    /// A public Function URL (auth type NONE).
+    pub url: bool,
+}
+
+/// What happened to a function.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub arn: String,
+    pub url: Option<String>,
+    /// Empty: unchanged.
+    pub changes: Vec<String>,
+    pub created: bool,
+}
+
+/// The stub is a custom runtime on Amazon Linux 2023; `bootstrap` is its handler.
+const RUNTIME: Runtime = Runtime::Providedal2023;
+const HANDLER: &str = "bootstrap";
+
+/// The architecture the stub was built for: this machine's.
+fn architecture() -> Architecture {
+    if std::env::consts::ARCH == "aarch64" {
+        Architecture::Arm64
+    } else {
+        Architecture::X8664
+    }
+}
+
+/// Make the function `desired` with code `zip` (whose `CodeSha256` is `sha256`).
+pub async fn ensure(
+    lambda: &Client,
+    desired: &Desired,
+    zip: &[u8],
+    sha256: &str,
+    step: &Step,
+) -> anyhow::Result<Deployed> {
+    let name = &desired.name;
+    let what = format!("function {name}");
+    let current = match lambda.get_function().function_name(name).send().await {
+        Ok(out) => Some(out),
+        Err(e) if is_not_found(&e) => None,
+        Err(e) => return Err(Failure::of("lambda:GetFunction", &what, e).into()),
+    };
+    let mut deployed = match current {
+        None => {
+            step.say("creating");
+            let arn = create(lambda, desired, zip, step).await?;
+            wait_until_ready(lambda, name, step).await?;
+            Deployed {
+                arn,
+                url: None,
+                changes: Vec::new(),
+                created: true,
+            }
+        }
+        Some(out) => {
+            let config = out
+                .configuration()
+                .cloned()
+                .unwrap_or_else(|| aws_sdk_lambda::types::FunctionConfiguration::builder().build());
+            let arn = config.function_arn().unwrap_or_default().to_owned();
+            let mut changes = Vec::new();
+            if config.code_sha256() != Some(sha256) {
+                changes.push("code (the stub)".to_owned());
+                step.say("updating code");
+                lambda
+                    .update_function_code()
+                    .function_name(name)
+                    .zip_file(Blob::new(zip.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| Failure::of("lambda:UpdateFunctionCode", &what, e))?;
+                wait_until_ready(lambda, name, step).await?;
+            }
+            let config_changes = configuration_changes(&config, desired);
+            if !config_changes.is_empty() {
+                step.say("updating configuration");
+                update_configuration(lambda, desired, step).await?;
+                wait_until_ready(lambda, name, step).await?;
+                changes.extend(config_changes);
+            }
+            let have: BTreeMap<String, String> = out
+                .tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            let tag_changes: HashMap<String, String> = desired
+                .tags
+                .iter()
+                .filter(|(k, v)| have.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !tag_changes.is_empty() {
+                let mut keys: Vec<&String> = tag_changes.keys().collect();
+                keys.sort();
+                changes.push(format!(
+                    "tags {}",
+                    keys.iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                lambda
+                    .tag_resource()
+                    .resource(&arn)
+                    .set_tags(Some(tag_changes))
+                    .send()
+                    .await
+                    .map_err(|e| Failure::of("lambda:TagResource", &what, e))?;
+            }
+            Deployed {
+                arn,
+                url: None,
+                changes,
+                created: false,
+            }
+        }
+    };
+    deployed.url = url(lambda, desired, &mut deployed.changes, step).await?;
+    Ok(deployed)
+}
+
+async fn create(
+    lambda: &Client,
+    desired: &Desired,
+    zip: &[u8],
+    step: &Step,
+) -> anyhow::Result<String> {
+    let what = format!("function {}", desired.name);
+    // A new role takes a few seconds to reach Lambda ("cannot be assumed"): retried, bounded.
+    let mut delay = Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let result = lambda
+            .create_function()
+            .function_name(&desired.name)
+            .description(&desired.description)
+            .runtime(RUNTIME)
+            .handler(HANDLER)
+            .architectures(architecture())
+            .role(&desired.role_arn)
+            .code(
+                FunctionCode::builder()
+                    .zip_file(Blob::new(zip.to_vec()))
+                    .build(),
+            )
+            .timeout(desired.timeout)
+            .memory_size(desired.memory)
+            .environment(environment(desired))
+            .set_tags(Some(
+                desired
+                    .tags
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ))
+            .send()
+            .await;
+        match result {
+            Ok(out) => return Ok(out.function_arn().unwrap_or_default().to_owned()),
+            Err(e)
+                if desired.role_is_new
+                    && role_not_ready(&e)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                step.say(&format!(
+                    "waiting for IAM: the new role is not yet visible to Lambda (retrying in {:.1} s)",
+                    delay.as_secs_f64()
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => return Err(Failure::of("lambda:CreateFunction", &what, e).into()),
+        }
+    }
+}
+
+/// Lambda's answer while IAM has not yet propagated a new role.
+fn role_not_ready<R>(
+    e: &aws_sdk_lambda::error::SdkError<
+        aws_sdk_lambda::operation::create_function::CreateFunctionError,
+        R,
+    >,
+) -> bool {
+    use aws_sdk_lambda::error::ProvideErrorMetadata;
+    e.as_service_error().is_some_and(|s| {
+        s.code() == Some("InvalidParameterValueException")
+            && s.message()
+                .unwrap_or_default()
+                .contains("cannot be assumed")
+    })
+}
+
+async fn update_configuration(
+    lambda: &Client,
+    desired: &Desired,
+    step: &Step,
+) -> anyhow::Result<()> {
+    let what = format!("function {}", desired.name);
+    let mut delay = Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let result = lambda
+            .update_function_configuration()
+            .function_name(&desired.name)
+            .description(&desired.description)
+            .runtime(RUNTIME)
+            .handler(HANDLER)
+            .role(&desired.role_arn)
+            .timeout(desired.timeout)
+            .memory_size(desired.memory)
+            .environment(environment(desired))
+            .send()
+            .await;
+        match result {
+            Ok(_) => return Ok(()),
+            // Another update still running (a deploy racing this one): wait for it.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_conflict_exception())
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                step.say("waiting for an update in progress");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
+            }
+            Err(e) => {
+                return Err(Failure::of("lambda:UpdateFunctionConfiguration", &what, e).into())
+            }
+        }
+    }
+}
+
+fn environment(desired: &Desired) -> Environment {
+    Environment::builder()
+        .set_variables(Some(
+            desired
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ))
+        .build()
+}
+
+/// What differs between Lambda's configuration and the desired one, in words (variables by
+/// name only: their values may be secrets).
+pub fn configuration_changes(
+    have: &aws_sdk_lambda::types::FunctionConfiguration,
+    want: &Desired,
+) -> Vec<String> {
+    let mut changes = Vec::new();
+    if have.timeout() != Some(want.timeout) {
+        changes.push(format!(
+            "timeout {} s -> {} s",
+            have.timeout().unwrap_or_default(),
+            want.timeout
+        ));
+    }
+    if have.memory_size() != Some(want.memory) {
+        changes.push(format!(
+            "memory {} MB -> {} MB",
+            have.memory_size().unwrap_or_default(),
+            want.memory
+        ));
+    }
+    if have.role() != Some(want.role_arn.as_str()) {
+        changes.push(format!("role -> {}", want.role_arn));
+    }
+    if have.runtime() != Some(&RUNTIME) {
+        changes.push(format!("runtime -> {}", RUNTIME.as_str()));
+    }
+    if have.handler() != Some(HANDLER) {
+        changes.push(format!("handler -> {HANDLER}"));
+    }
+    if have.description().unwrap_or_default() != want.description {
+        changes.push("description".to_owned());
+    }
+    let empty = HashMap::new();
+    let vars = have
+        .environment()
+        .and_then(|e| e.variables())
+        .unwrap_or(&empty);
+    let mut names: Vec<&String> = vars.keys().chain(want.env.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        match (vars.get(name), want.env.get(name)) {
+            (None, Some(_)) => changes.push(format!("env {name} added")),
+            (Some(_), None) => changes.push(format!("env {name} removed")),
+            (Some(a), Some(b)) if a != b => changes.push(format!("env {name} changed")),
+            _ => {}
+        }
+    }
+    changes
+}
+
+/// Wait until Lambda has finished with the function (state Active, last update done), or
+/// say why it failed.
+async fn wait_until_ready(lambda: &Client, name: &str, step: &Step) -> anyhow::Result<()> {
+    let what = format!("function {name}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut delay = Duration::from_millis(200);
+    let mut said = false;
+    loop {
+        let config = lambda
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(|e| Failure::of("lambda:GetFunctionConfiguration", &what, e))?;
+        let state = config.state().cloned();
+        let update = config.last_update_status().cloned();
+        if state == Some(State::Failed) || update == Some(LastUpdateStatus::Failed) {
+            anyhow::bail!(
+                "Lambda could not make {what} ready: {}",
+                config
+                    .last_update_status_reason()
+                    .or(config.state_reason())
+                    .unwrap_or("no reason given")
+            );
+        }
+        let busy = state == Some(State::Pending) || update == Some(LastUpdateStatus::InProgress);
+        if !busy {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("{what} was still updating after 5 minutes: look at it in the Lambda console, then run `live deploy` again");
+        }
+        if !said {
+            step.say("waiting for Lambda to finish the update");
+            said = true;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The Function URL: created (with the permissions a public URL needs) when asked for and
+/// missing, deleted when no longer asked for.
+async fn url(
+    lambda: &Client,
+    desired: &Desired,
+    changes: &mut Vec<String>,
+    step: &Step,
+) -> anyhow::Result<Option<String>> {
+    let name = &desired.name;
+    let what = format!("the Function URL of {name}");
+    let current = match lambda
+        .get_function_url_config()
+        .function_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Some(out.function_url().to_owned()),
+        Err(e) if is_not_found(&e) => None,
+        Err(e) => return Err(Failure::of("lambda:GetFunctionUrlConfig", &what, e).into()),
+    };
+    match (current, desired.url) {
+        (Some(url), true) => Ok(Some(url)),
+        (None, false) => Ok(None),
+        (Some(_), false) => {
+            step.say("removing the Function URL");
+            lambda
+                .delete_function_url_config()
+                .function_name(name)
+                .send()
+                .await
+                .map_err(|e| Failure::of("lambda:DeleteFunctionUrlConfig", &what, e))?;
+            for sid in [URL_PERMISSION, URL_INVOKE_PERMISSION] {
+                let _ = lambda
+                    .remove_permission()
+                    .function_name(name)
+                    .statement_id(sid)
+                    .send()
+                    .await;
+            }
+            changes.push("Function URL removed".to_owned());
+            Ok(None)
+        }
+        (None, true) => {
+            step.say("creating the Function URL");
+            let out = lambda
+                .create_function_url_config()
+                .function_name(name)
+                .auth_type(FunctionUrlAuthType::None)
+                .send()
+                .await
+                .map_err(|e| Failure::of("lambda:CreateFunctionUrlConfig", &what, e))?;
+            // A URL with auth type NONE is public only with both permissions (since 2025
+            // Lambda asks for lambda:InvokeFunction beside lambda:InvokeFunctionUrl).
+            lambda
+                .add_permission()
+                .function_name(name)
+                .statement_id(URL_PERMISSION)
+                .action("lambda:InvokeFunctionUrl")
+                .principal("*")
+                .function_url_auth_type(FunctionUrlAuthType::None)
+                .send()
+                .await
+                .map_err(|e| Failure::of("lambda:AddPermission", &what, e))?;
+            lambda
+                .add_permission()
+                .function_name(name)
+                .statement_id(URL_INVOKE_PERMISSION)
+                .action("lambda:InvokeFunction")
+                .principal("*")
+                .invoked_via_function_url(true)
+                .send()
+                .await
+                .map_err(|e| Failure::of("lambda:AddPermission", &what, e))?;
+            changes.push("Function URL created".to_owned());
+            Ok(Some(out.function_url().to_owned()))
+        }
+    }
+}
+
+/// The statement ids of the Function URL's resource-policy statements.
+const URL_PERMISSION: &str = "live-function-url";
+const URL_INVOKE_PERMISSION: &str = "live-function-url-invoke";
