@@ -7,7 +7,7 @@
 //! - [`dev`]: `live dev`, the developer's side: builds, workers, one line per invocation;
 //! - [`function`]: building a function and launching its runtime as Lambda does, for both
 //!   [`cloud`] (`--direct`) and [`dev`];
-//! - [`deploy`]: `live deploy` and `live package`, the stage in a real AWS account (through
+//! - [`stage`]: the stage in a real AWS account: `live deploy`, `attach`, `detach`, `remove`, `package` (through
 //!   [`aws`]);
 //! - [`config`]: `live.toml` (or a zero-config cargo project, through [`cargo`]); [`process`]: child processes tied to ours; [`ids`]: ids; [`signals`]: Ctrl+C and SIGTERM.
 
@@ -16,14 +16,15 @@ pub mod broker;
 pub mod cargo;
 pub mod cloud;
 pub mod config;
-pub mod deploy;
 pub mod dev;
 pub mod function;
 pub mod ids;
 pub mod local_ca;
 pub mod process;
 pub mod signals;
+pub mod stage;
 pub mod stub_binary;
+pub mod url_request;
 pub mod writer;
 
 use clap::{Parser, Subcommand};
@@ -55,10 +56,18 @@ pub enum Command {
     /// Deploy the stage to AWS: per function an IAM role and the stub as a Lambda function
     /// (with a Function URL where live.toml asks for one), and the stage's payload bucket.
     /// Run it again after a change: only what differs is updated.
-    Deploy(deploy::DeployArgs),
+    Deploy(stage::DeployArgs),
     /// Write the stub's deployment package (the zip `live deploy` uploads) and print its
     /// CodeSha256, for inspection or another deployment tool.
-    Package(deploy::PackageArgs),
+    Package(stage::PackageArgs),
+    /// Put the stub in front of functions another tool deployed (CDK, SAM, Terraform,
+    /// Serverless), saving what it changes in an attach record first.
+    Attach(stage::AttachArgs),
+    /// Give attached functions back exactly as they were before `live attach`.
+    Detach(stage::DetachArgs),
+    /// Delete everything of the stage: its functions, roles, layer and bucket (attached
+    /// functions are detached, not deleted). Untagged resources are never touched.
+    Remove(stage::RemoveArgs),
 }
 
 /// Install the log subscriber: warnings by default, more with `-v`, `RUST_LOG` wins.
@@ -84,8 +93,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker(args) => broker::run(args, signals::shutdown()).await,
         Command::Cloud(args) => cloud::run(args, signals::shutdown()).await,
         Command::Dev(args) => dev::run(args, signals::shutdown()).await,
-        Command::Deploy(args) => deploy::run(args).await,
-        Command::Package(args) => deploy::package(args),
+        Command::Deploy(args) => stage::deploy(args).await,
+        Command::Package(args) => stage::package(args),
+        Command::Attach(args) => stage::attach(args).await,
+        Command::Detach(args) => stage::detach(args).await,
+        Command::Remove(args) => stage::remove(args).await,
     };
     // The last log lines, written out before the process ends.
     writer::stderr()

@@ -39,6 +39,15 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
+    // Started by live's exec wrapper (an attached function of a managed runtime), the stub
+    // is handed the runtime's own command line: kept for running the deployed code later.
+    let runtime_command: Vec<String> = std::env::args().skip(1).collect();
+    if !runtime_command.is_empty() {
+        tracing::info!(
+            "started by the exec wrapper in place of the runtime: {}",
+            runtime_command.join(" ")
+        );
+    }
     let config = match config::Config::from_env() {
         Ok(config) => config,
         Err(e) => return init_failed(&e).await,

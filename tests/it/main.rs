@@ -1,5 +1,6 @@
 //! End-to-end tests in one binary, driving the real `live` binary and real clients.
 
+mod attach;
 mod broker_cli;
 mod chain;
 mod credentials;

@@ -47,6 +47,27 @@ pub fn function(app: &str, stage: &str, function: &str, region: &str) -> Functio
     }
 }
 
+/// The stage's Lambda layer (the stub and its exec wrapper, for attached functions of managed
+/// runtimes): `{app}-{stage}-live`, 140 characters of `[A-Za-z0-9_-]`.
+pub fn layer(app: &str, stage: &str) -> String {
+    fit(
+        &format!("{app}-{stage}-live"),
+        140,
+        |c| c.is_ascii_alphanumeric() || c == '-' || c == '_',
+        '-',
+    )
+}
+
+/// The inline policy `live attach` adds to an attached function's role (and detach removes).
+pub fn attach_policy(app: &str, stage: &str) -> String {
+    fit(
+        &format!("live-{app}-{stage}"),
+        128,
+        |c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c),
+        '-',
+    )
+}
+
 /// The stage's payload bucket: `live-{app}-{stage}-{account}-{region}`, lower case.
 pub fn bucket(app: &str, stage: &str, account: &str, region: &str) -> String {
     let wanted = format!("live-{app}-{stage}-{account}-{region}").to_ascii_lowercase();

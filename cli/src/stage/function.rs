@@ -323,7 +323,11 @@ pub fn configuration_changes(
 
 /// Wait until Lambda has finished with the function (state Active, last update done), or
 /// say why it failed.
-async fn wait_until_ready(lambda: &Client, name: &str, step: &Step) -> anyhow::Result<()> {
+pub(super) async fn wait_until_ready(
+    lambda: &Client,
+    name: &str,
+    step: &Step,
+) -> anyhow::Result<()> {
     let what = format!("function {name}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let mut delay = Duration::from_millis(200);

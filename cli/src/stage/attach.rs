@@ -1,0 +1,464 @@
+//! `live attach` puts the stub in front of functions `live` did not create, touching nothing
+//! else, and `live detach` gives them back exactly as they were. Managed runtimes get the
+//! `live` layer and `AWS_LAMBDA_EXEC_WRAPPER`; OS-only runtimes (`provided.*`) get the stub as
+//! their code with their own code kept inside it; container images are refused. Each step
+//! comes after the attach record is saved, so a detach after an attach killed anywhere still
+//! restores the original.
+
+use super::package::Package;
+use super::progress::Step;
+use super::record::{self, How, Original, Record};
+use super::{function, layer, names, policy, Stage, StageArgs};
+use crate::aws::{is_not_found, Failure};
+use anyhow::{bail, Context};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{Environment, PackageType};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Options of `live attach`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  live attach my-stack-Api-1A2B3C=api    # serve Lambda's my-stack-Api-1A2B3C as live.toml's `api`\n  live attach api --stage alice          # a function named as in live.toml\n  live detach --all                      # give every attached function back\n\nThe function's configuration (and an OS-only runtime's code) is saved in the stage's bucket\nbefore anything changes; `live detach` restores it exactly.\n\nExit codes: 0 done, 1 other errors, 2 bad command line, 3 no AWS credentials or region,\n4 access denied, 5 function not found, 6 AWS unreachable."
+)]
+pub struct AttachArgs {
+    /// Lambda functions (names or ARNs), each optionally `=LOCAL`: the live.toml function
+    /// that serves it (default: the one of the same name).
+    #[arg(required = true)]
+    pub functions: Vec<String>,
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Raise each function's timeout to 900 s while attached (restored on detach), so that a
+    /// handler paused at a breakpoint does not time out in the cloud.
+    #[arg(long)]
+    pub debug: bool,
+    /// The stub binary (default as for `live deploy`).
+    #[arg(long, env = "LIVE_STUB")]
+    pub stub: Option<PathBuf>,
+}
+
+/// Options of `live detach`.
+#[derive(Debug, clap::Args)]
+pub struct DetachArgs {
+    /// Lambda functions to give back (as attached).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub functions: Vec<String>,
+    /// Every function attached to the stage.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub stage: StageArgs,
+}
+
+/// The variable that names the exec wrapper.
+const EXEC_WRAPPER: &str = "AWS_LAMBDA_EXEC_WRAPPER";
+/// Lambda's most layers per function.
+const MAX_LAYERS: usize = 5;
+/// The folder of an OS-only function's own code inside the stub's zip.
+const ORIGINAL_FOLDER: &str = "live-original";
+
+/// `live attach`.
+pub async fn attach(args: AttachArgs) -> anyhow::Result<()> {
+    let stage = Stage::open(&args.stage, "attach").await?;
+    let stub = super::deploy::stub_package(args.stub.clone())?;
+    let stub_binary = stub
+        .entry("bootstrap")
+        .context("the stub package has no bootstrap")?;
+    let endpoint = stage.endpoint().await?;
+    stage.ensure_bucket().await?;
+    let mut layer_arn = None;
+    for given in &args.functions {
+        let (lambda_name, local) = match given.split_once('=') {
+            Some((lambda_name, local)) => (lambda_name.to_owned(), local.to_owned()),
+            None => (given.clone(), given.clone()),
+        };
+        if !stage.project.functions.contains_key(&local) {
+            eprintln!(
+                "  note: live.toml has no function `{local}`: `live dev` will not serve \
+                 {lambda_name} until it has one (or attach it as {lambda_name}=LOCAL)"
+            );
+        }
+        let step = Step::new(format!("function {lambda_name}"));
+        attach_one(
+            &stage,
+            &lambda_name,
+            &local,
+            &endpoint,
+            &stub_binary,
+            &mut layer_arn,
+            args.debug,
+            &step,
+        )
+        .await
+        .with_context(|| format!("attaching {lambda_name}"))?;
+    }
+    eprintln!(
+        "live attach: done. `live dev --aws` serves them; `live detach --all` gives them back."
+    );
+    Ok(())
+}
+
+/// `live detach`.
+pub async fn detach(args: DetachArgs) -> anyhow::Result<()> {
+    let stage = Stage::open(&args.stage, "detach").await?;
+    let functions = if args.all {
+        record::list(&stage.s3, &stage.bucket).await?
+    } else {
+        args.functions.clone()
+    };
+    if functions.is_empty() {
+        eprintln!("live detach: no function is attached to this stage");
+    }
+    for name in &functions {
+        detach_one(&stage, name).await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attach_one(
+    stage: &Stage,
+    name: &str,
+    local: &str,
+    endpoint: &str,
+    stub_binary: &[u8],
+    layer_arn: &mut Option<String>,
+    debug: bool,
+    step: &Step,
+) -> anyhow::Result<()> {
+    let what = format!("function {name}");
+    let out = stage
+        .lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(|e| Failure::of("lambda:GetFunction", &what, e))?;
+    let config = out
+        .configuration()
+        .context("GetFunction answered without a configuration")?;
+    let name = config.function_name().unwrap_or(name).to_owned();
+    let (record, original_zip) = match record::read(&stage.s3, &stage.bucket, &name).await? {
+        Some(record) => {
+            step.say("already attached: applying again from its attach record");
+            let zip = match &record.code_key {
+                Some(key) => Some(
+                    record::get(&stage.s3, &stage.bucket, key)
+                        .await?
+                        .with_context(|| {
+                            format!("the saved code s3://{}/{key} is missing", stage.bucket)
+                        })?,
+                ),
+                None => None,
+            };
+            (record, zip)
+        }
+        None => {
+            if config.package_type() == Some(&PackageType::Image) {
+                bail!(
+                    "{what} is a container image: live attaches zip functions only (deploy \
+                     the stub with `live deploy` instead, or attach a zip function)"
+                );
+            }
+            let runtime = config
+                .runtime()
+                .map(|r| r.as_str().to_owned())
+                .context("the function has no runtime")?;
+            let original = Original::of(config);
+            let how = if runtime.starts_with("provided") {
+                How::Code
+            } else {
+                How::Layer
+            };
+            if how == How::Layer {
+                if let Some(wrapper) = original.env.get(EXEC_WRAPPER) {
+                    bail!(
+                        "{what} already runs under an exec wrapper ({EXEC_WRAPPER}={wrapper}): \
+                         live cannot chain it yet; remove it, or attach another function"
+                    );
+                }
+                if original.layers.len() >= MAX_LAYERS {
+                    bail!(
+                        "{what} has {MAX_LAYERS} layers, Lambda's most: live needs one more; \
+                         remove a layer, then attach"
+                    );
+                }
+            }
+            let zip = match how {
+                How::Code => {
+                    step.say("saving its code");
+                    Some(save_code(stage, &name, &out, &original).await?)
+                }
+                How::Layer => None,
+            };
+            let role_name = original
+                .role
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let record = Record {
+                function: name.clone(),
+                arn: config.function_arn().unwrap_or_default().to_owned(),
+                attached_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                how,
+                code_key: zip.as_ref().map(|_| record::code_key(&name)),
+                original,
+                role_name,
+                policy_name: names::attach_policy(&stage.project.app, &stage.project.stage),
+            };
+            record::write(&stage.s3, &stage.bucket, &record).await?;
+            (record, zip)
+        }
+    };
+    fault_point("record");
+
+    // The stage's IoT permissions, as a policy of their own on the function's role.
+    let scope = policy::Scope {
+        app: &stage.project.app,
+        stage: &stage.project.stage,
+        region: &stage.region,
+        account: &stage.account,
+        function: &name,
+        bucket: &stage.bucket,
+    };
+    stage
+        .iam
+        .put_role_policy()
+        .role_name(&record.role_name)
+        .policy_name(&record.policy_name)
+        .policy_document(policy::stage(&scope).to_string())
+        .send()
+        .await
+        .map_err(|e| {
+            Failure::of(
+                "iam:PutRolePolicy",
+                &format!("role {}", record.role_name),
+                e,
+            )
+        })?;
+    fault_point("policy");
+
+    let mut env = record.original.env.clone();
+    env.extend(stage.stub_env(local, endpoint));
+    let mut layers = record.original.layers.clone();
+    match record.how {
+        How::Layer => {
+            env.insert(EXEC_WRAPPER.to_owned(), layer::WRAPPER_PATH.to_owned());
+            let arn = match layer_arn {
+                Some(arn) => arn.clone(),
+                None => {
+                    let name = names::layer(&stage.project.app, &stage.project.stage);
+                    let layer_step = Step::new(format!("layer {name}"));
+                    let arn =
+                        layer::ensure(&stage.lambda, &name, &layer::zip(stub_binary)?, &layer_step)
+                            .await?;
+                    *layer_arn = Some(arn.clone());
+                    arn
+                }
+            };
+            layers.push(arn);
+        }
+        How::Code => {
+            let original = original_zip.context("no saved code")?;
+            let code = Package::of_entries(
+                &[("bootstrap", stub_binary, 0o755)],
+                Some((&original, ORIGINAL_FOLDER)),
+            )?;
+            if config.code_sha256() != Some(code.code_sha256().as_str()) {
+                step.say("replacing its code with the stub");
+                stage
+                    .lambda
+                    .update_function_code()
+                    .function_name(&name)
+                    .zip_file(Blob::new(code.bytes.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| Failure::of("lambda:UpdateFunctionCode", &what, e))?;
+                function::wait_until_ready(&stage.lambda, &name, step).await?;
+            }
+        }
+    }
+    fault_point("code");
+    let timeout = if debug { 900 } else { record.original.timeout };
+    step.say("pointing it at the stub");
+    update_configuration(stage, &name, env, layers, timeout).await?;
+    function::wait_until_ready(&stage.lambda, &name, step).await?;
+    step.say(match record.how {
+        How::Layer => "attached (layer and exec wrapper)",
+        How::Code => "attached (the stub in front of its own code)",
+    });
+    Ok(())
+}
+
+/// Download the function's code from Lambda, check it is the deployed code, and keep it in
+/// the stage's bucket.
+async fn save_code(
+    stage: &Stage,
+    name: &str,
+    out: &aws_sdk_lambda::operation::get_function::GetFunctionOutput,
+    original: &Original,
+) -> anyhow::Result<Vec<u8>> {
+    let location = out
+        .code()
+        .and_then(|c| c.location())
+        .context("GetFunction gave no code location")?;
+    let url = code_url(location);
+    let zip = crate::url_request::fetch(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not download the function's code: {e}"))?
+        .to_vec();
+    let zip = Package { bytes: zip };
+    let sha = zip.code_sha256();
+    if sha != original.code_sha256 {
+        bail!(
+            "the downloaded code's CodeSha256 {sha} is not the function's {}: nothing was \
+             changed; try again",
+            original.code_sha256
+        );
+    }
+    record::put(
+        &stage.s3,
+        &stage.bucket,
+        &record::code_key(name),
+        zip.bytes.clone(),
+        "application/zip",
+    )
+    .await?;
+    Ok(zip.bytes)
+}
+
+/// Lambda's code location, or, with `LIVE_CODE_LOCATION_BASE` set (tests: moto's location
+/// is an amazonaws.com URL nothing serves), the same path and query under that base.
+fn code_url(location: &str) -> String {
+    match std::env::var("LIVE_CODE_LOCATION_BASE") {
+        Ok(base) if !base.is_empty() => {
+            let path = location
+                .split_once("://")
+                .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+                .unwrap_or("/");
+            format!("{}{path}", base.trim_end_matches('/'))
+        }
+        _ => location.to_owned(),
+    }
+}
+
+async fn update_configuration(
+    stage: &Stage,
+    name: &str,
+    env: BTreeMap<String, String>,
+    layers: Vec<String>,
+    timeout: i32,
+) -> anyhow::Result<()> {
+    stage
+        .lambda
+        .update_function_configuration()
+        .function_name(name)
+        .environment(
+            Environment::builder()
+                .set_variables(Some(env.into_iter().collect()))
+                .build(),
+        )
+        .set_layers(Some(layers))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| {
+            Failure::of(
+                "lambda:UpdateFunctionConfiguration",
+                &format!("function {name}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// Give function `name` back as its attach record holds it, then forget the record.
+pub(super) async fn detach_one(stage: &Stage, name: &str) -> anyhow::Result<()> {
+    let step = Step::new(format!("function {name}"));
+    let Some(record) = record::read(&stage.s3, &stage.bucket, name).await? else {
+        step.say("not attached (no attach record): nothing to do");
+        return Ok(());
+    };
+    let what = format!("function {name}");
+    let current = match stage
+        .lambda
+        .get_function_configuration()
+        .function_name(name)
+        .send()
+        .await
+    {
+        Ok(config) => Some(config),
+        Err(e) if is_not_found(&e) => None,
+        Err(e) => return Err(Failure::of("lambda:GetFunctionConfiguration", &what, e).into()),
+    };
+    if let Some(current) = current {
+        if let Some(key) = &record.code_key {
+            if current.code_sha256() != Some(record.original.code_sha256.as_str()) {
+                let zip = record::get(&stage.s3, &stage.bucket, key)
+                    .await?
+                    .with_context(|| {
+                        format!("the saved code s3://{}/{key} is missing", stage.bucket)
+                    })?;
+                step.say("restoring its code");
+                stage
+                    .lambda
+                    .update_function_code()
+                    .function_name(name)
+                    .zip_file(Blob::new(zip))
+                    .send()
+                    .await
+                    .map_err(|e| Failure::of("lambda:UpdateFunctionCode", &what, e))?;
+                function::wait_until_ready(&stage.lambda, name, &step).await?;
+            }
+        }
+        step.say("restoring its configuration");
+        update_configuration(
+            stage,
+            name,
+            record.original.env.clone(),
+            record.original.layers.clone(),
+            record.original.timeout,
+        )
+        .await?;
+        function::wait_until_ready(&stage.lambda, name, &step).await?;
+    } else {
+        step.say("the function no longer exists: forgetting its attach record");
+    }
+    match stage
+        .iam
+        .delete_role_policy()
+        .role_name(&record.role_name)
+        .policy_name(&record.policy_name)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => {
+            return Err(Failure::of(
+                "iam:DeleteRolePolicy",
+                &format!("role {}", record.role_name),
+                e,
+            )
+            .into())
+        }
+    }
+    if let Some(key) = &record.code_key {
+        record::delete(&stage.s3, &stage.bucket, key).await?;
+    }
+    record::delete(&stage.s3, &stage.bucket, &record::key(name)).await?;
+    step.say("detached: as it was before attach");
+    Ok(())
+}
+
+/// Tests only: `LIVE_FAULT_AFTER=STEP` kills `live attach` right after that step (`record`,
+/// `policy`, `code`), as a crash or a Ctrl-C there would.
+fn fault_point(step: &str) {
+    if std::env::var("LIVE_FAULT_AFTER").is_ok_and(|v| v == step) {
+        eprintln!("live attach: killed after step {step} (LIVE_FAULT_AFTER)");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,134 @@
+//! The stage in a real AWS account. `live deploy` puts the stub in front of `live.toml`'s
+//! functions (`deploy.rs`), `live attach` in front of functions another tool deployed and
+//! `live detach` gives them back exactly as they were (`attach.rs`, from the attach records
+//! of `record.rs`), `live remove` deletes what belongs to the stage (`remove.rs`), `live
+//! package` writes the stub's zip (`package.rs`). What they share is here: [`Stage`], the
+//! project, account and clients a command works with.
+
+mod attach;
+mod bucket;
+mod deploy;
+mod function;
+mod layer;
+mod names;
+mod policy;
+mod progress;
+mod record;
+mod remove;
+mod role;
+
+pub mod package;
+
+pub use attach::{attach, detach, AttachArgs, DetachArgs};
+pub use deploy::{deploy, package, DeployArgs, PackageArgs};
+pub use names::{TAG_APP, TAG_FUNCTION, TAG_STAGE};
+pub use remove::{remove, RemoveArgs};
+
+use crate::aws::AwsArgs;
+use crate::config::Project;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Which project and stage a command works on, and in which account.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StageArgs {
+    /// The project's live.toml, or a folder to look for it from (default: the working
+    /// directory).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// The stage (default: live.toml's `stage`, else your user name).
+    #[arg(long)]
+    pub stage: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// A stage in an account, with the clients its commands call.
+pub struct Stage {
+    pub project: Project,
+    pub region: String,
+    pub account: String,
+    pub sdk: aws_config::SdkConfig,
+    pub lambda: aws_sdk_lambda::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub s3: aws_sdk_s3::Client,
+    /// The stage's payload bucket (also holds the attach records).
+    pub bucket: String,
+}
+
+impl Stage {
+    /// Load the project, the AWS configuration (live.toml's `[cloud]` profile and region
+    /// unless given) and the account (checking that there are credentials AWS accepts).
+    pub async fn open(args: &StageArgs, command: &str) -> anyhow::Result<Stage> {
+        let config = args.config.clone();
+        let mut project = tokio::task::spawn_blocking(move || {
+            crate::config::load_project(config.as_deref(), false)
+        })
+        .await??;
+        if let Some(stage) = &args.stage {
+            project.stage = stage.clone();
+        }
+        bridge::topics::Topics::new(&project.app, &project.stage)?;
+        let account_args = AwsArgs {
+            profile: args.aws.profile.clone().or(project.cloud.profile.clone()),
+            region: args.aws.region.clone().or(project.cloud.region.clone()),
+        };
+        let sdk = crate::aws::load(&account_args).await?;
+        let region = crate::aws::region(&sdk);
+        let account = crate::aws::account(&sdk).await?;
+        eprintln!(
+            "live {command}: app {}, stage {}, account {account}, region {region}",
+            project.app, project.stage
+        );
+        let bucket = names::bucket(&project.app, &project.stage, &account, &region);
+        Ok(Stage {
+            lambda: aws_sdk_lambda::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::new(&sdk),
+            s3: crate::aws::s3_client(&sdk),
+            project,
+            region,
+            account,
+            sdk,
+            bucket,
+        })
+    }
+
+    /// The tags every resource of the stage carries.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (TAG_APP.to_owned(), self.project.app.clone()),
+            (TAG_STAGE.to_owned(), self.project.stage.clone()),
+        ])
+    }
+
+    /// Whether `tags` are the stage's.
+    pub fn owns(&self, tags: &std::collections::HashMap<String, String>) -> bool {
+        tags.get(TAG_APP) == Some(&self.project.app)
+            && tags.get(TAG_STAGE) == Some(&self.project.stage)
+    }
+
+    /// The stub's environment for function `name` of the stage, over IoT Core at `endpoint`.
+    pub fn stub_env(&self, name: &str, endpoint: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("LIVE_BRIDGE_URL".to_owned(), endpoint.to_owned()),
+            ("LIVE_APP".to_owned(), self.project.app.clone()),
+            ("LIVE_STAGE".to_owned(), self.project.stage.clone()),
+            ("LIVE_FUNCTION".to_owned(), name.to_owned()),
+            ("LIVE_BUCKET".to_owned(), self.bucket.clone()),
+        ])
+    }
+
+    /// IoT Core's URL for the stage: live.toml's `[cloud] endpoint`, else DescribeEndpoint.
+    pub async fn endpoint(&self) -> anyhow::Result<String> {
+        crate::aws::bridge_url(&self.sdk, self.project.cloud.endpoint_host()).await
+    }
+
+    /// Make the stage's bucket (the attach records need it too).
+    pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
+        let step = progress::Step::new(format!("bucket {}", self.bucket));
+        let (created, changes) =
+            bucket::ensure(&self.s3, &self.bucket, &self.region, &self.tags(), &step).await?;
+        step.done(created, &changes);
+        Ok(())
+    }
+}
