@@ -313,3 +313,64 @@ fn the_layers_exec_wrapper_starts_the_stub_with_the_runtimes_command() {
         "{stderr}"
     );
 }
+
+#[test]
+fn live_dev_attach_takes_a_function_over_while_it_runs_and_gives_it_back_on_exit() {
+    let moto = Moto::start();
+    // IoT Core's stand-in, trusting the test credentials.
+    let ca = tests::aws::ca_path("dev-attach");
+    let mut cmd = Command::new(bin("live"));
+    cmd.args(["broker", "--iot", "--ca-file"]).arg(&ca);
+    test_credentials(&mut cmd);
+    let broker = Child::spawn(cmd);
+    let line = broker.wait_for_line(|l| l.starts_with("live broker ready: "));
+    let port = tests::live::port_of(line.trim_start_matches("live broker ready: "));
+    let dir = tests::live::project("dev-attach", &tests::live::raw_function("hello"));
+    let (original, _code, _) = create(&moto, "python", "taken-py", &dir);
+
+    let stub = bin("bootstrap");
+    let mut dev = tests::live::live_dev_with(
+        &dir,
+        &[
+            "--aws",
+            "--attach",
+            "taken-py=hello",
+            "--stub",
+            stub.to_str().unwrap(),
+        ],
+        |cmd| {
+            test_credentials(cmd);
+            moto.endpoint(cmd)
+                .env("LIVE_IOT_CONNECT_TO", format!("127.0.0.1:{port}"))
+                .env("LIVE_CA_FILE", &ca);
+        },
+    );
+    dev.child
+        .wait_for_line(|l| l.contains("live dev: attached taken-py"));
+    let attached = config(&moto, "taken-py");
+    let vars = &attached["Environment"]["Variables"];
+    assert_eq!(
+        vars["AWS_LAMBDA_EXEC_WRAPPER"], "/opt/live-wrapper",
+        "{attached}"
+    );
+    assert_eq!(vars["LIVE_APP"], "fixture");
+    assert_eq!(vars["LIVE_STAGE"], "test");
+    assert_eq!(vars["LIVE_FUNCTION"], "hello");
+
+    // Ctrl-C: the function is given back before live dev ends.
+    dev.child.signal(2);
+    dev.child
+        .wait_for_line(|l| l.contains("live dev: detached: the functions are as they were"));
+    assert!(dev.child.wait_exit().success());
+    assert_eq!(
+        without_update_stamps(config(&moto, "taken-py")),
+        without_update_stamps(original)
+    );
+    assert_eq!(
+        other_tool(
+            &moto,
+            &["records", "live-fixture-test-123456789012-us-east-1"]
+        ),
+        "0 0"
+    );
+}

@@ -56,8 +56,44 @@ fn the_tree_has_one_crypto_provider_ring() {
     assert!(rings == 0, "two versions of ring:\n{duplicates}");
 }
 
-/// The CLI's modules depend one way: `cloud` and `function` never use `dev`, and `dev` uses
-/// `cloud` only through its public API.
+/// The stub starts on Amazon Linux 2023 (`provided.al2023`, and the managed runtimes built on
+/// it): it needs no glibc symbol newer than that system's 2.34, whatever the build machine has.
+#[test]
+fn the_stub_needs_no_glibc_newer_than_amazon_linux_2023s() {
+    let out = std::process::Command::new("objdump")
+        .arg("-T")
+        .arg(tests::bin("bootstrap"))
+        .output()
+        .expect("objdump (binutils) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let newest = text
+        .split("GLIBC_")
+        .skip(1)
+        .filter_map(|rest| {
+            let version: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
+        })
+        .max()
+        .expect("the stub links glibc");
+    assert!(
+        newest <= (2, 34),
+        "the stub needs GLIBC_{}.{}",
+        newest.0,
+        newest.1
+    );
+}
+
+/// The CLI's modules depend one way: `cloud`, `function` and `stage` never use `dev`, `stage`
+/// never uses `cloud`, and `dev` uses `cloud` only through its public API.
 #[test]
 fn cli_modules_depend_one_way() {
     let src = tests::workspace_root().join("cli/src");
@@ -72,10 +108,12 @@ fn cli_modules_depend_one_way() {
         }
         found
     };
-    for folder in ["cloud", "function"] {
+    for folder in ["cloud", "function", "stage"] {
         let found = uses(folder, "crate::dev");
         assert!(found.is_empty(), "{folder} uses dev: {found:?}");
     }
+    let found = uses("stage", "crate::cloud");
+    assert!(found.is_empty(), "stage uses cloud: {found:?}");
     let found = uses("dev", "cloud::emulator");
     assert!(found.is_empty(), "dev reaches into the emulator: {found:?}");
 }

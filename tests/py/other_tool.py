@@ -1,7 +1,7 @@
 """Functions as another tool (CDK, SAM, Terraform) would have deployed them, on moto, and
 their configuration read back: the originals `live attach` must give back exactly.
 
-usage: other_tool.py ENDPOINT create python|provided NAME ZIP_OUT
+usage: other_tool.py ENDPOINT create python|python3.11|provided NAME ZIP_OUT
        other_tool.py ENDPOINT config NAME
        other_tool.py ENDPOINT location NAME      (the path of its code location)
        other_tool.py ENDPOINT policies NAME      (the inline policies of its role)
@@ -41,7 +41,7 @@ if command == "create":
     )["Role"]["Arn"]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        if kind == "python":
+        if kind.startswith("python"):
             z.writestr("index.py", "def handler(event, context):\n    return {'from': 'the cloud'}\n")
         else:
             info = zipfile.ZipInfo("bootstrap")
@@ -55,8 +55,8 @@ if command == "create":
         LayerName=f"{name}-deps", Content={"ZipFile": code})["LayerVersionArn"]
     lam.create_function(
         FunctionName=name,
-        Runtime="python3.12" if kind == "python" else "provided.al2023",
-        Handler="index.handler" if kind == "python" else "bootstrap",
+        Runtime={"python": "python3.12", "python3.11": "python3.11"}.get(kind, "provided.al2023"),
+        Handler="index.handler" if kind.startswith("python") else "bootstrap",
         Role=role,
         Code={"ZipFile": code},
         Timeout=7,

@@ -3,6 +3,7 @@
 //! reaches this session on a local worker, one line per invocation. This file starts the
 //! parts and owns their tasks; [`session`] handles what arrives.
 
+mod attached;
 mod debounce;
 mod lanes;
 mod noise;
@@ -70,6 +71,11 @@ pub struct DevArgs {
     pub aws: bool,
     #[command(flatten)]
     pub aws_account: crate::aws::AwsArgs,
+    /// With --aws: take over this function another tool deployed (`FN`, or `FN=LOCAL` to
+    /// serve it as live.toml's LOCAL) once ready, as `live attach` does, and give it back on
+    /// exit. Repeatable, or comma-separated.
+    #[arg(long, value_name = "FN[=LOCAL]", value_delimiter = ',')]
+    pub attach: Vec<String>,
     /// One JSON object per line (ready, change, build_started, build_restarted,
     /// build_finished, invocation, output_dropped) instead of text.
     #[arg(long)]
@@ -190,6 +196,17 @@ async fn serve(
         true => Some(iot_core(args, &project, output).await?),
         false => None,
     };
+    if !args.attach.is_empty() && aws.is_none() {
+        anyhow::bail!(
+            "--attach takes over functions in AWS: add --aws (or `[cloud] aws = true` in live.toml)"
+        );
+    }
+    // The stage's attach records (a real account's bucket): opened before the first build, so
+    // that a credentials problem is said first.
+    let attach_stage = match (&aws, args.attach.is_empty()) {
+        (Some(_), false) => Some(attached::open(&attached::stage_args(args)).await?),
+        _ => None,
+    };
     // The watcher starts before the first build, so no save is missed in between.
     let watcher = if args.no_watch {
         None
@@ -299,6 +316,24 @@ async fn serve(
         &bridge_url,
         cloud.as_ref(),
     ));
+    match &attach_stage {
+        Some(stage) => {
+            attached::start(stage.clone(), args.attach.clone(), args, output.clone());
+            attached::note_left_attached(stage.clone(), args.attach.clone(), output.clone());
+        }
+        None if iot_core => {
+            // Without --attach, the records are looked at in the background, and only said
+            // when there are some.
+            let output = output.clone();
+            let stage_args = attached::stage_args(args);
+            tokio::spawn(async move {
+                if let Ok(stage) = attached::open(&stage_args).await {
+                    attached::note_left_attached(stage, Vec::new(), output);
+                }
+            });
+        }
+        None => {}
+    }
     let lanes = Arc::new(lanes::Lanes::new(connection.sender(), lane_count));
     let session = Session::new(Parts {
         topics: topics.clone(),
@@ -342,6 +377,26 @@ async fn serve(
                 Some(received) => session.receive(received),
                 None => break,
             },
+        }
+    }
+    // Attached functions are given back while invocations are still served.
+    if let Some(stage) = &attach_stage {
+        let give_back = attached::give_back(stage, &args.attach, output);
+        tokio::pin!(give_back);
+        let again = crate::signals::next();
+        tokio::pin!(again);
+        loop {
+            tokio::select! {
+                _ = &mut give_back => break,
+                _ = &mut again => {
+                    output.noteln("live dev: left attached: `live detach --all` gives them back");
+                    break;
+                }
+                received = connection.recv() => match received {
+                    Some(received) => session.receive(received),
+                    None => break,
+                },
+            }
         }
     }
     drain(&session, &mut connection, output).await;

@@ -59,20 +59,32 @@ const ORIGINAL_FOLDER: &str = "live-original";
 
 /// `live attach`.
 pub async fn attach(args: AttachArgs) -> anyhow::Result<()> {
-    let stage = Stage::open(&args.stage, "attach").await?;
-    let stub = super::deploy::stub_package(args.stub.clone())?;
+    let stage = Stage::open(&args.stage).await?;
+    stage.banner("attach");
+    attach_functions(&stage, &args.functions, args.stub.clone(), args.debug).await?;
+    eprintln!(
+        "live attach: done. `live dev --aws` serves them; `live detach --all` gives them back."
+    );
+    Ok(())
+}
+
+/// Attach `functions` (`FN` or `FN=LOCAL`) to the stage, one after the other.
+pub async fn attach_functions(
+    stage: &Stage,
+    functions: &[String],
+    stub: Option<PathBuf>,
+    debug: bool,
+) -> anyhow::Result<()> {
+    let stub = super::deploy::stub_package(stub)?;
     let stub_binary = stub
         .entry("bootstrap")
         .context("the stub package has no bootstrap")?;
     let endpoint = stage.endpoint().await?;
     stage.ensure_bucket().await?;
     let mut layer_arn = None;
-    for given in &args.functions {
-        let (lambda_name, local) = match given.split_once('=') {
-            Some((lambda_name, local)) => (lambda_name.to_owned(), local.to_owned()),
-            None => (given.clone(), given.clone()),
-        };
-        if !stage.project.functions.contains_key(&local) {
+    for given in functions {
+        let (lambda_name, local) = split(given);
+        if !stage.project.functions.contains_key(local) {
             eprintln!(
                 "  note: live.toml has no function `{local}`: `live dev` will not serve \
                  {lambda_name} until it has one (or attach it as {lambda_name}=LOCAL)"
@@ -80,27 +92,31 @@ pub async fn attach(args: AttachArgs) -> anyhow::Result<()> {
         }
         let step = Step::new(format!("function {lambda_name}"));
         attach_one(
-            &stage,
-            &lambda_name,
-            &local,
+            stage,
+            lambda_name,
+            local,
             &endpoint,
             &stub_binary,
             &mut layer_arn,
-            args.debug,
+            debug,
             &step,
         )
         .await
         .with_context(|| format!("attaching {lambda_name}"))?;
     }
-    eprintln!(
-        "live attach: done. `live dev --aws` serves them; `live detach --all` gives them back."
-    );
     Ok(())
+}
+
+/// The Lambda function an attach argument names (`FN` of `FN=LOCAL`), and the live.toml
+/// function serving it.
+pub fn split(given: &str) -> (&str, &str) {
+    given.split_once('=').unwrap_or((given, given))
 }
 
 /// `live detach`.
 pub async fn detach(args: DetachArgs) -> anyhow::Result<()> {
-    let stage = Stage::open(&args.stage, "detach").await?;
+    let stage = Stage::open(&args.stage).await?;
+    stage.banner("detach");
     let functions = if args.all {
         record::list(&stage.s3, &stage.bucket).await?
     } else {
@@ -109,10 +125,27 @@ pub async fn detach(args: DetachArgs) -> anyhow::Result<()> {
     if functions.is_empty() {
         eprintln!("live detach: no function is attached to this stage");
     }
-    for name in &functions {
-        detach_one(&stage, name).await?;
+    detach_functions(&stage, &functions).await
+}
+
+/// Give `functions` back (those not attached are skipped).
+pub async fn detach_functions(stage: &Stage, functions: &[String]) -> anyhow::Result<()> {
+    for name in functions {
+        detach_one(stage, name).await?;
     }
     Ok(())
+}
+
+/// The functions attached to the stage, with when each was attached (seconds since the
+/// epoch).
+pub async fn attached(stage: &Stage) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut found = Vec::new();
+    for name in record::list(&stage.s3, &stage.bucket).await? {
+        if let Some(record) = record::read(&stage.s3, &stage.bucket, &name).await? {
+            found.push((name, record.attached_at));
+        }
+    }
+    Ok(found)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -164,6 +197,15 @@ async fn attach_one(
                 .runtime()
                 .map(|r| r.as_str().to_owned())
                 .context("the function has no runtime")?;
+            if on_amazon_linux_2(&runtime) {
+                bail!(
+                    "{what} runs {runtime}, on Amazon Linux 2, whose glibc (2.26) is older than \
+                     the stub needs (2.34): live attaches functions on Amazon Linux 2023 \
+                     runtimes (python3.12+, nodejs20.x+, java21, dotnet8, ruby3.3+, \
+                     provided.al2023); move the function to one, or deploy the stage with \
+                     `live deploy`"
+                );
+            }
             let original = Original::of(config);
             let how = if runtime.starts_with("provided") {
                 How::Code
@@ -291,6 +333,33 @@ async fn attach_one(
         How::Code => "attached (the stub in front of its own code)",
     });
     Ok(())
+}
+
+/// Lambda runtimes whose execution environment is Amazon Linux 2 (or older): their glibc is
+/// too old for the stub.
+fn on_amazon_linux_2(runtime: &str) -> bool {
+    matches!(
+        runtime,
+        "provided"
+            | "provided.al2"
+            | "python3.7"
+            | "python3.8"
+            | "python3.9"
+            | "python3.10"
+            | "python3.11"
+            | "nodejs14.x"
+            | "nodejs16.x"
+            | "nodejs18.x"
+            | "java8"
+            | "java8.al2"
+            | "java11"
+            | "java17"
+            | "ruby2.7"
+            | "ruby3.2"
+            | "dotnet6"
+            | "dotnet7"
+            | "go1.x"
+    )
 }
 
 /// Download the function's code from Lambda, check it is the deployed code, and keep it in
@@ -460,5 +529,33 @@ fn fault_point(step: &str) {
     if std::env::var("LIVE_FAULT_AFTER").is_ok_and(|v| v == step) {
         eprintln!("live attach: killed after step {step} (LIVE_FAULT_AFTER)");
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runtimes_on_amazon_linux_2_are_told_apart_from_those_on_2023() {
+        for old in [
+            "python3.11",
+            "nodejs18.x",
+            "java17",
+            "provided.al2",
+            "ruby3.2",
+        ] {
+            assert!(super::on_amazon_linux_2(old), "{old}");
+        }
+        for new in [
+            "python3.12",
+            "python3.13",
+            "nodejs20.x",
+            "nodejs22.x",
+            "java21",
+            "dotnet8",
+            "ruby3.3",
+            "provided.al2023",
+        ] {
+            assert!(!super::on_amazon_linux_2(new), "{new}");
+        }
     }
 }

@@ -85,7 +85,8 @@ pub(super) fn stub_package(given: Option<PathBuf>) -> anyhow::Result<Package> {
 
 /// `live deploy`.
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    let stage = Stage::open(&args.stage, "deploy").await?;
+    let stage = Stage::open(&args.stage).await?;
+    stage.banner("deploy");
     let package = stub_package(args.stub.clone())?;
     let sha256 = package.code_sha256();
     let endpoint = stage.endpoint().await?;

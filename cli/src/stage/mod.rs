@@ -19,7 +19,9 @@ mod role;
 
 pub mod package;
 
-pub use attach::{attach, detach, AttachArgs, DetachArgs};
+pub use attach::{
+    attach, attach_functions, attached, detach, detach_functions, split, AttachArgs, DetachArgs,
+};
 pub use deploy::{deploy, package, DeployArgs, PackageArgs};
 pub use names::{TAG_APP, TAG_FUNCTION, TAG_STAGE};
 pub use remove::{remove, RemoveArgs};
@@ -59,7 +61,7 @@ pub struct Stage {
 impl Stage {
     /// Load the project, the AWS configuration (live.toml's `[cloud]` profile and region
     /// unless given) and the account (checking that there are credentials AWS accepts).
-    pub async fn open(args: &StageArgs, command: &str) -> anyhow::Result<Stage> {
+    pub async fn open(args: &StageArgs) -> anyhow::Result<Stage> {
         let config = args.config.clone();
         let mut project = tokio::task::spawn_blocking(move || {
             crate::config::load_project(config.as_deref(), false)
@@ -76,10 +78,6 @@ impl Stage {
         let sdk = crate::aws::load(&account_args).await?;
         let region = crate::aws::region(&sdk);
         let account = crate::aws::account(&sdk).await?;
-        eprintln!(
-            "live {command}: app {}, stage {}, account {account}, region {region}",
-            project.app, project.stage
-        );
         let bucket = names::bucket(&project.app, &project.stage, &account, &region);
         Ok(Stage {
             lambda: aws_sdk_lambda::Client::new(&sdk),
@@ -91,6 +89,14 @@ impl Stage {
             sdk,
             bucket,
         })
+    }
+
+    /// Say which stage `live COMMAND` works on.
+    pub fn banner(&self, command: &str) {
+        eprintln!(
+            "live {command}: app {}, stage {}, account {}, region {}",
+            self.project.app, self.project.stage, self.account, self.region
+        );
     }
 
     /// The tags every resource of the stage carries.

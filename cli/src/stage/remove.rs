@@ -18,7 +18,8 @@ pub struct RemoveArgs {
 
 /// `live remove`.
 pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
-    let stage = Stage::open(&args.stage, "remove").await?;
+    let stage = Stage::open(&args.stage).await?;
+    stage.banner("remove");
     let mut removed = 0;
 
     // Attached functions first: they are given back, never deleted.
