@@ -46,7 +46,8 @@ fn named(path: PathBuf) -> anyhow::Result<PathBuf> {
     }
     bail!(
         "the stub binary {} does not exist (from --stub or LIVE_STUB): build it with \
-         `cargo build --profile stub -p stub` and point there",
+         `cargo build -p stub` (`--profile stub` for the small build `live deploy` wants) and \
+         point there",
         path.display()
     )
 }

@@ -15,6 +15,7 @@
 //! | `AWS_CONTAINER_CREDENTIALS_FULL_URI` (or `_RELATIVE_URI`), `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `_TOKEN_FILE`) | no (set by Lambda for SnapStart) | an `http://` endpoint serving the role's credentials, read instead of the key pair and again before they expire (see `credentials.rs`) |
 //! | `LIVE_BUCKET` | no | the stage's S3 bucket: with a `wss://` URL, events and responses larger than 64 KiB go through it (put by the stub, by URLs it presigns), instead of in chunks that IoT Core's 512 KiB/s would slow; `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` point it at a stand-in (path style) |
 //! | `LIVE_CA_FILE` | no | a PEM file of extra certificates to trust beside Mozilla's roots (a test broker's CA) |
+//! | `LIVE_IOT_CONNECT_TO` | no | `HOST:PORT` to connect to instead of the address the bridge URL's host resolves to, keeping that host for TLS, `Host` and the signature (the local emulator running a deployed function against its IoT Core stand-in) |
 //! | `LIVE_STUB_TIMING` | no | print `live stub: bridge connected` to stderr once connected (cold-start benchmarks) |
 //! | `LIVE_LOG` | no | the level of what the stub logs to stderr (CloudWatch): `off`, `error`, `warn` (default), `info`, `debug`, `trace`; read first, by `log.rs` |
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub bucket: Option<crate::objects::Bucket>,
     /// `LIVE_STUB_TIMING`: say on stderr when the bridge is first up.
     pub timing: bool,
+    /// `LIVE_IOT_CONNECT_TO`: where to connect instead of the bridge URL's host.
+    pub connect_to: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -111,6 +114,7 @@ impl Config {
             role,
             bucket,
             timing: var("LIVE_STUB_TIMING").is_some(),
+            connect_to: var("LIVE_IOT_CONNECT_TO"),
         })
     }
 }

@@ -73,6 +73,7 @@ impl Bridge {
         let mut options = ConnectOptions::new(&config.bridge_url, client_id);
         options.subscriptions = vec![results.clone(), topics.presence_filter()];
         options.credentials = config.credentials.clone();
+        options.connect_to = config.connect_to.clone();
         let role = config.role.clone().map(Role::new);
         if let (Some(region), Some(role)) = (&config.sigv4, &role) {
             options.signer = Some(transport::sigv4_signer(

@@ -248,3 +248,108 @@ fn deploy_names_missing_credentials_with_their_exit_code() {
     assert!(stderr.contains("error: no AWS credentials"), "{stderr}");
     assert!(readback(&moto)["functions"].as_object().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_emulator_runs_the_stage_as_the_lambda_api_reports_it_and_live_dev_answers() {
+    let moto = Moto::start();
+    let deployed = format!(
+        "{}timeout = 45\nmemory = 512\nurl = true\nenv = {{ DEPLOYED_ONLY = \"yes\" }}\n",
+        tests::live::raw_function("echo")
+    );
+    let dir = tests::live::project("as-deployed", &deployed);
+    deploy(&moto, &dir);
+    // live.toml changes after the deploy: what runs must be what Lambda holds.
+    let local = tests::live::project("as-deployed", &tests::live::raw_function("echo"));
+    std::fs::copy(local.join("live.toml"), dir.join("live.toml")).unwrap();
+
+    // A stub that is not the deployed code is refused.
+    let mut cmd = Command::new(bin("live"));
+    cmd.args(["cloud", "--iot", "--deployed", "--stage", "ci", "--ca-file"])
+        .arg(tests::aws::ca_path("wrong-stub"))
+        .arg("-c")
+        .arg(&dir)
+        .arg("--stub")
+        .arg(bin("live"));
+    test_credentials(&mut cmd);
+    moto.endpoint(&mut cmd);
+    let out = cmd.output().expect("live runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("function fixture-ci-echo's code (CodeSha256"),
+        "{stderr}"
+    );
+
+    let ca = tests::aws::ca_path("as-deployed");
+    let stub = bin("bootstrap");
+    let cloud = tests::live::live_cloud_with(
+        &dir,
+        &[
+            "--iot",
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--deployed",
+            "--stage",
+            "ci",
+            "--stub",
+            stub.to_str().unwrap(),
+        ],
+        |cmd| {
+            test_credentials(cmd);
+            moto.endpoint(cmd);
+        },
+    );
+    let broker = cloud
+        .child
+        .wait_for_line(|l| l.trim_start().starts_with("broker  wss://127.0.0.1:"));
+    let port = tests::live::port_of(broker.split_whitespace().nth(1).expect("URL"));
+    let _dev = tests::live::live_dev_with(&dir, &["--aws", "--stage", "ci"], |cmd| {
+        test_credentials(cmd);
+        moto.endpoint(cmd)
+            .env("LIVE_IOT_CONNECT_TO", format!("127.0.0.1:{port}"))
+            .env("LIVE_CA_FILE", &ca);
+    });
+
+    // The Invoke API: the handler sees the deployed environment and memory, under the
+    // deployed name.
+    let http = tests::http::Http::default();
+    let reply = http
+        .invoke(
+            &cloud.front_door,
+            "fixture-ci-echo",
+            &[],
+            r#"{"mode":"env"}"#,
+        )
+        .await;
+    reply.assert_no_function_error();
+    let env = &reply.json()["env"];
+    assert_eq!(env["DEPLOYED_ONLY"], "yes", "{env}");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "512");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "fixture-ci-echo");
+    // The deployed timeout (45 s, not live.toml's 30 s now) sets the deadline.
+    let reply = http
+        .invoke(&cloud.front_door, "fixture-ci-echo", &[], r#"{"n":1}"#)
+        .await;
+    reply.assert_no_function_error();
+    let deadline: u64 = reply.json()["headers"]["lambda-runtime-deadline-ms"]
+        .as_str()
+        .expect("a deadline")
+        .parse()
+        .unwrap();
+    let left = deadline.saturating_sub(tests::epoch_us() / 1000);
+    assert!((40_000..=45_500).contains(&left), "{left} ms left");
+    // The Function URL, through the same chain.
+    let url = format!("{}/fixture-ci-echo/?name=Ada", cloud.front_door);
+    let reply = http.send("GET", &url, &[], "").await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("lambda-runtime-deadline-ms"),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}

@@ -416,8 +416,13 @@ impl Pool {
                         .env("AWS_DEFAULT_REGION", &iot.region)
                         .envs(iot.roles.stub_env(&self.name))
                         .env(bridge::tls::CA_FILE_ENV, &iot.ca_file);
+                    if let Some(addr) = iot.redirect.as_ref().filter(|a| !a.is_empty()) {
+                        cmd.env("LIVE_IOT_CONNECT_TO", addr);
+                    }
                     if let Some(bucket) = &iot.bucket {
                         cmd.env("LIVE_BUCKET", bucket);
+                    }
+                    if iot.bucket.is_some() || self.function.env.contains_key("LIVE_BUCKET") {
                         for name in ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"] {
                             if let Some(url) = std::env::var_os(name) {
                                 cmd.env(name, url);

@@ -3,6 +3,7 @@
 //! the Invoke API and Function URLs. `live dev` embeds the same parts when no cloud is
 //! configured.
 
+mod deployed;
 pub mod emulator;
 pub mod events;
 mod fair_server;
@@ -101,7 +102,7 @@ impl LocalCloud {
             Some(launches) => (None, "(none: direct)".to_string(), Runner::Direct(launches)),
             None => {
                 let program = crate::stub_binary::find(options.stub.clone())?;
-                let (broker_iot, stub_iot) = match iot {
+                let (broker_iot, mut stub_iot) = match iot {
                     Some(iot) => (iot.mode, Some(Box::new(iot.stubs))),
                     None => (None, None),
                 };
@@ -117,6 +118,9 @@ impl LocalCloud {
                             .await
                             .with_context(|| format!("could not start the embedded broker on {addr}; pick another --broker-port"))?;
                         let url = broker.url();
+                        if let Some(stubs) = stub_iot.as_mut().filter(|s| s.redirect.is_some()) {
+                            stubs.redirect = Some(broker.local_addr().to_string());
+                        }
                         (Some(broker), url)
                     }
                 };
@@ -220,6 +224,15 @@ pub struct CloudArgs {
     /// AWS_ENDPOINT_URL, if set here, point them at a stand-in such as moto).
     #[arg(long, requires = "iot", value_name = "NAME")]
     pub bucket: Option<String>,
+    /// IoT mode: run the stage's functions as the Lambda API reports them (those `live
+    /// deploy` made): their environment, timeout and memory, under their Lambda names, and
+    /// only if the stub here is the deployed code (its CodeSha256). The stubs reach this
+    /// broker under the endpoint name their environment holds.
+    #[arg(long, requires = "iot", conflicts_with = "bucket")]
+    pub deployed: bool,
+    /// The stage (default: live.toml's `stage`, else your user name).
+    #[arg(long)]
+    pub stage: Option<String>,
     #[command(flatten)]
     pub cloud: CloudOptions,
 }
@@ -242,13 +255,22 @@ async fn external_iot(args: &CloudArgs) -> anyhow::Result<IotCloud> {
             ca_file,
             roles: Roles::fixed(own),
             bucket: None,
+            redirect: None,
         },
     })
 }
 
 /// Run `live cloud` until `shutdown`.
 pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let project = crate::config::load_project(args.config.as_deref(), args.cloud.release)?;
+    let mut project = crate::config::load_project(args.config.as_deref(), args.cloud.release)?;
+    if let Some(stage) = &args.stage {
+        project.stage = stage.clone();
+    }
+    if args.deployed {
+        let sdk = crate::aws::load(&args.iot.aws).await?;
+        let stub = crate::stub_binary::find(args.cloud.stub.clone())?;
+        project.functions = deployed::functions(&sdk, &project, &stub).await?;
+    }
     let direct = if args.direct {
         let names: Vec<String> = project.functions.keys().cloned().collect();
         let launches = crate::function::build_some(&project, &names)
@@ -275,6 +297,7 @@ pub async fn run(args: CloudArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                     }
                 },
                 bucket: args.bucket.clone(),
+                redirect: args.deployed.then(String::new),
             },
             mode: Some(mode),
         }),

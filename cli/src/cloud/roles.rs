@@ -30,6 +30,10 @@ pub struct StubIot {
     /// endpoint of this process's environment (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`)
     /// for a stand-in.
     pub bucket: Option<String>,
+    /// The stubs run a deployed configuration, whose `LIVE_BRIDGE_URL` names IoT Core's
+    /// endpoint: they connect to this cloud's broker under that name (`LIVE_IOT_CONNECT_TO`,
+    /// set once the broker listens).
+    pub redirect: Option<String>,
 }
 
 /// The current credentials of each function's role.
