@@ -20,19 +20,7 @@ fn project() -> PathBuf {
 }
 
 fn other_tool(moto: &Moto, args: &[&str]) -> String {
-    let script = tests::workspace_root().join("tests/py/other_tool.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(&moto.url)
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "other_tool.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    moto.script("other_tool.py", args)
 }
 
 fn config(moto: &Moto, name: &str) -> Value {
@@ -234,13 +222,8 @@ fn remove_leaves_nothing_of_the_stage_and_touches_nothing_else() {
     let said = ok(live(&moto, &dir, &["remove"], &[]));
     assert!(said.contains("function kept-py: detached"), "{said}");
 
-    let script = tests::workspace_root().join("tests/py/deploy_readback.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args([moto.url.as_str(), "hello", "ci"])
-        .output()
-        .expect("python runs");
-    let stage: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let stage: Value =
+        serde_json::from_str(&moto.script("deploy_readback.py", &["hello", "ci"])).expect("JSON");
     assert_eq!(stage["functions"], serde_json::json!({}), "{stage}");
     assert_eq!(stage["roles"], serde_json::json!({}));
     assert_eq!(stage["buckets"], serde_json::json!({}));

@@ -37,18 +37,7 @@ fn deploy(moto: &Moto, dir: &Path) -> String {
 }
 
 fn readback(moto: &Moto) -> Value {
-    let script = tests::workspace_root().join("tests/py/deploy_readback.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args([moto.url.as_str(), "hello", "ci"])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "deploy_readback.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    serde_json::from_str(&moto.script("deploy_readback.py", &["hello", "ci"])).expect("JSON")
 }
 
 /// The lines `live deploy` said about resources: `  KIND NAME: STATUS`.
@@ -299,10 +288,7 @@ async fn the_emulator_runs_the_stage_as_the_lambda_api_reports_it_and_live_dev_a
             moto.endpoint(cmd);
         },
     );
-    let broker = cloud
-        .child
-        .wait_for_line(|l| l.trim_start().starts_with("broker  wss://127.0.0.1:"));
-    let port = tests::live::port_of(broker.split_whitespace().nth(1).expect("URL"));
+    let port = cloud.iot_broker_port();
     let _dev = tests::live::live_dev_with(&dir, &["--aws", "--stage", "ci"], |cmd| {
         test_credentials(cmd);
         moto.endpoint(cmd)

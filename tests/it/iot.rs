@@ -188,10 +188,7 @@ fn iot_chain(
         // The stubs' S3 requests (with --bucket) go to moto too.
         moto.endpoint(cmd);
     });
-    let broker = cloud
-        .child
-        .wait_for_line(|l| l.trim_start().starts_with("broker  wss://127.0.0.1:"));
-    let port = tests::live::port_of(broker.split_whitespace().nth(1).expect("URL"));
+    let port = cloud.iot_broker_port();
     let dev = live_dev_aws(dir, moto, &format!("127.0.0.1:{port}"), ca);
     (cloud, dev)
 }
@@ -333,7 +330,7 @@ async fn three_hundred_invocations_at_concurrency_32_in_iot_mode_all_complete_on
         started.elapsed()
     );
     assert_eq!(ids.len(), 300);
-    let runs = dev.runs();
+    let runs = dev.runs_once_seen(&ids).await;
     for id in &ids {
         assert_eq!(runs.get(id), Some(&1), "{id} ran {:?} times", runs.get(id));
     }
@@ -397,18 +394,7 @@ fn assert_nothing_discarded(cloud: &tests::live::LiveCloud) {
 
 /// `tests/py/s3_bucket.py` against moto.
 fn s3_bucket(moto: &tests::aws::Moto, command: &str, bucket: &str) -> String {
-    let script = tests::workspace_root().join("tests/py/s3_bucket.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args([moto.url.as_str(), command, bucket])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "s3_bucket.py {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    moto.script("s3_bucket.py", &[command, bucket])
 }
 
 #[tokio::test]

@@ -190,16 +190,8 @@ async fn a_thousand_invocations_through_dropping_connections_all_complete_once()
         }
     }
     stop.store(true, SeqCst);
-    // Every completed invocation was run by the handler in `live dev` (its line is printed
-    // just after its result is sent, so the last ones may still be on their way).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let per_request = loop {
-        let per_request = dev.runs();
-        if completed.iter().all(|id| per_request.contains_key(id)) || Instant::now() > deadline {
-            break per_request;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Every completed invocation was run by the handler in `live dev`.
+    let per_request = dev.runs_once_seen(&completed).await;
     let not_run = completed
         .iter()
         .filter(|id| !per_request.contains_key(*id))

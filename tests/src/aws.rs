@@ -66,6 +66,24 @@ impl Moto {
         Moto { _child: child, url }
     }
 
+    /// Run `tests/py/{script}` with this server's URL and `args`; its stdout, trimmed (a
+    /// failure fails the test with its stderr).
+    pub fn script(&self, script: &str, args: &[&str]) -> String {
+        let path = crate::workspace_root().join("tests/py").join(script);
+        let out = Command::new(crate::python())
+            .arg(path)
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{script} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Point `cmd`'s AWS SDK at this server.
     pub fn endpoint<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
         cmd.env("AWS_ENDPOINT_URL", &self.url)

@@ -160,12 +160,41 @@ impl LiveDev {
         }
         runs
     }
+
+    /// [`LiveDev::runs`] once every one of `ids` has a line (or 10 s have passed): a line is
+    /// printed just after its result is sent, so the last ones may still be on their way when
+    /// the caller has its answers.
+    pub async fn runs_once_seen<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String> + Clone,
+    ) -> std::collections::HashMap<String, usize> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let runs = self.runs();
+            let all = ids.clone().into_iter().all(|id| runs.contains_key(id));
+            if all || std::time::Instant::now() > deadline {
+                return runs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A running `live cloud`.
 pub struct LiveCloud {
     pub child: Child,
     pub front_door: String,
+}
+
+impl LiveCloud {
+    /// The port of its embedded `wss://` broker (IoT mode), from the lines after its ready
+    /// line.
+    pub fn iot_broker_port(&self) -> u16 {
+        let line = self
+            .child
+            .wait_for_line(|l| l.trim_start().starts_with("broker  wss://127.0.0.1:"));
+        port_of(line.split_whitespace().nth(1).expect("URL"))
+    }
 }
 
 /// Start `live cloud -c dir` with `args` and wait for its ready line.

@@ -8,7 +8,7 @@
 use super::package::Package;
 use super::progress::Step;
 use super::record::{self, How, Original, Record};
-use super::{function, layer, names, policy, Stage, StageArgs};
+use super::{function, layer, names, policy, Stage, StageArgs, StubArgs};
 use crate::aws::{is_not_found, Failure};
 use anyhow::{bail, Context};
 use aws_sdk_lambda::primitives::Blob;
@@ -28,13 +28,8 @@ pub struct AttachArgs {
     pub functions: Vec<String>,
     #[command(flatten)]
     pub stage: StageArgs,
-    /// Raise each function's timeout to 900 s while attached (restored on detach), so that a
-    /// handler paused at a breakpoint does not time out in the cloud.
-    #[arg(long)]
-    pub debug: bool,
-    /// The stub binary (default as for `live deploy`).
-    #[arg(long, env = "LIVE_STUB")]
-    pub stub: Option<PathBuf>,
+    #[command(flatten)]
+    pub stub: StubArgs,
 }
 
 /// Options of `live detach`.
@@ -61,7 +56,13 @@ const ORIGINAL_FOLDER: &str = "live-original";
 pub async fn attach(args: AttachArgs) -> anyhow::Result<()> {
     let stage = Stage::open(&args.stage).await?;
     stage.banner("attach");
-    attach_functions(&stage, &args.functions, args.stub.clone(), args.debug).await?;
+    attach_functions(
+        &stage,
+        &args.functions,
+        args.stub.stub.clone(),
+        args.stub.debug,
+    )
+    .await?;
     eprintln!(
         "live attach: done. `live dev --aws` serves them; `live detach --all` gives them back."
     );

@@ -6,7 +6,7 @@
 
 use super::package::Package;
 use super::progress::Step;
-use super::{function, names, policy, role, Stage, StageArgs, TAG_FUNCTION};
+use super::{function, names, policy, role, Stage, StageArgs, StubArgs, TAG_FUNCTION};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -18,15 +18,8 @@ use std::path::PathBuf;
 pub struct DeployArgs {
     #[command(flatten)]
     pub stage: StageArgs,
-    /// Set every function's timeout to 900 s (Lambda's most), so that a handler paused at a
-    /// breakpoint does not time out in the cloud.
-    #[arg(long)]
-    pub debug: bool,
-    /// The stub binary to deploy. Default: $LIVE_STUB, then the `stub` profile build
-    /// (`cargo build --profile stub -p stub`) in live's target directory, then `bootstrap`
-    /// beside `live`.
-    #[arg(long, env = "LIVE_STUB")]
-    pub stub: Option<PathBuf>,
+    #[command(flatten)]
+    pub stub: StubArgs,
 }
 
 /// Options of `live package`.
@@ -87,7 +80,7 @@ pub(super) fn stub_package(given: Option<PathBuf>) -> anyhow::Result<Package> {
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let stage = Stage::open(&args.stage).await?;
     stage.banner("deploy");
-    let package = stub_package(args.stub.clone())?;
+    let package = stub_package(args.stub.stub.clone())?;
     let sha256 = package.code_sha256();
     let endpoint = stage.endpoint().await?;
     stage.ensure_bucket().await?;
@@ -121,7 +114,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 
         let mut env = f.env.clone();
         env.extend(stage.stub_env(name, &endpoint));
-        let timeout = if args.debug { 900 } else { f.timeout };
+        let timeout = if args.stub.debug { 900 } else { f.timeout };
         let desired = function::Desired {
             name: names.function.clone(),
             description: format!(

@@ -45,6 +45,20 @@ pub struct StageArgs {
     pub aws: AwsArgs,
 }
 
+/// The stub a command puts in front of functions, and for how long they may wait.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StubArgs {
+    /// Set each function's timeout to 900 s (Lambda's most; an attached function's own is
+    /// restored on detach), so that a handler paused at a breakpoint does not time out in
+    /// the cloud.
+    #[arg(long)]
+    pub debug: bool,
+    /// The stub binary. Default: $LIVE_STUB, then the `stub` profile build (`cargo build
+    /// --profile stub -p stub`) in live's target directory, then `bootstrap` beside `live`.
+    #[arg(long, env = "LIVE_STUB")]
+    pub stub: Option<PathBuf>,
+}
+
 /// A stage in an account, with the clients its commands call.
 pub struct Stage {
     pub project: Project,
