@@ -12,10 +12,14 @@ use tests::{bin, python, Child};
 
 const BUCKET: &str = "live-hello-ci-123456789012-us-east-1";
 
+/// examples/hello's live.toml, with IoT Core's endpoint pinned: moto's DescribeEndpoint
+/// answers a new random host on every call, IoT Core the account's own.
 fn project() -> PathBuf {
     let dir = tests::live::project("attach", "");
     let example = tests::workspace_root().join("examples/hello/live.toml");
-    std::fs::copy(example, dir.join("live.toml")).expect("copy live.toml");
+    let text = std::fs::read_to_string(example).expect("examples/hello/live.toml");
+    let pinned = "\n[cloud]\nendpoint = \"a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com\"\n";
+    std::fs::write(dir.join("live.toml"), text + pinned).expect("write live.toml");
     dir
 }
 
@@ -30,7 +34,10 @@ fn config(moto: &Moto, name: &str) -> Value {
 /// Run `live ARGS -c DIR --stage ci` against moto, with `env` added.
 fn live(moto: &Moto, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin("live"));
-    cmd.args(args).arg("-c").arg(dir).args(["--stage", "ci"]);
+    cmd.args(args).arg("-c").arg(dir);
+    if !args.contains(&"--stage") {
+        cmd.args(["--stage", "ci"]);
+    }
     if args[0] != "detach" && args[0] != "remove" {
         cmd.arg("--stub").arg(bin("bootstrap"));
     }
@@ -134,19 +141,27 @@ fn attach_then_detach_gives_back_a_python_and_a_provided_function_exactly() {
     for name in ["orders-py", "orders-rs"] {
         assert_eq!(
             other_tool(&moto, &["policies", name]),
-            r#"["live-hello-ci"]"#
+            format!(r#"["live-hello-ci-{name}"]"#)
         );
     }
     // Two records; the provided function's code saved beside its record.
     assert_eq!(other_tool(&moto, &["records", BUCKET]), "2 3");
 
-    // A second attach changes nothing and keeps the first record's originals.
+    // A second attach (one function named by its ARN) changes nothing: no second layer, the
+    // first record's originals kept.
+    let before = [config(&moto, "orders-py"), config(&moto, "orders-rs")];
+    let arn = before[0]["FunctionArn"].as_str().unwrap().to_owned();
     ok(live(
         &moto,
         &dir,
-        &["attach", "orders-py=hello", "orders-rs=http"],
+        &["attach", &format!("{arn}=hello"), "orders-rs=http"],
         &env,
     ));
+    let after = [config(&moto, "orders-py"), config(&moto, "orders-rs")];
+    for (b, a) in before.into_iter().zip(after) {
+        assert_eq!(without_update_stamps(a), without_update_stamps(b));
+    }
+    assert_eq!(other_tool(&moto, &["records", BUCKET]), "2 3");
 
     let said = ok(live(&moto, &dir, &["detach", "--all"], &[]));
     assert!(said.contains("function orders-py: detached"), "{said}");
@@ -174,7 +189,11 @@ fn a_detach_after_an_attach_killed_between_steps_restores_the_original() {
     let dir = project();
     let (py, _py_code, _) = create(&moto, "python", "killed-py", &dir);
     let (rs, _rs_code, base) = create(&moto, "provided", "killed-rs", &dir);
-    for (name, step, original) in [("killed-py", "policy", &py), ("killed-rs", "code", &rs)] {
+    for (name, step, original) in [
+        ("killed-py", "record", &py),
+        ("killed-py", "policy", &py),
+        ("killed-rs", "code", &rs),
+    ] {
         let out = live(
             &moto,
             &dir,
@@ -184,7 +203,20 @@ fn a_detach_after_an_attach_killed_between_steps_restores_the_original() {
                 ("LIVE_FAULT_AFTER", step),
             ],
         );
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "the attach was killed");
+        assert!(
+            stderr.contains(&format!("killed after step {step}")),
+            "{stderr}"
+        );
+        // Killed where it was told: the record written, and what came before the step.
+        let saved = if name == "killed-rs" { "1 2" } else { "1 1" };
+        assert_eq!(other_tool(&moto, &["records", BUCKET]), saved, "{step}");
+        let policies = other_tool(&moto, &["policies", name]);
+        match step {
+            "record" => assert_eq!(policies, "[]"),
+            _ => assert_eq!(policies, format!(r#"["live-hello-ci-{name}"]"#)),
+        }
         if step == "code" {
             assert_ne!(config(&moto, name)["CodeSha256"], original["CodeSha256"]);
         }

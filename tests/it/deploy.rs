@@ -135,7 +135,12 @@ fn deploy_creates_exactly_the_stage_then_changes_nothing_then_only_the_timeout()
     assert_eq!(functions["hello-ci-http"]["Url"]["AuthType"], "NONE");
     assert_eq!(
         functions["hello-ci-http"]["Permissions"],
-        serde_json::json!(["lambda:InvokeFunction", "lambda:InvokeFunctionUrl"])
+        // moto keeps no condition for FunctionUrlAuthType / InvokedViaFunctionUrl (the
+        // runbook checks them on a real account).
+        serde_json::json!([
+            {"Action": "lambda:InvokeFunction", "Principal": "*", "Condition": null},
+            {"Action": "lambda:InvokeFunctionUrl", "Principal": "*", "Condition": null},
+        ])
     );
 
     // Roles: trusted by Lambda only; one inline policy whose every statement names a

@@ -5,6 +5,7 @@ usage: deploy_readback.py ENDPOINT APP STAGE
 
 Functions and roles are found by their `live:app` / `live:stage` tags, buckets likewise; a
 resource without them is left out (and listed under `untagged` by name, to show it exists).
+`layers` names every layer of the account.
 """
 import json
 import sys
@@ -30,7 +31,8 @@ def doc(text):
     return json.loads(urllib.parse.unquote(text))
 
 
-out = {"functions": {}, "roles": {}, "buckets": {}, "untagged": []}
+out = {"functions": {}, "roles": {}, "buckets": {}, "untagged": [],
+       "layers": sorted(l["LayerName"] for l in lam.list_layers()["Layers"])}
 for page in lam.get_paginator("list_functions").paginate():
     for f in page["Functions"]:
         got = lam.get_function(FunctionName=f["FunctionName"])
@@ -51,7 +53,10 @@ for page in lam.get_paginator("list_functions").paginate():
             entry["Url"] = None
         try:
             policy = json.loads(lam.get_policy(FunctionName=f["FunctionName"])["Policy"])
-            entry["Permissions"] = sorted(s["Action"] for s in policy["Statement"])
+            entry["Permissions"] = sorted(
+                ({"Action": s["Action"], "Principal": s["Principal"], "Condition": s.get("Condition")}
+                 for s in policy["Statement"]),
+                key=lambda s: s["Action"])
         except lam.exceptions.ResourceNotFoundException:
             entry["Permissions"] = []
         out["functions"][f["FunctionName"]] = entry

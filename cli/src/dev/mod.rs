@@ -316,9 +316,15 @@ async fn serve(
         &bridge_url,
         cloud.as_ref(),
     ));
+    let mut attaching = None;
     match &attach_stage {
         Some(stage) => {
-            attached::start(stage.clone(), args.attach.clone(), args, output.clone());
+            attaching = Some(attached::start(
+                stage.clone(),
+                args.attach.clone(),
+                args,
+                output.clone(),
+            ));
             attached::note_left_attached(stage.clone(), args.attach.clone(), output.clone());
         }
         None if iot_core => {
@@ -381,7 +387,14 @@ async fn serve(
     }
     // Attached functions are given back while invocations are still served.
     if let Some(stage) = &attach_stage {
-        let give_back = attached::give_back(stage, &args.attach, output);
+        // An attach still running finishes first: a detach racing it could find no record
+        // yet, or be undone by the attach's last step.
+        let give_back = async {
+            if let Some(attaching) = attaching.take() {
+                let _ = attaching.await;
+            }
+            attached::give_back(stage, &args.attach, output).await
+        };
         tokio::pin!(give_back);
         let again = crate::signals::next();
         tokio::pin!(again);

@@ -111,7 +111,9 @@ pub async fn attach_functions(
 /// The Lambda function an attach argument names (`FN` of `FN=LOCAL`), and the live.toml
 /// function serving it.
 pub fn split(given: &str) -> (&str, &str) {
-    given.split_once('=').unwrap_or((given, given))
+    let (name, local) = given.split_once('=').unwrap_or((given, given));
+    let lambda = names::lambda_name(name);
+    (lambda, if local == name { lambda } else { local })
 }
 
 /// `live detach`.
@@ -121,7 +123,10 @@ pub async fn detach(args: DetachArgs) -> anyhow::Result<()> {
     let functions = if args.all {
         record::list(&stage.s3, &stage.bucket).await?
     } else {
-        args.functions.clone()
+        args.functions
+            .iter()
+            .map(|f| names::lambda_name(f).to_owned())
+            .collect()
     };
     if functions.is_empty() {
         eprintln!("live detach: no function is attached to this stage");
@@ -198,6 +203,35 @@ async fn attach_one(
                 .runtime()
                 .map(|r| r.as_str().to_owned())
                 .context("the function has no runtime")?;
+            if let Some(error) = config.environment().and_then(|e| e.error()) {
+                bail!(
+                    "{what}'s environment cannot be read ({}: {}): attach must keep it; allow \
+                     kms:Decrypt on the function's key, then attach",
+                    error.error_code().unwrap_or("Error"),
+                    error.message().unwrap_or_default()
+                );
+            }
+            let vars = config.environment().and_then(|e| e.variables());
+            if let (Some(app), Some(stage_name)) = (
+                vars.and_then(|v| v.get("LIVE_APP")),
+                vars.and_then(|v| v.get("LIVE_STAGE")),
+            ) {
+                bail!(
+                    "{what} already runs live's stub (app {app}, stage {stage_name}) and this \
+                     stage holds no attach record of it: `live detach {name} --stage \
+                     {stage_name}` gives it back if it was attached there; one made by `live \
+                     deploy` is the stage's own"
+                );
+            }
+            let wanted = super::package::architecture_name(stub_binary)?;
+            let has: Vec<&str> = config.architectures().iter().map(|a| a.as_str()).collect();
+            if !has.is_empty() && !has.contains(&wanted) {
+                bail!(
+                    "{what} runs on {}, and the stub is built for {wanted}: build the stub for \
+                     the function's architecture and pass it with --stub",
+                    has.join(", ")
+                );
+            }
             if on_amazon_linux_2(&runtime) {
                 bail!(
                     "{what} runs {runtime}, on Amazon Linux 2, whose glibc (2.26) is older than \
@@ -250,7 +284,7 @@ async fn attach_one(
                 code_key: zip.as_ref().map(|_| record::code_key(&name)),
                 original,
                 role_name,
-                policy_name: names::attach_policy(&stage.project.app, &stage.project.stage),
+                policy_name: names::attach_policy(&stage.project.app, &stage.project.stage, &name),
             };
             record::write(&stage.s3, &stage.bucket, &record).await?;
             (record, zip)
@@ -284,6 +318,9 @@ async fn attach_one(
         })?;
     fault_point("policy");
 
+    // A function another tool just deployed may still be updating: Lambda refuses a change
+    // then (409).
+    function::wait_until_ready(&stage.lambda, &name, step).await?;
     let mut env = record.original.env.clone();
     env.extend(stage.stub_env(local, endpoint));
     let mut layers = record.original.layers.clone();
@@ -465,6 +502,7 @@ pub(super) async fn detach_one(stage: &Stage, name: &str) -> anyhow::Result<()> 
         Err(e) => return Err(Failure::of("lambda:GetFunctionConfiguration", &what, e).into()),
     };
     if let Some(current) = current {
+        function::wait_until_ready(&stage.lambda, name, &step).await?;
         if let Some(key) = &record.code_key {
             if current.code_sha256() != Some(record.original.code_sha256.as_str()) {
                 let zip = record::get(&stage.s3, &stage.bucket, key)

@@ -64,20 +64,22 @@ pub async fn ensure(
             .await
             .map_err(|e| Failure::of("s3:PutBucketPublicAccessBlock", &what, e))?;
     }
-    let has_rule = if exists {
+    // Other rules someone added are kept: a lifecycle put replaces the whole set.
+    let rules: Vec<LifecycleRule> = if exists {
         match s3
             .get_bucket_lifecycle_configuration()
             .bucket(name)
             .send()
             .await
         {
-            Ok(out) => out.rules().iter().any(is_expiry_rule),
-            Err(e) if is_not_found(&e) => false,
+            Ok(out) => out.rules().to_vec(),
+            Err(e) if is_not_found(&e) => Vec::new(),
             Err(e) => return Err(Failure::of("s3:GetLifecycleConfiguration", &what, e).into()),
         }
     } else {
-        false
+        Vec::new()
     };
+    let has_rule = rules.iter().any(is_expiry_rule);
     if !has_rule {
         let rule = LifecycleRule::builder()
             .id(EXPIRY_RULE)
@@ -139,6 +141,7 @@ pub async fn ensure(
 fn is_expiry_rule(rule: &LifecycleRule) -> bool {
     rule.id() == Some(EXPIRY_RULE)
         && rule.status() == &ExpirationStatus::Enabled
+        && rule.filter().and_then(|f| f.prefix()) == Some(PAYLOAD_PREFIX)
         && rule
             .expiration()
             .and_then(|e| e.days())

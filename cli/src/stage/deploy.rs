@@ -81,6 +81,11 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let stage = Stage::open(&args.stage).await?;
     stage.banner("deploy");
     let package = stub_package(args.stub.stub.clone())?;
+    let architecture = super::package::architecture_name(
+        &package
+            .entry("bootstrap")
+            .ok_or_else(|| anyhow::anyhow!("the stub package has no bootstrap"))?,
+    )?;
     let sha256 = package.code_sha256();
     let endpoint = stage.endpoint().await?;
     stage.ensure_bucket().await?;
@@ -128,6 +133,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             memory: i32::try_from(f.memory).context("memory too large")?,
             tags,
             url: f.url,
+            architecture,
         };
         let step = Step::new(format!("function {}", names.function));
         let deployed = function::ensure(&stage.lambda, &desired, &package.bytes, &sha256, &step)

@@ -28,6 +28,8 @@ pub struct Desired {
     pub tags: BTreeMap<String, String>,
     /// A public Function URL (auth type NONE).
     pub url: bool,
+    /// The stub's architecture, as Lambda names it (`x86_64`, `arm64`).
+    pub architecture: &'static str,
 }
 
 /// What happened to a function.
@@ -43,15 +45,6 @@ pub struct Deployed {
 /// The stub is a custom runtime on Amazon Linux 2023; `bootstrap` is its handler.
 const RUNTIME: Runtime = Runtime::Providedal2023;
 const HANDLER: &str = "bootstrap";
-
-/// The architecture the stub was built for: this machine's.
-fn architecture() -> Architecture {
-    if std::env::consts::ARCH == "aarch64" {
-        Architecture::Arm64
-    } else {
-        Architecture::X8664
-    }
-}
 
 /// Make the function `desired` with code `zip` (whose `CodeSha256` is `sha256`).
 pub async fn ensure(
@@ -81,18 +74,40 @@ pub async fn ensure(
             }
         }
         Some(out) => {
+            let tags = out.tags();
+            let stage_tag = |key: &str| tags.and_then(|t| t.get(key)) == desired.tags.get(key);
+            if !(stage_tag(super::TAG_APP) && stage_tag(super::TAG_STAGE)) {
+                anyhow::bail!(
+                    "{what} exists and is not this stage's (it lacks the stage's live:app and \
+                     live:stage tags): live deploy never takes over what it did not create; \
+                     `live attach {name}` puts the stub in front of it and gives it back"
+                );
+            }
+            // Another update (a deploy just before, another tool) may still be running.
+            wait_until_ready(lambda, name, step).await?;
             let config = out
                 .configuration()
                 .cloned()
                 .unwrap_or_else(|| aws_sdk_lambda::types::FunctionConfiguration::builder().build());
             let arn = config.function_arn().unwrap_or_default().to_owned();
             let mut changes = Vec::new();
-            if config.code_sha256() != Some(sha256) {
+            let architectures: Vec<&str> =
+                config.architectures().iter().map(|a| a.as_str()).collect();
+            let moved = architectures != [desired.architecture];
+            if config.code_sha256() != Some(sha256) || moved {
                 changes.push("code (the stub)".to_owned());
+                if moved {
+                    changes.push(format!(
+                        "architecture {} -> {}",
+                        architectures.join(", "),
+                        desired.architecture
+                    ));
+                }
                 step.say("updating code");
                 lambda
                     .update_function_code()
                     .function_name(name)
+                    .architectures(Architecture::from(desired.architecture))
                     .zip_file(Blob::new(zip.to_vec()))
                     .send()
                     .await
@@ -163,7 +178,7 @@ async fn create(
             .description(&desired.description)
             .runtime(RUNTIME)
             .handler(HANDLER)
-            .architectures(architecture())
+            .architectures(Architecture::from(desired.architecture))
             .role(&desired.role_arn)
             .code(
                 FunctionCode::builder()
@@ -387,7 +402,14 @@ async fn url(
         Err(e) => return Err(Failure::of("lambda:GetFunctionUrlConfig", &what, e).into()),
     };
     match (current, desired.url) {
-        (Some(url), true) => Ok(Some(url)),
+        (Some(url), true) => {
+            // A deploy stopped between creating the URL and its permissions left a URL that
+            // answers 403: put back what is missing.
+            if add_url_permissions(lambda, name, &what).await? {
+                changes.push("Function URL permissions".to_owned());
+            }
+            Ok(Some(url))
+        }
         (None, false) => Ok(None),
         (Some(_), false) => {
             step.say("removing the Function URL");
@@ -417,32 +439,57 @@ async fn url(
                 .send()
                 .await
                 .map_err(|e| Failure::of("lambda:CreateFunctionUrlConfig", &what, e))?;
-            // A URL with auth type NONE is public only with both permissions (since 2025
-            // Lambda asks for lambda:InvokeFunction beside lambda:InvokeFunctionUrl).
-            lambda
-                .add_permission()
-                .function_name(name)
-                .statement_id(URL_PERMISSION)
-                .action("lambda:InvokeFunctionUrl")
-                .principal("*")
-                .function_url_auth_type(FunctionUrlAuthType::None)
-                .send()
-                .await
-                .map_err(|e| Failure::of("lambda:AddPermission", &what, e))?;
-            lambda
-                .add_permission()
-                .function_name(name)
-                .statement_id(URL_INVOKE_PERMISSION)
-                .action("lambda:InvokeFunction")
-                .principal("*")
-                .invoked_via_function_url(true)
-                .send()
-                .await
-                .map_err(|e| Failure::of("lambda:AddPermission", &what, e))?;
+            add_url_permissions(lambda, name, &what).await?;
             changes.push("Function URL created".to_owned());
             Ok(Some(out.function_url().to_owned()))
         }
     }
+}
+
+/// Add the two statements a public URL needs that the function's resource policy lacks
+/// (a URL with auth type NONE is public only with both: since 2025 Lambda asks for
+/// lambda:InvokeFunction beside lambda:InvokeFunctionUrl); whether any was missing.
+async fn add_url_permissions(lambda: &Client, name: &str, what: &str) -> anyhow::Result<bool> {
+    let sids: Vec<String> = match lambda.get_policy().function_name(name).send().await {
+        Ok(out) => out
+            .policy()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|p| p["Statement"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s["Sid"].as_str().map(str::to_owned))
+            .collect(),
+        Err(e) if is_not_found(&e) => Vec::new(),
+        Err(e) => return Err(Failure::of("lambda:GetPolicy", what, e).into()),
+    };
+    let mut added = false;
+    if !sids.iter().any(|s| s == URL_PERMISSION) {
+        lambda
+            .add_permission()
+            .function_name(name)
+            .statement_id(URL_PERMISSION)
+            .action("lambda:InvokeFunctionUrl")
+            .principal("*")
+            .function_url_auth_type(FunctionUrlAuthType::None)
+            .send()
+            .await
+            .map_err(|e| Failure::of("lambda:AddPermission", what, e))?;
+        added = true;
+    }
+    if !sids.iter().any(|s| s == URL_INVOKE_PERMISSION) {
+        lambda
+            .add_permission()
+            .function_name(name)
+            .statement_id(URL_INVOKE_PERMISSION)
+            .action("lambda:InvokeFunction")
+            .principal("*")
+            .invoked_via_function_url(true)
+            .send()
+            .await
+            .map_err(|e| Failure::of("lambda:AddPermission", what, e))?;
+        added = true;
+    }
+    Ok(added)
 }
 
 /// The statement ids of the Function URL's resource-policy statements.

@@ -26,6 +26,31 @@ pub fn zip(stub: &[u8]) -> anyhow::Result<Package> {
     )
 }
 
+/// Every version of layer `name` (none when it does not exist), all pages.
+async fn versions(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+) -> anyhow::Result<Vec<aws_sdk_lambda::types::LayerVersionsListItem>> {
+    let mut all = Vec::new();
+    let mut pages = lambda
+        .list_layer_versions()
+        .layer_name(name)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(page) => all.extend(page.layer_versions.unwrap_or_default()),
+            Err(e) if is_not_found(&e) => break,
+            Err(e) => {
+                return Err(
+                    Failure::of("lambda:ListLayerVersions", &format!("layer {name}"), e).into(),
+                )
+            }
+        }
+    }
+    Ok(all)
+}
+
 /// The ARN of a version of layer `name` holding `package`: an existing one with the same
 /// content, else a new one.
 pub async fn ensure(
@@ -36,12 +61,7 @@ pub async fn ensure(
 ) -> anyhow::Result<String> {
     let sha = package.code_sha256();
     let what = format!("layer {name}");
-    let versions = match lambda.list_layer_versions().layer_name(name).send().await {
-        Ok(out) => out.layer_versions,
-        Err(e) if is_not_found(&e) => None,
-        Err(e) => return Err(Failure::of("lambda:ListLayerVersions", &what, e).into()),
-    };
-    for version in versions.unwrap_or_default() {
+    for version in versions(lambda, name).await? {
         let got = lambda
             .get_layer_version()
             .layer_name(name)
@@ -78,11 +98,7 @@ pub async fn ensure(
 /// Delete every version of layer `name` (`live remove`); returns how many.
 pub async fn delete_all(lambda: &aws_sdk_lambda::Client, name: &str) -> anyhow::Result<usize> {
     let what = format!("layer {name}");
-    let versions = match lambda.list_layer_versions().layer_name(name).send().await {
-        Ok(out) => out.layer_versions.unwrap_or_default(),
-        Err(e) if is_not_found(&e) => Vec::new(),
-        Err(e) => return Err(Failure::of("lambda:ListLayerVersions", &what, e).into()),
-    };
+    let versions = versions(lambda, name).await?;
     for version in &versions {
         lambda
             .delete_layer_version()

@@ -58,14 +58,25 @@ pub fn layer(app: &str, stage: &str) -> String {
     )
 }
 
-/// The inline policy `live attach` adds to an attached function's role (and detach removes).
-pub fn attach_policy(app: &str, stage: &str) -> String {
+/// The inline policy `live attach` adds to an attached function's role (and detach removes):
+/// one per function, since tools often give several functions one role.
+pub fn attach_policy(app: &str, stage: &str, function: &str) -> String {
     fit(
-        &format!("live-{app}-{stage}"),
+        &format!("live-{app}-{stage}-{function}"),
         128,
         |c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c),
         '-',
     )
+}
+
+/// A Lambda function's name from what a user typed: a name, or an ARN (with or without a
+/// qualifier), or `NAME=LOCAL`.
+pub fn lambda_name(given: &str) -> &str {
+    let given = given.split_once('=').map_or(given, |(name, _)| name);
+    match given.split_once(":function:") {
+        Some((_, rest)) => rest.split(':').next().unwrap_or(rest),
+        None => given,
+    }
 }
 
 /// The stage's payload bucket: `live-{app}-{stage}-{account}-{region}`, lower case.
@@ -141,6 +152,20 @@ mod tests {
             "{b}"
         );
         assert_ne!(b, bucket("my-app", "ci", "123456789012", "us-east-1"));
+    }
+
+    #[test]
+    fn arns_and_local_names_give_the_lambda_name() {
+        assert_eq!(lambda_name("orders"), "orders");
+        assert_eq!(lambda_name("orders=api"), "orders");
+        assert_eq!(
+            lambda_name("arn:aws:lambda:eu-west-1:123456789012:function:orders:live"),
+            "orders"
+        );
+        assert_eq!(
+            lambda_name("arn:aws:lambda:eu-west-1:123456789012:function:orders=api"),
+            "orders"
+        );
     }
 
     #[test]

@@ -74,6 +74,26 @@ impl Package {
     }
 }
 
+/// Lambda's name of the architecture an ELF executable is built for (`x86_64`, `arm64`);
+/// anything else (not ELF, another machine) is refused, naming what it is.
+pub fn architecture_name(binary: &[u8]) -> anyhow::Result<&'static str> {
+    if binary.len() < 20 || &binary[..4] != b"\x7fELF" {
+        anyhow::bail!(
+            "the stub is not a Linux executable (ELF): Lambda runs Linux; build it on Linux, or \
+             cross-compile for x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu"
+        );
+    }
+    // e_machine, little-endian (both of Lambda's architectures are).
+    match u16::from_le_bytes([binary[18], binary[19]]) {
+        0x3e => Ok("x86_64"),
+        0xb7 => Ok("arm64"),
+        other => anyhow::bail!(
+            "the stub is built for ELF machine {other:#x}, which Lambda does not run: build it \
+             for x86_64 or arm64"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +142,26 @@ mod tests {
         assert_eq!(
             attached.entry("live-original/lib/data.txt").unwrap(),
             b"data"
+        );
+    }
+
+    #[test]
+    fn the_stubs_architecture_is_read_from_its_elf_header() {
+        let mut elf = b"\x7fELF".to_vec();
+        elf.resize(20, 0);
+        elf[18] = 0x3e;
+        assert_eq!(architecture_name(&elf).unwrap(), "x86_64");
+        elf[18] = 0xb7;
+        assert_eq!(architecture_name(&elf).unwrap(), "arm64");
+        assert!(architecture_name(b"\xcf\xfa\xed\xfe macho binary....").is_err());
+        let this = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(
+            architecture_name(&this).unwrap(),
+            if cfg!(target_arch = "aarch64") {
+                "arm64"
+            } else {
+                "x86_64"
+            }
         );
     }
 

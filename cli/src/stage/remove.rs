@@ -23,13 +23,16 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     let mut removed = 0;
 
     // Attached functions first: they are given back, never deleted.
-    let bucket_exists = stage
-        .s3
-        .head_bucket()
-        .bucket(&stage.bucket)
-        .send()
-        .await
-        .is_ok();
+    let bucket_exists = match stage.s3.head_bucket().bucket(&stage.bucket).send().await {
+        Ok(_) => true,
+        Err(e) if is_not_found(&e) || e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+            false
+        }
+        // Not "no bucket": without its attach records, attached functions would be left.
+        Err(e) => {
+            return Err(Failure::of("s3:ListBucket", &format!("bucket {}", stage.bucket), e).into())
+        }
+    };
     if bucket_exists {
         for name in record::list(&stage.s3, &stage.bucket).await? {
             super::attach::detach_one(&stage, &name).await?;

@@ -58,6 +58,24 @@ pub async fn ensure(
             (arn, true)
         }
         Some(role) => {
+            let have = iam
+                .list_role_tags()
+                .role_name(name)
+                .send()
+                .await
+                .map_err(|e| Failure::of("iam:ListRoleTags", &what, e))?;
+            let has = |key: &str| {
+                have.tags()
+                    .iter()
+                    .any(|t| t.key() == key && Some(&t.value().to_owned()) == tags.get(key))
+            };
+            if !(has(super::TAG_APP) && has(super::TAG_STAGE)) {
+                anyhow::bail!(
+                    "{what} exists and is not this stage's (it lacks the stage's live:app and \
+                     live:stage tags): live deploy never takes over what it did not create; \
+                     delete or rename that role, or deploy another stage"
+                );
+            }
             if document(role.assume_role_policy_document()) != Some(trust.clone()) {
                 iam.update_assume_role_policy()
                     .role_name(name)
