@@ -344,3 +344,28 @@ async fn the_emulator_runs_the_stage_as_the_lambda_api_reports_it_and_live_dev_a
         String::from_utf8_lossy(&reply.body)
     );
 }
+
+#[test]
+fn an_environment_lambda_would_refuse_is_named_before_anything_is_made() {
+    let moto = Moto::start();
+    let dir = hello_project("");
+    let toml = std::fs::read_to_string(dir.join("live.toml")).unwrap();
+    std::fs::write(
+        dir.join("live.toml"),
+        toml.replace(
+            "[functions.hello]\n",
+            "[functions.hello]\nenv = { AWS_REGION = \"eu-west-1\" }\n",
+        ),
+    )
+    .unwrap();
+    let out = live(&moto, &["deploy", "-c", dir.to_str().unwrap(), "--stage", "ci"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("function hello: Lambda sets AWS_REGION itself"),
+        "{stderr}"
+    );
+    let stage = readback(&moto);
+    assert_eq!(stage["functions"], serde_json::json!({}), "{stage}");
+    assert_eq!(stage["buckets"], serde_json::json!({}), "{stage}");
+}

@@ -27,6 +27,9 @@ pub enum Failure {
     NotFound { what: String, message: String },
     #[error("could not reach AWS for {action} ({detail}): check the network and --region, or AWS_ENDPOINT_URL if set")]
     Unreachable { action: String, detail: String },
+    /// A failure worded where it happened (its advice is the caller's), with its exit code.
+    #[error("{text}")]
+    Worded { text: String, exit: u8 },
     #[error("AWS refused {action}: {code}: {message}")]
     Refused {
         action: String,
@@ -43,6 +46,7 @@ impl Failure {
             Failure::AccessDenied { .. } => exit::ACCESS_DENIED,
             Failure::NotFound { .. } => exit::NOT_FOUND,
             Failure::Unreachable { .. } => exit::UNREACHABLE,
+            Failure::Worded { exit, .. } => *exit,
             Failure::Refused { .. } => 1,
         }
     }

@@ -48,9 +48,11 @@ pub async fn load(args: &AwsArgs) -> anyhow::Result<SdkConfig> {
     }
     let config = loader.load().await;
     if config.region().is_none() {
-        anyhow::bail!(
-            "no AWS region: pass --region, set AWS_REGION, or set a region in the profile (`aws configure`)"
-        );
+        return Err(Failure::Worded {
+            text: "no AWS region: pass --region, set AWS_REGION, or set a region in the profile (`aws configure`)".to_owned(),
+            exit: exit::NO_CREDENTIALS,
+        }
+        .into());
     }
     Ok(config)
 }
@@ -101,7 +103,14 @@ pub async fn iot_endpoint(config: &SdkConfig) -> anyhow::Result<String> {
                 SdkError::ServiceError(service) => service.err().to_string(),
                 _ => chain(&e),
             };
-            anyhow::anyhow!("{advice} ({cause})")
+            let code = match Failure::of("iot:DescribeEndpoint", "IoT Core's endpoint", e) {
+                Failure::Refused { .. } => 1,
+                named => named.exit_code(),
+            };
+            Failure::Worded {
+                text: format!("{advice} ({cause})"),
+                exit: code,
+            }
         })?;
     let host = out
         .endpoint_address()

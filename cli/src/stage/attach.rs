@@ -261,6 +261,10 @@ async fn attach_one(
                     );
                 }
             }
+            let mut env = original.env.clone();
+            env.extend(stage.stub_env(local, endpoint));
+            env.insert(EXEC_WRAPPER.to_owned(), layer::WRAPPER_PATH.to_owned());
+            function::check_environment(&what, &env)?;
             let zip = match how {
                 How::Code => {
                     step.say("saving its code");

@@ -88,8 +88,14 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     )?;
     let sha256 = package.code_sha256();
     let endpoint = stage.endpoint().await?;
-    stage.ensure_bucket().await?;
     let project = &stage.project;
+    // Every function's environment as Lambda will judge it, before anything is made.
+    for (name, f) in &project.functions {
+        let mut env = f.env.clone();
+        env.extend(stage.stub_env(name, &endpoint));
+        function::check_environment(&format!("function {name}"), &env)?;
+    }
+    stage.ensure_bucket().await?;
 
     let mut rows = Vec::new();
     for (name, f) in &project.functions {

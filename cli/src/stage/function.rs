@@ -284,6 +284,60 @@ fn environment(desired: &Desired) -> Environment {
         .build()
 }
 
+/// Lambda's limit on a function's environment: 4 KB of names and values together.
+const ENV_MAX_BYTES: usize = 4096;
+
+/// Variables Lambda sets itself and refuses in a function's configuration.
+const RESERVED: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+/// Check an environment as Lambda will, before anything is changed: names of letters, digits
+/// and `_` starting with a letter, none Lambda reserves, 4 KB in all.
+pub fn check_environment(what: &str, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    for name in env.keys() {
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            anyhow::bail!(
+                "{what}: environment variable {name:?} is not a name Lambda takes (a letter, \
+                 then letters, digits and _): rename it in live.toml's env"
+            );
+        }
+        if RESERVED.contains(&name.as_str()) {
+            anyhow::bail!(
+                "{what}: Lambda sets {name} itself and refuses it in a function's environment: \
+                 remove it from live.toml's env"
+            );
+        }
+    }
+    let size: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > ENV_MAX_BYTES {
+        anyhow::bail!(
+            "{what}: the environment is {size} bytes with live's own variables, over Lambda's \
+             4 KB: move large values to SSM Parameter Store or Secrets Manager"
+        );
+    }
+    Ok(())
+}
+
 /// What differs between Lambda's configuration and the desired one, in words (variables by
 /// name only: their values may be secrets).
 pub fn configuration_changes(
@@ -495,3 +549,31 @@ async fn add_url_permissions(lambda: &Client, name: &str, what: &str) -> anyhow:
 /// The statement ids of the Function URL's resource-policy statements.
 const URL_PERMISSION: &str = "live-function-url";
 const URL_INVOKE_PERMISSION: &str = "live-function-url-invoke";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environments_lambda_would_refuse_are_named_before_anything_changes() {
+        let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(check_environment("f", &env(&[("TABLE", "t"), ("LIVE_APP", "a")])).is_ok());
+        let reserved = check_environment("f", &env(&[("AWS_REGION", "x")])).unwrap_err();
+        assert!(
+            reserved
+                .to_string()
+                .contains("Lambda sets AWS_REGION itself"),
+            "{reserved}"
+        );
+        let bad = check_environment("f", &env(&[("1ST", "x")])).unwrap_err();
+        assert!(bad.to_string().contains("\"1ST\""), "{bad}");
+        let big = "x".repeat(4_100);
+        let large = check_environment("f", &env(&[("BIG", &big)])).unwrap_err();
+        assert!(large.to_string().contains("over Lambda's 4 KB"), "{large}");
+    }
+}
