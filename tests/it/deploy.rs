@@ -358,7 +358,10 @@ fn an_environment_lambda_would_refuse_is_named_before_anything_is_made() {
         ),
     )
     .unwrap();
-    let out = live(&moto, &["deploy", "-c", dir.to_str().unwrap(), "--stage", "ci"]);
+    let out = live(
+        &moto,
+        &["deploy", "-c", dir.to_str().unwrap(), "--stage", "ci"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

@@ -11,7 +11,6 @@ use super::record::{self, How, Original, Record};
 use super::{function, layer, names, policy, Stage, StageArgs, StubArgs};
 use crate::aws::{is_not_found, Failure};
 use anyhow::{bail, Context};
-use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, PackageType};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -353,15 +352,28 @@ async fn attach_one(
             )?;
             if config.code_sha256() != Some(code.code_sha256().as_str()) {
                 step.say("replacing its code with the stub");
+                // Through the stage's bucket (same region): Lambda takes 50 MB zipped as a
+                // direct upload, and the stub with the function's own code inside may be more.
+                let key = record::stub_code_key(&name);
+                record::put(
+                    &stage.s3,
+                    &stage.bucket,
+                    &key,
+                    code.bytes.clone(),
+                    "application/zip",
+                )
+                .await?;
                 stage
                     .lambda
                     .update_function_code()
                     .function_name(&name)
-                    .zip_file(Blob::new(code.bytes.clone()))
+                    .s3_bucket(&stage.bucket)
+                    .s3_key(&key)
                     .send()
                     .await
                     .map_err(|e| Failure::of("lambda:UpdateFunctionCode", &what, e))?;
                 function::wait_until_ready(&stage.lambda, &name, step).await?;
+                record::delete(&stage.s3, &stage.bucket, &key).await?;
             }
         }
     }
@@ -509,17 +521,15 @@ pub(super) async fn detach_one(stage: &Stage, name: &str) -> anyhow::Result<()> 
         function::wait_until_ready(&stage.lambda, name, &step).await?;
         if let Some(key) = &record.code_key {
             if current.code_sha256() != Some(record.original.code_sha256.as_str()) {
-                let zip = record::get(&stage.s3, &stage.bucket, key)
-                    .await?
-                    .with_context(|| {
-                        format!("the saved code s3://{}/{key} is missing", stage.bucket)
-                    })?;
+                // Lambda reads the saved code from the bucket itself (no size limit of a
+                // direct upload, no download here).
                 step.say("restoring its code");
                 stage
                     .lambda
                     .update_function_code()
                     .function_name(name)
-                    .zip_file(Blob::new(zip))
+                    .s3_bucket(&stage.bucket)
+                    .s3_key(key)
                     .send()
                     .await
                     .map_err(|e| Failure::of("lambda:UpdateFunctionCode", &what, e))?;

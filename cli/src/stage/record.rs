@@ -88,6 +88,11 @@ pub fn code_key(function: &str) -> String {
     format!("{PREFIX}{function}.zip")
 }
 
+/// Where attach puts the stub's zip for Lambda to read (deleted once Lambda has it).
+pub fn stub_code_key(function: &str) -> String {
+    format!("{PREFIX}{function}.stub.zip")
+}
+
 /// The record of `function`, if there is one.
 pub async fn read(
     s3: &aws_sdk_s3::Client,
