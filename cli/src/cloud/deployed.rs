@@ -6,7 +6,6 @@
 
 use crate::aws::Failure;
 use crate::config::{Function, Project};
-use crate::stage::{TAG_APP, TAG_STAGE};
 use anyhow::bail;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,31 +19,9 @@ pub async fn functions(
 ) -> anyhow::Result<BTreeMap<String, Function>> {
     let local = crate::stage::package::Package::of_stub(stub)?.code_sha256();
     let lambda = aws_sdk_lambda::Client::new(sdk);
-    let mut names = Vec::new();
-    let mut pages = lambda.list_functions().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| Failure::of("lambda:ListFunctions", "functions", e))?;
-        for f in page.functions() {
-            if let (Some(name), Some(arn)) = (f.function_name(), f.function_arn()) {
-                names.push((name.to_owned(), arn.to_owned()));
-            }
-        }
-    }
     let mut functions = BTreeMap::new();
-    for (name, arn) in names {
+    for name in crate::stage::functions_of_stage(&lambda, &project.app, &project.stage).await? {
         let what = format!("function {name}");
-        let tags = lambda
-            .list_tags()
-            .resource(&arn)
-            .send()
-            .await
-            .map_err(|e| Failure::of("lambda:ListTags", &what, e))?;
-        let ours = tags.tags().is_some_and(|t| {
-            t.get(TAG_APP) == Some(&project.app) && t.get(TAG_STAGE) == Some(&project.stage)
-        });
-        if !ours {
-            continue;
-        }
         let config = lambda
             .get_function_configuration()
             .function_name(&name)

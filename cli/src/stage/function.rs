@@ -284,6 +284,35 @@ fn environment(desired: &Desired) -> Environment {
         .build()
 }
 
+/// The names of the functions carrying `app`'s and `stage`'s tags (all pages; one
+/// `ListTags` per function).
+pub async fn of_stage(lambda: &Client, app: &str, stage: &str) -> anyhow::Result<Vec<String>> {
+    let mut functions = Vec::new();
+    let mut pages = lambda.list_functions().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Failure::of("lambda:ListFunctions", "functions", e))?;
+        for f in page.functions() {
+            if let (Some(name), Some(arn)) = (f.function_name(), f.function_arn()) {
+                functions.push((name.to_owned(), arn.to_owned()));
+            }
+        }
+    }
+    let mut ours = Vec::new();
+    for (name, arn) in functions {
+        let tags = lambda
+            .list_tags()
+            .resource(&arn)
+            .send()
+            .await
+            .map_err(|e| Failure::of("lambda:ListTags", &format!("function {name}"), e))?;
+        let tag = |key: &str| tags.tags().and_then(|t| t.get(key)).map(String::as_str);
+        if tag(super::TAG_APP) == Some(app) && tag(super::TAG_STAGE) == Some(stage) {
+            ours.push(name);
+        }
+    }
+    Ok(ours)
+}
+
 /// Lambda's limit on a function's environment: 4 KB of names and values together.
 const ENV_MAX_BYTES: usize = 4096;
 

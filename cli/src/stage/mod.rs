@@ -23,6 +23,7 @@ pub use attach::{
     attach, attach_functions, attached, detach, detach_functions, split, AttachArgs, DetachArgs,
 };
 pub use deploy::{deploy, package, DeployArgs, PackageArgs};
+pub use function::of_stage as functions_of_stage;
 pub use names::{TAG_APP, TAG_FUNCTION, TAG_STAGE};
 pub use remove::{remove, RemoveArgs};
 

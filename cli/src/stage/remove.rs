@@ -41,27 +41,9 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     }
 
     // Functions with the stage's tags.
-    let mut pages = stage.lambda.list_functions().into_paginator().send();
-    let mut functions = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| Failure::of("lambda:ListFunctions", "functions", e))?;
-        for f in page.functions() {
-            if let (Some(name), Some(arn)) = (f.function_name(), f.function_arn()) {
-                functions.push((name.to_owned(), arn.to_owned()));
-            }
-        }
-    }
-    for (name, arn) in functions {
-        let tags = stage
-            .lambda
-            .list_tags()
-            .resource(&arn)
-            .send()
-            .await
-            .map_err(|e| Failure::of("lambda:ListTags", &format!("function {name}"), e))?;
-        if !tags.tags().is_some_and(|t| stage.owns(t)) {
-            continue;
-        }
+    let functions =
+        super::function::of_stage(&stage.lambda, &stage.project.app, &stage.project.stage).await?;
+    for name in functions {
         let step = Step::new(format!("function {name}"));
         match stage
             .lambda
