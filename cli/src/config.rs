@@ -14,6 +14,7 @@
 //! memory = 256               # MB (default 128)
 //! env = { GREETING = "hi" }
 //! url = true                 # `live deploy` gives it a public Function URL
+//! debug = true               # debug mode, as `live dev --debug py`; debug_port = 9229 pins its port
 //!
 //! [cloud]                    # where `live dev` meets the stubs (default: all on this machine)
 //! aws = true                 # AWS IoT Core, as `live dev --aws`
@@ -106,6 +107,11 @@ pub struct Function {
     /// `live deploy` gives the function a public Function URL (auth type NONE).
     #[serde(default)]
     pub url: bool,
+    /// Debug mode, as `live dev --debug NAME`: no worker is started; the IDE launches one.
+    #[serde(default)]
+    pub debug: bool,
+    /// The loopback port of its Runtime API in debug mode (default: derived from the name).
+    pub debug_port: Option<u16>,
 }
 
 impl Default for Function {
@@ -122,6 +128,8 @@ impl Default for Function {
             memory: default_memory(),
             handler: None,
             url: false,
+            debug: false,
+            debug_port: None,
         }
     }
 }

@@ -4,6 +4,7 @@ mod attach;
 mod broker_cli;
 mod chain;
 mod credentials;
+mod debug;
 mod deploy;
 mod drain;
 mod events;

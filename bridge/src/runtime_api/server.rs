@@ -124,6 +124,10 @@ struct Shared {
     /// Whether the runtime is waiting in `/next` with nothing queued (idle, as Lambda sees
     /// an environment it may freeze).
     idle: tokio::sync::watch::Sender<bool>,
+    /// Debug mode: a `/next` while an invocation is unanswered means the worker was
+    /// restarted (under a debugger): that invocation fails at once, not when the next one
+    /// arrives.
+    restartable: bool,
 }
 
 /// A Runtime API server for one runtime process. Dropping it stops the server.
@@ -137,6 +141,24 @@ pub struct RuntimeApi {
 impl RuntimeApi {
     /// Serve on `addr` (port 0 for an ephemeral one).
     pub async fn bind(addr: SocketAddr, info: FunctionInfo) -> std::io::Result<RuntimeApi> {
+        RuntimeApi::serve(addr, info, false).await
+    }
+
+    /// [`RuntimeApi::bind`] for a worker someone else starts and restarts (an IDE's
+    /// debugger): a `/next` while an invocation is unanswered fails that invocation at once
+    /// with `Live.WorkerRestarted`.
+    pub async fn bind_restartable(
+        addr: SocketAddr,
+        info: FunctionInfo,
+    ) -> std::io::Result<RuntimeApi> {
+        RuntimeApi::serve(addr, info, true).await
+    }
+
+    async fn serve(
+        addr: SocketAddr,
+        info: FunctionInfo,
+        restartable: bool,
+    ) -> std::io::Result<RuntimeApi> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (queue, rx) = mpsc::unbounded_channel();
@@ -146,6 +168,7 @@ impl RuntimeApi {
             init_error: Mutex::new(None),
             info,
             idle: tokio::sync::watch::Sender::new(false),
+            restartable,
         });
         let task = tokio::spawn(super::http_server::serve(
             listener,
@@ -278,6 +301,19 @@ fn extension_id() -> String {
 }
 
 async fn next(shared: &Shared) -> Response<Body> {
+    if shared.restartable {
+        if let Some(previous) = shared.current.lock().expect("lock").take() {
+            let _ = previous.reply.send(Outcome::Error {
+                error_type: Some("Live.WorkerRestarted".into()),
+                headers: Vec::new(),
+                body: Bytes::from(error_body(
+                    "Live.WorkerRestarted",
+                    "the worker asked for its next invocation without answering this one: it was \
+                     stopped or restarted (under the debugger?) while running it",
+                )),
+            });
+        }
+    }
     let received = {
         let mut queue = shared.queue.lock().await;
         match queue.try_recv() {

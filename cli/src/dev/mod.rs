@@ -5,6 +5,7 @@
 
 mod attached;
 mod debounce;
+mod debug;
 mod lanes;
 mod noise;
 mod objects;
@@ -76,6 +77,12 @@ pub struct DevArgs {
     /// exit. Repeatable, or comma-separated.
     #[arg(long, value_name = "FN[=LOCAL]", value_delimiter = ',')]
     pub attach: Vec<String>,
+    /// Debug mode for function FN (repeatable, or `debug = true` in its table): no worker is
+    /// started for it; its Runtime API listens on a fixed port and its whole environment is
+    /// written to .live/debug/FN.env, so that what your IDE launches with it (under the
+    /// debugger) is its worker. Invocations wait for it, one at a time.
+    #[arg(long, value_name = "FN", value_delimiter = ',')]
+    pub debug: Vec<String>,
     /// One JSON object per line (ready, change, build_started, build_restarted,
     /// build_finished, invocation, output_dropped) instead of text.
     #[arg(long)]
@@ -105,6 +112,60 @@ struct IotCore {
     region: String,
     credentials: bridge::transport::CredentialSource,
     connect_to: Option<String>,
+}
+
+/// Debug mode for the functions `--debug` names or whose table says `debug = true`: their
+/// Runtime API on its fixed port, their environment file written, both said.
+async fn start_debug(
+    args: &DevArgs,
+    project: &crate::config::Project,
+    builds: &Arc<Builds>,
+    workers: &Workers,
+    output: &Output,
+) -> anyhow::Result<()> {
+    for name in &args.debug {
+        if !project.functions.contains_key(name) {
+            anyhow::bail!(
+                "--debug {name}: live.toml has no function {name} (it has: {})",
+                project
+                    .functions
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let mut debugged = debug::DebugWorkers::new();
+    for (name, config) in &project.functions {
+        if !(config.debug || args.debug.contains(name)) {
+            continue;
+        }
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        let launch = match builds.launch_for(name, until).await {
+            Ok((launch, _)) => launch,
+            Err(_) => anyhow::bail!(
+                "debug mode for {name} needs a build of it first: fix the build error above, then start live dev again"
+            ),
+        };
+        let worker = debug::DebugWorker::start(&project.root, name, config, &launch).await?;
+        output.noteln(format_args!(
+            "live dev: debug mode for {name}: Runtime API on {}; launch its worker with the environment in {} (e.g. `env $(cat {}) {}`)",
+            worker.addr(),
+            worker.env_file.display(),
+            worker.env_file.display(),
+            launch.program.display()
+        ));
+        if config.timeout < 60 {
+            output.noteln(format_args!(
+                "live dev: note: {name}'s timeout is {} s, short for a handler paused at a breakpoint: raise `timeout` in its table (up to 900), and `live deploy --debug` (or `live attach --debug`) in the cloud",
+                config.timeout
+            ));
+        }
+        debugged.insert(name.clone(), Arc::new(worker));
+    }
+    workers.set_debug(debugged);
+    Ok(())
 }
 
 /// Find IoT Core's endpoint for the account and region, and the credentials to sign with.
@@ -247,6 +308,8 @@ async fn serve(
             )
             .await;
     }
+
+    start_debug(args, &project, &builds, &workers, output).await?;
 
     let cloud = match (&args.broker, &aws) {
         (Some(_), _) | (_, Some(_)) => None,

@@ -35,6 +35,8 @@ const IGNORED_DIRS: &[&str] = &[
     ".ruff_cache",
     ".idea",
     ".vscode",
+    // live's own files (debug mode's environment files).
+    ".live",
 ];
 
 /// Whether `path` (relative to the watched folder it is in) is noise by the built-in list:

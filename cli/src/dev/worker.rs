@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// How long past the stub's deadline a worker may run before it is killed, as Lambda resets
 /// an environment that timed out.
-const OVERRUN: Duration = Duration::from_secs(2);
+pub(super) const OVERRUN: Duration = Duration::from_secs(2);
 
 struct Worker {
     api: RuntimeApi,
@@ -64,6 +64,8 @@ pub struct Workers {
     contexts: Mutex<HashMap<(String, String), Context>>,
     /// Serves the workers' role credentials; started with the first that arrive.
     endpoint: tokio::sync::OnceCell<CredentialsEndpoint>,
+    /// The functions in debug mode: their worker is whatever the IDE starts.
+    debug: std::sync::OnceLock<super::debug::DebugWorkers>,
 }
 
 impl Workers {
@@ -74,7 +76,13 @@ impl Workers {
             echo,
             contexts: Mutex::new(HashMap::new()),
             endpoint: tokio::sync::OnceCell::new(),
+            debug: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The functions in debug mode (set once, before the first invocation).
+    pub fn set_debug(&self, debug: super::debug::DebugWorkers) {
+        let _ = self.debug.set(debug);
     }
 
     /// Note what `invocation` forwarded, and return its environment's context as of now.
@@ -117,6 +125,14 @@ impl Workers {
         deadline: tokio::time::Instant,
         stop: impl std::future::Future<Output = ()>,
     ) -> Ran {
+        if let Some(worker) = self.debug.get().and_then(|d| d.get(&invocation.function)) {
+            self.remember(invocation);
+            let local = RuntimeInvocation::from_wire(invocation, body);
+            return Ran {
+                outcome: worker.run(local, deadline, stop).await,
+                worker_pid: 0,
+            };
+        }
         let slot = self
             .slots
             .lock()

@@ -1,0 +1,161 @@
+//! Debug mode (`live dev --debug FN`, or `debug = true`): `live dev` starts no worker for the
+//! function. It serves the function's Runtime API on a fixed loopback port (`debug_port`, or
+//! one derived from the name) and writes the worker's whole environment to
+//! `.live/debug/FN.env`; whatever the IDE launches with it (under its debugger) is the
+//! function's one worker. Invocations wait for it, one at a time; a worker that asks for its
+//! next invocation without answering the last (it was restarted) gets that one failed at once.
+
+use crate::config::Function;
+use crate::function::{runtime_command, Deployed, Launch};
+use bridge::runtime_api::failure;
+use bridge::runtime_api::server::{FunctionInfo, Outcome, RuntimeApi, RuntimeInvocation};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The first of the ports debug mode derives from function names.
+const PORT_BASE: u16 = 19_000;
+/// How many ports names are spread over.
+const PORT_SPAN: u16 = 1_000;
+
+/// The loopback port function `name`'s Runtime API is served on in debug mode: its
+/// `debug_port`, else one derived from the name (the same every run, so an IDE's launch
+/// configuration keeps working).
+pub fn port(name: &str, config: &Function) -> u16 {
+    config.debug_port.unwrap_or_else(|| {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in name.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        PORT_BASE + (hash % u32::from(PORT_SPAN)) as u16
+    })
+}
+
+/// One function in debug mode.
+pub struct DebugWorker {
+    api: RuntimeApi,
+    /// One invocation at a time: the debugged process is one execution environment.
+    turn: tokio::sync::Mutex<()>,
+    /// The environment file written for it.
+    pub env_file: PathBuf,
+}
+
+impl DebugWorker {
+    /// Serve `name`'s Runtime API on its port and write its environment file under `root`
+    /// (the project's folder), for a worker built as `launch`.
+    pub async fn start(
+        root: &Path,
+        name: &str,
+        config: &Function,
+        launch: &Launch,
+    ) -> anyhow::Result<DebugWorker> {
+        let port = port(name, config);
+        let info = FunctionInfo {
+            name: name.to_owned(),
+            version: "$LATEST".into(),
+            handler: crate::function::handler_name(name, config),
+        };
+        let api = RuntimeApi::bind_restartable(([127, 0, 0, 1], port).into(), info)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "could not serve {name}'s Runtime API on 127.0.0.1:{port} for debugging ({e}): \
+                     another live dev may be debugging it; stop it, or set `debug_port` in \
+                     {name}'s table"
+                )
+            })?;
+        let env_id = format!("debug-{name}");
+        let cmd = runtime_command(
+            name,
+            config,
+            launch,
+            &env_id,
+            api.local_addr(),
+            Deployed::default(),
+        );
+        let mut text = String::new();
+        for (key, value) in cmd.as_std().get_envs() {
+            if let Some(value) = value {
+                text.push_str(&format!(
+                    "{}={}\n",
+                    key.to_string_lossy(),
+                    value.to_string_lossy()
+                ));
+            }
+        }
+        let dir = root.join(".live").join("debug");
+        std::fs::create_dir_all(&dir)?;
+        let env_file = dir.join(format!("{name}.env"));
+        std::fs::write(&env_file, text)?;
+        Ok(DebugWorker {
+            api,
+            turn: tokio::sync::Mutex::new(()),
+            env_file,
+        })
+    }
+
+    /// The Runtime API's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.api.local_addr()
+    }
+
+    /// Run `invocation` on whatever worker is attached, waiting for one until `deadline`
+    /// (then a little more) or until `stop`.
+    pub async fn run(
+        &self,
+        invocation: RuntimeInvocation,
+        deadline: tokio::time::Instant,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Outcome, (String, Bytes)> {
+        let function = self.api_name();
+        let _turn = tokio::select! {
+            turn = self.turn.lock() => turn,
+            _ = tokio::time::sleep_until(deadline) => return Err(failure(
+                "Sandbox.Timedout",
+                &format!("the debugged worker of {function} was busy with another invocation until this one's deadline (debug mode runs one at a time)"),
+            )),
+        };
+        tokio::select! {
+            biased;
+            _ = stop => Err(failure("Live.GivenUp", "the stub gave up on this invocation at its deadline")),
+            outcome = self.api.invoke(invocation) => {
+                outcome.ok_or_else(|| failure("Live.WorkerCrashed", "the debug Runtime API stopped"))
+            }
+            _ = tokio::time::sleep_until(deadline + super::worker::OVERRUN) => Err(failure(
+                "Sandbox.Timedout",
+                &format!(
+                    "no debugged worker answered before the deadline: start it with the environment in {} (or continue it in the debugger)",
+                    self.env_file.display()
+                ),
+            )),
+        }
+    }
+
+    fn api_name(&self) -> String {
+        self.env_file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The debug workers of a session, by function.
+pub type DebugWorkers = std::collections::HashMap<String, Arc<DebugWorker>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_the_same_every_run_and_debug_port_wins() {
+        let f = Function::default();
+        assert_eq!(port("hello", &f), port("hello", &f));
+        assert!((PORT_BASE..PORT_BASE + PORT_SPAN).contains(&port("hello", &f)));
+        let pinned = Function {
+            debug_port: Some(9_123),
+            ..Function::default()
+        };
+        assert_eq!(port("hello", &pinned), 9_123);
+    }
+}

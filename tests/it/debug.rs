@@ -1,0 +1,102 @@
+//! Debug mode (`live dev --debug FN`): no worker is started for the function; whatever is
+//! launched with `.live/debug/FN.env` (here the raw runtime client, as an IDE would launch a
+//! handler under its debugger) becomes its worker. Invocations made before it starts wait for
+//! it; one running when it is killed is answered with a named error as soon as a new one
+//! starts, which serves the next; the other functions run as usual meanwhile.
+
+use std::process::Command;
+use std::time::Duration;
+use tests::http::Http;
+use tests::live::{fixtures, live_dev_with, project, raw_function};
+use tests::Child;
+
+/// The worker an IDE would launch: the raw runtime client with the env file's variables.
+fn launch_worker(env_file: &std::path::Path) -> Child {
+    let mut cmd = Command::new("python3");
+    cmd.arg(fixtures().join("raw_runtime.py"));
+    for line in std::fs::read_to_string(env_file)
+        .expect("the env file")
+        .lines()
+    {
+        let (key, value) = line.split_once('=').expect("KEY=VALUE");
+        cmd.env(key, value);
+    }
+    Child::spawn(cmd)
+}
+
+#[tokio::test]
+async fn a_worker_launched_from_the_env_file_serves_the_function_and_a_restarted_one_takes_over() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let body = format!(
+        "{}debug_port = {port}\ntimeout = 60\n{}",
+        raw_function("echo"),
+        raw_function("other")
+    );
+    let dir = project("debug", &body);
+    let dev = live_dev_with(&dir, &["--debug", "echo"], |_| {});
+    dev.child.wait_for_line(|l| {
+        l.contains(&format!(
+            "debug mode for echo: Runtime API on 127.0.0.1:{port}"
+        ))
+    });
+    let env_file = dir.join(".live/debug/echo.env");
+    let env = std::fs::read_to_string(&env_file).expect("the env file");
+    for want in [
+        format!("AWS_LAMBDA_RUNTIME_API=127.0.0.1:{port}"),
+        "AWS_LAMBDA_FUNCTION_NAME=echo".to_owned(),
+        "_HANDLER=echo".to_owned(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} in:\n{env}");
+    }
+
+    let http = Http::default();
+    // The other function has its worker as usual, while echo has none yet.
+    let other = http
+        .invoke(&dev.front_door, "other", &[], r#"{"n":1}"#)
+        .await;
+    other.assert_no_function_error();
+    // An invocation made before the debugged worker starts waits for it.
+    let early = http.spawn_invoke(&dev.front_door, "echo", r#"{"n":2}"#);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!early.is_finished(), "it waits for a worker");
+    let first = launch_worker(&env_file);
+    let reply = early.await.unwrap();
+    reply.assert_no_function_error();
+    assert_eq!(reply.json()["pid"], first.pid());
+
+    // Killed while running an invocation, and started again: that invocation fails at once,
+    // naming why; the new worker answers the next.
+    let pid_file = dir.join("running.pid");
+    let event = serde_json::json!({"sleep_ms": 50_000, "file": pid_file}).to_string();
+    let running = http.spawn_invoke(&dev.front_door, "echo", event);
+    let deadline = std::time::Instant::now() + tests::DEADLINE;
+    while !pid_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the handler never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(first); // killed
+    let started = std::time::Instant::now();
+    let second = launch_worker(&env_file);
+    let reply = running.await.unwrap();
+    assert_eq!(
+        reply.json()["errorType"],
+        "Live.WorkerRestarted",
+        "{:?}",
+        reply.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered long before its deadline"
+    );
+    let reply = http
+        .invoke(&dev.front_door, "echo", &[], r#"{"n":3}"#)
+        .await;
+    reply.assert_no_function_error();
+    assert_eq!(reply.json()["pid"], second.pid());
+}
