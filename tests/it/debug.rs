@@ -2,7 +2,8 @@
 //! launched with `.live/debug/FN.env` (here the raw runtime client, as an IDE would launch a
 //! handler under its debugger) becomes its worker. Invocations made before it starts wait for
 //! it; one running when it is killed is answered with a named error as soon as a new one
-//! starts, which serves the next; the other functions run as usual meanwhile.
+//! starts, which serves the next; the other functions run as usual meanwhile. And real gdb:
+//! examples/hello's handler stopped 20 s at a breakpoint answers normally.
 
 use std::process::Command;
 use std::time::Duration;
@@ -99,4 +100,82 @@ async fn a_worker_launched_from_the_env_file_serves_the_function_and_a_restarted
         .await;
     reply.assert_no_function_error();
     assert_eq!(reply.json()["pid"], second.pid());
+}
+
+/// A copy of examples/hello (sources, manifests, live.toml with `extra` in hello's table).
+fn hello_copy(extra: &str) -> std::path::PathBuf {
+    let dir = project("debug-gdb", "");
+    let example = tests::workspace_root().join("examples/hello");
+    for file in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/bin/hello.rs",
+        "src/bin/http.rs",
+    ] {
+        let to = dir.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(example.join(file), to).unwrap();
+    }
+    let toml = std::fs::read_to_string(example.join("live.toml")).unwrap();
+    std::fs::write(
+        dir.join("live.toml"),
+        toml.replace(
+            "[functions.hello]\n",
+            &format!("[functions.hello]\n{extra}"),
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn the_handler_paused_20_s_at_a_gdb_breakpoint_answers_normally_while_the_cloud_waits() {
+    let dir = hello_copy("timeout = 60\n");
+    let dev = live_dev_with(&dir, &["--debug", "hello"], |_| {});
+    dev.child
+        .wait_for_line(|l| l.contains("debug mode for hello"));
+    let env_file = dir.join(".live/debug/hello.env");
+    let binary = tests::live::fixture_target_dir().join("debug/hello");
+    assert!(binary.exists(), "live dev built {}", binary.display());
+
+    let http = Http::default();
+    let started = std::time::Instant::now();
+    // Made before the pause, and given longer than the test harness's usual 30 s.
+    let call = {
+        let (http, url) = (
+            http.clone(),
+            format!("{}/2015-03-31/functions/hello/invocations", dev.front_door),
+        );
+        tokio::spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(90),
+                http.try_send("POST", &url, &[], r#"{"name":"Ada"}"#),
+            )
+            .await
+            .expect("an answer within 90 s")
+            .expect("an answer")
+        })
+    };
+    // The handler under real gdb: stopped at its breakpoint for 20 s, then continued.
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-nx", "-batch", "-ex", "set breakpoint pending on"])
+        .args(["-ex", "break hello::handler", "-ex", "run"])
+        .args(["-ex", "shell sleep 20", "-ex", "continue"])
+        .arg(&binary);
+    for line in std::fs::read_to_string(&env_file).unwrap().lines() {
+        let (key, value) = line.split_once('=').unwrap();
+        gdb.env(key, value);
+    }
+    // gdb's own output to a pipe is not flushed while it sleeps: the answer's timing shows
+    // the pause (unpaused, it comes in milliseconds).
+    let gdb = Child::spawn(gdb);
+    let reply = call.await.unwrap();
+    reply.assert_no_function_error();
+    assert_eq!(reply.json()["message"], "Hello, Ada!");
+    assert!(
+        started.elapsed() >= Duration::from_secs(20),
+        "answered after {:?}, before the pause ended",
+        started.elapsed()
+    );
+    drop(gdb);
 }
