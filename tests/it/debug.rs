@@ -128,16 +128,57 @@ fn hello_copy(extra: &str) -> std::path::PathBuf {
     dir
 }
 
+/// `hello` under gdb, stopped at its handler's breakpoint for `pause_s`, then continued.
+fn hello_under_gdb(dir: &std::path::Path, pause_s: u32) -> Child {
+    let binary = tests::live::fixture_target_dir().join("debug/hello");
+    assert!(binary.exists(), "live dev built {}", binary.display());
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-nx", "-batch", "-ex", "set breakpoint pending on"])
+        .args(["-ex", "break hello::handler", "-ex", "run"])
+        .args(["-ex", &format!("shell sleep {pause_s}"), "-ex", "continue"])
+        .arg(&binary);
+    let env_file = dir.join(".live/debug/hello.env");
+    for line in std::fs::read_to_string(env_file).unwrap().lines() {
+        let (key, value) = line.split_once('=').unwrap();
+        gdb.env(key, value);
+    }
+    Child::spawn(gdb)
+}
+
+#[tokio::test]
+async fn a_handler_paused_past_its_timeout_gets_lambdas_timeout_error_at_the_deadline() {
+    let dir = hello_copy("timeout = 5\n");
+    let dev = live_dev_with(&dir, &["--debug", "hello"], |_| {});
+    dev.child
+        .wait_for_line(|l| l.contains("debug mode for hello"));
+    let http = Http::default();
+    let started = std::time::Instant::now();
+    let call = http.spawn_invoke(&dev.front_door, "hello", r#"{"name":"Ada"}"#);
+    let _gdb = hello_under_gdb(&dir, 12);
+    let reply = call.await.unwrap();
+    let took = started.elapsed();
+    let error = reply.json();
+    assert_eq!(error["errorType"], "Sandbox.Timedout", "{error}");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Task timed out after"),
+        "{error}"
+    );
+    // At the function's 5 s deadline: not at once, not after the pause, no hang.
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "answered after {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_handler_paused_20_s_at_a_gdb_breakpoint_answers_normally_while_the_cloud_waits() {
     let dir = hello_copy("timeout = 60\n");
     let dev = live_dev_with(&dir, &["--debug", "hello"], |_| {});
     dev.child
         .wait_for_line(|l| l.contains("debug mode for hello"));
-    let env_file = dir.join(".live/debug/hello.env");
-    let binary = tests::live::fixture_target_dir().join("debug/hello");
-    assert!(binary.exists(), "live dev built {}", binary.display());
-
     let http = Http::default();
     let started = std::time::Instant::now();
     // Made before the pause, and given longer than the test harness's usual 30 s.
@@ -156,19 +197,10 @@ async fn the_handler_paused_20_s_at_a_gdb_breakpoint_answers_normally_while_the_
             .expect("an answer")
         })
     };
-    // The handler under real gdb: stopped at its breakpoint for 20 s, then continued.
-    let mut gdb = Command::new("gdb");
-    gdb.args(["-nx", "-batch", "-ex", "set breakpoint pending on"])
-        .args(["-ex", "break hello::handler", "-ex", "run"])
-        .args(["-ex", "shell sleep 20", "-ex", "continue"])
-        .arg(&binary);
-    for line in std::fs::read_to_string(&env_file).unwrap().lines() {
-        let (key, value) = line.split_once('=').unwrap();
-        gdb.env(key, value);
-    }
-    // gdb's own output to a pipe is not flushed while it sleeps: the answer's timing shows
-    // the pause (unpaused, it comes in milliseconds).
-    let gdb = Child::spawn(gdb);
+    // The handler under real gdb: stopped at its breakpoint for 20 s, then continued. gdb's
+    // own output to a pipe is not flushed while it sleeps: the answer's timing shows the
+    // pause (unpaused, it comes in milliseconds).
+    let gdb = hello_under_gdb(&dir, 20);
     let reply = call.await.unwrap();
     reply.assert_no_function_error();
     assert_eq!(reply.json()["message"], "Hello, Ada!");

@@ -32,6 +32,10 @@ pub fn port(name: &str, config: &Function) -> u16 {
     })
 }
 
+/// How long before the invocation's deadline debug mode answers a timeout: before the
+/// stub's own margin (300 ms) would answer `Live.DeadlineReached`.
+const TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_millis(700);
+
 /// One function in debug mode.
 pub struct DebugWorker {
     api: RuntimeApi,
@@ -116,16 +120,25 @@ impl DebugWorker {
                 &format!("the debugged worker of {function} was busy with another invocation until this one's deadline (debug mode runs one at a time)"),
             )),
         };
+        let started = tokio::time::Instant::now();
+        // Answered as Lambda answers a function past its timeout, before the stub's own
+        // deadline would answer for it: a handler paused at a breakpoint past the timeout is
+        // Lambda's timeout, not the chain's failure.
+        let timed_out = deadline
+            .checked_sub(TIMEOUT_MARGIN)
+            .unwrap_or(deadline)
+            .max(started);
         tokio::select! {
             biased;
             _ = stop => Err(failure("Live.GivenUp", "the stub gave up on this invocation at its deadline")),
             outcome = self.api.invoke(invocation) => {
                 outcome.ok_or_else(|| failure("Live.WorkerCrashed", "the debug Runtime API stopped"))
             }
-            _ = tokio::time::sleep_until(deadline + super::worker::OVERRUN) => Err(failure(
+            _ = tokio::time::sleep_until(timed_out) => Err(failure(
                 "Sandbox.Timedout",
                 &format!(
-                    "no debugged worker answered before the deadline: start it with the environment in {} (or continue it in the debugger)",
+                    "Task timed out after {:.2} seconds (debug mode: the worker launched from {} did not answer in time; paused in the debugger? raise `timeout` in live.toml)",
+                    (deadline - started).as_secs_f64(),
                     self.env_file.display()
                 ),
             )),
