@@ -18,6 +18,7 @@ pub mod cloud;
 pub mod config;
 pub mod dev;
 pub mod function;
+pub mod ide;
 pub mod ids;
 pub mod local_ca;
 pub mod process;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Delete everything of the stage: its functions, roles, layer and bucket (attached
     /// functions are detached, not deleted). Untagged resources are never touched.
     Remove(stage::RemoveArgs),
+    /// Write the editor's debug configurations for the project's functions (merged into
+    /// what is there): `live ide vscode`.
+    Ide(ide::IdeArgs),
 }
 
 /// Install the log subscriber: warnings by default, more with `-v`, `RUST_LOG` wins.
@@ -98,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach(args) => stage::attach(args).await,
         Command::Detach(args) => stage::detach(args).await,
         Command::Remove(args) => stage::remove(args).await,
+        Command::Ide(args) => ide::run(args),
     };
     // The last log lines, written out before the process ends.
     writer::stderr()

@@ -8,6 +8,7 @@ mod debug;
 mod deploy;
 mod drain;
 mod events;
+mod ide;
 mod iot;
 mod layout;
 mod outages;
