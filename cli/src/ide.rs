@@ -1,8 +1,10 @@
-//! `live ide vscode`: the editor's launch configurations for debug mode, merged into
-//! `.vscode/launch.json` and `.vscode/tasks.json` (JSONC: comments and the user's own
-//! entries kept, only entries named `live: ...` replaced). Per Rust function a CodeLLDB
-//! launch (`cargo` builds the binary with debug info, `envFile` is debug mode's environment
-//! file), and a task that starts `live dev --debug` for all of them.
+//! `live ide vscode|jetbrains`: the editor's launch configurations for debug mode. VS Code:
+//! merged into `.vscode/launch.json` and `.vscode/tasks.json` (JSONC: comments and the
+//! user's own entries kept, only entries named `live: ...` replaced), per Rust function a
+//! CodeLLDB launch (`cargo` builds the binary with debug info, `envFile` is debug mode's
+//! environment file) and a task that starts `live dev --debug` for all of them. JetBrains
+//! (RustRover, CLion): per Rust function a Cargo run configuration `.run/live_FN.run.xml`
+//! with debug mode's environment inline (they read no env file).
 
 use anyhow::Context;
 use jsonc_parser::cst::{CstInputValue, CstRootNode};
@@ -13,8 +15,8 @@ use std::path::{Path, PathBuf};
 /// Options of `live ide`.
 #[derive(Debug, clap::Args)]
 pub struct IdeArgs {
-    /// The editor: `vscode` (VS Code with CodeLLDB).
-    #[arg(value_parser = ["vscode"])]
+    /// The editor: `vscode` (VS Code with CodeLLDB) or `jetbrains` (RustRover, CLion).
+    #[arg(value_parser = ["vscode", "jetbrains"])]
     pub editor: String,
     /// The project's live.toml, or a folder to look for it from.
     #[arg(short, long)]
@@ -64,6 +66,9 @@ pub fn run(args: IdeArgs) -> anyhow::Result<()> {
             project.root.display()
         );
     }
+    if args.editor == "jetbrains" {
+        return jetbrains(&project, &debugged);
+    }
     let task = json!({
         "label": TASK,
         "type": "shell",
@@ -91,6 +96,47 @@ pub fn run(args: IdeArgs) -> anyhow::Result<()> {
         tasks.display()
     );
     Ok(())
+}
+
+/// `.run/live_FN.run.xml` per Rust function: a Cargo command running its binary with debug
+/// mode's environment (start `live dev --debug` first; debug the configuration).
+fn jetbrains(project: &crate::config::Project, functions: &[String]) -> anyhow::Result<()> {
+    let dir = project.root.join(".run");
+    std::fs::create_dir_all(&dir)?;
+    for name in functions {
+        let f = &project.functions[name];
+        let bin = f.bin.clone().unwrap_or_else(|| name.clone());
+        let mut command = format!("run --bin {bin}");
+        if let Some(package) = &f.package {
+            command.push_str(&format!(" --package {package}"));
+        }
+        let envs: String = crate::function::debug_env::environment(name, f, &project.root)
+            .iter()
+            .map(|(k, v)| format!("      <env name=\"{}\" value=\"{}\" />\n", xml(k), xml(v)))
+            .collect();
+        let text = format!(
+            "<component name=\"ProjectRunConfigurationManager\">\n  <configuration default=\"false\" name=\"{}\" type=\"CargoCommandRunConfiguration\" factoryName=\"Cargo Command\">\n    <option name=\"command\" value=\"{}\" />\n    <option name=\"workingDirectory\" value=\"file://$PROJECT_DIR$\" />\n    <envs>\n{envs}    </envs>\n    <method v=\"2\">\n      <option name=\"CARGO.BUILD_TASK_PROVIDER\" enabled=\"true\" />\n    </method>\n  </configuration>\n</component>\n",
+            xml(&format!("{PREFIX}{name}")),
+            xml(&command)
+        );
+        let file = dir.join(format!("live_{name}.run.xml"));
+        std::fs::write(&file, text)
+            .with_context(|| format!("could not write {}", file.display()))?;
+        println!("{}: run configuration `{PREFIX}{name}`", file.display());
+    }
+    println!(
+        "Start `live dev --debug {}`, then debug `live: FN` from the run configurations.",
+        functions.join(",")
+    );
+    Ok(())
+}
+
+/// Text for an XML attribute.
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Replace the entries of `file`'s `array` whose `key` starts with `live: ` by `entries`,

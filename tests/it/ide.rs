@@ -63,3 +63,53 @@ fn live_ide_vscode_merges_launch_configurations_and_keeps_the_users() {
     // Idempotent.
     assert_eq!(run(), (launch, tasks));
 }
+
+#[test]
+fn live_ide_jetbrains_writes_a_cargo_run_configuration_per_function_as_valid_xml() {
+    let dir = tests::live::project("ide-jb", "");
+    let example = tests::workspace_root().join("examples/hello/live.toml");
+    std::fs::copy(example, dir.join("live.toml")).unwrap();
+    let out = Command::new(bin("live"))
+        .args(["ide", "jetbrains", "-c"])
+        .arg(&dir)
+        .output()
+        .expect("live runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for function in ["hello", "http"] {
+        let file = dir.join(format!(".run/live_{function}.run.xml"));
+        // Python's XML parser (not ours) reads it back.
+        let check = Command::new(tests::python())
+            .args([
+                "-c",
+                "import sys, xml.etree.ElementTree as E\nc = E.parse(sys.argv[1]).getroot().find('configuration')\nenv = {e.get('name'): e.get('value') for e in c.find('envs')}\nopts = {o.get('name'): o.get('value') for o in c.findall('option')}\nprint(c.get('name'), c.get('type'), opts['command'], env['AWS_LAMBDA_RUNTIME_API'], env['AWS_LAMBDA_FUNCTION_NAME'])",
+            ])
+            .arg(&file)
+            .output()
+            .expect("python runs");
+        let said = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let words: Vec<&str> = said.split_whitespace().collect();
+        assert_eq!(
+            words[..6],
+            [
+                "live:",
+                function,
+                "CargoCommandRunConfiguration",
+                "run",
+                "--bin",
+                function
+            ],
+            "{said}"
+        );
+        assert!(words[6].starts_with("127.0.0.1:19"), "{said}");
+        assert_eq!(words[7], function);
+    }
+}

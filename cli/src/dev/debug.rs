@@ -6,31 +6,12 @@
 //! next invocation without answering the last (it was restarted) gets that one failed at once.
 
 use crate::config::Function;
-use crate::function::{runtime_command, Deployed, Launch};
+use crate::function::Launch;
 use bridge::runtime_api::failure;
 use bridge::runtime_api::server::{FunctionInfo, Outcome, RuntimeApi, RuntimeInvocation};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The first of the ports debug mode derives from function names.
-const PORT_BASE: u16 = 19_000;
-/// How many ports names are spread over.
-const PORT_SPAN: u16 = 1_000;
-
-/// The loopback port function `name`'s Runtime API is served on in debug mode: its
-/// `debug_port`, else one derived from the name (the same every run, so an IDE's launch
-/// configuration keeps working).
-pub fn port(name: &str, config: &Function) -> u16 {
-    config.debug_port.unwrap_or_else(|| {
-        let mut hash: u32 = 0x811c_9dc5;
-        for byte in name.bytes() {
-            hash ^= u32::from(byte);
-            hash = hash.wrapping_mul(0x0100_0193);
-        }
-        PORT_BASE + (hash % u32::from(PORT_SPAN)) as u16
-    })
-}
 
 /// How long before the invocation's deadline debug mode answers a timeout: before the
 /// stub's own margin (300 ms) would answer `Live.DeadlineReached`.
@@ -54,7 +35,7 @@ impl DebugWorker {
         config: &Function,
         launch: &Launch,
     ) -> anyhow::Result<DebugWorker> {
-        let port = port(name, config);
+        let port = crate::function::debug_env::port(name, config);
         let info = FunctionInfo {
             name: name.to_owned(),
             version: "$LATEST".into(),
@@ -69,24 +50,9 @@ impl DebugWorker {
                      {name}'s table"
                 )
             })?;
-        let env_id = format!("debug-{name}");
-        let cmd = runtime_command(
-            name,
-            config,
-            launch,
-            &env_id,
-            api.local_addr(),
-            Deployed::default(),
-        );
         let mut text = String::new();
-        for (key, value) in cmd.as_std().get_envs() {
-            if let Some(value) = value {
-                text.push_str(&format!(
-                    "{}={}\n",
-                    key.to_string_lossy(),
-                    value.to_string_lossy()
-                ));
-            }
+        for (key, value) in crate::function::debug_env::environment(name, config, &launch.dir) {
+            text.push_str(&format!("{key}={value}\n"));
         }
         let dir = root.join(".live").join("debug");
         std::fs::create_dir_all(&dir)?;
@@ -155,20 +121,3 @@ impl DebugWorker {
 
 /// The debug workers of a session, by function.
 pub type DebugWorkers = std::collections::HashMap<String, Arc<DebugWorker>>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_are_the_same_every_run_and_debug_port_wins() {
-        let f = Function::default();
-        assert_eq!(port("hello", &f), port("hello", &f));
-        assert!((PORT_BASE..PORT_BASE + PORT_SPAN).contains(&port("hello", &f)));
-        let pinned = Function {
-            debug_port: Some(9_123),
-            ..Function::default()
-        };
-        assert_eq!(port("hello", &pinned), 9_123);
-    }
-}

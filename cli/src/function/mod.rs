@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod credentials;
+pub mod debug_env;
 pub mod launch;
 
 pub use build::{build_some, BuildFailure};
