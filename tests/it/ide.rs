@@ -11,25 +11,36 @@ fn parse(text: &str) -> Value {
         .expect("valid JSONC")
 }
 
-#[test]
-fn live_ide_vscode_merges_launch_configurations_and_keeps_the_users() {
-    let dir = tests::live::project("ide", "");
+/// A fresh folder with examples/hello's live.toml.
+fn hello_project(name: &str) -> std::path::PathBuf {
+    let dir = tests::live::project(name, "");
     let example = tests::workspace_root().join("examples/hello/live.toml");
     std::fs::copy(example, dir.join("live.toml")).unwrap();
+    dir
+}
+
+/// `live ide EDITOR -c DIR`, which must succeed.
+fn ide(editor: &str, dir: &std::path::Path) {
+    let out = Command::new(bin("live"))
+        .args(["ide", editor, "-c"])
+        .arg(dir)
+        .output()
+        .expect("live runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn live_ide_vscode_merges_launch_configurations_and_keeps_the_users() {
+    let dir = hello_project("ide");
     std::fs::create_dir_all(dir.join(".vscode")).unwrap();
     let users = "{\n  // my own setup\n  \"version\": \"0.2.0\",\n  \"configurations\": [\n    {\"name\": \"my server\", \"type\": \"lldb\", \"request\": \"launch\", \"program\": \"target/debug/server\"},\n  ]\n}\n";
     std::fs::write(dir.join(".vscode/launch.json"), users).unwrap();
     let run = || {
-        let out = Command::new(bin("live"))
-            .args(["ide", "vscode", "-c"])
-            .arg(&dir)
-            .output()
-            .expect("live runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ide("vscode", &dir);
         (
             std::fs::read_to_string(dir.join(".vscode/launch.json")).unwrap(),
             std::fs::read_to_string(dir.join(".vscode/tasks.json")).unwrap(),
@@ -66,19 +77,8 @@ fn live_ide_vscode_merges_launch_configurations_and_keeps_the_users() {
 
 #[test]
 fn live_ide_jetbrains_writes_a_cargo_run_configuration_per_function_as_valid_xml() {
-    let dir = tests::live::project("ide-jb", "");
-    let example = tests::workspace_root().join("examples/hello/live.toml");
-    std::fs::copy(example, dir.join("live.toml")).unwrap();
-    let out = Command::new(bin("live"))
-        .args(["ide", "jetbrains", "-c"])
-        .arg(&dir)
-        .output()
-        .expect("live runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = hello_project("ide-jb");
+    ide("jetbrains", &dir);
     for function in ["hello", "http"] {
         let file = dir.join(format!(".run/live_{function}.run.xml"));
         // Python's XML parser (not ours) reads it back.
