@@ -114,6 +114,13 @@ pub struct Function {
     pub debug_port: Option<u16>,
 }
 
+impl Function {
+    /// The cargo binary of the Rust function `name`: its `bin`, else its name.
+    pub fn bin_name(&self, name: &str) -> String {
+        self.bin.clone().unwrap_or_else(|| name.to_owned())
+    }
+}
+
 impl Default for Function {
     fn default() -> Self {
         Function {

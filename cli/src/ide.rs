@@ -31,17 +31,36 @@ const TASK: &str = "live: dev --debug";
 /// `live ide vscode`.
 pub fn run(args: IdeArgs) -> anyhow::Result<()> {
     let project = crate::config::load_project(args.config.as_deref(), false)?;
-    let mut launches = Vec::new();
-    let mut debugged = Vec::new();
+    let mut rust = Vec::new();
     for (name, f) in &project.functions {
         if f.command.is_some() {
             eprintln!(
                 "live ide: {name} is not a Rust function: its debugger configuration comes with \
                  Node and Python support"
             );
-            continue;
+        } else {
+            rust.push(name.clone());
         }
-        let bin = f.bin.clone().unwrap_or_else(|| name.clone());
+    }
+    if rust.is_empty() {
+        anyhow::bail!(
+            "no Rust function in {}: nothing to configure",
+            project.root.display()
+        );
+    }
+    match args.editor.as_str() {
+        "jetbrains" => jetbrains(&project, &rust),
+        _ => vscode(&project, &rust),
+    }
+}
+
+/// VS Code: a CodeLLDB launch per Rust function, and the task that starts `live dev
+/// --debug` for them, merged into `.vscode/`.
+fn vscode(project: &crate::config::Project, functions: &[String]) -> anyhow::Result<()> {
+    let mut launches = Vec::new();
+    for name in functions {
+        let f = &project.functions[name];
+        let bin = f.bin_name(name);
         let mut cargo_args = vec![
             "build".to_owned(),
             format!("--bin={bin}"),
@@ -50,29 +69,20 @@ pub fn run(args: IdeArgs) -> anyhow::Result<()> {
         if let Some(package) = &f.package {
             cargo_args.push(format!("--package={package}"));
         }
+        let env_file = crate::function::debug_env::env_file(name);
         launches.push(json!({
             "name": format!("{PREFIX}{name}"),
             "type": "lldb",
             "request": "launch",
             "cargo": {"args": cargo_args, "filter": {"name": bin, "kind": "bin"}},
-            "envFile": format!("${{workspaceFolder}}/.live/debug/{name}.env"),
+            "envFile": format!("${{workspaceFolder}}/{}", env_file.display()),
             "cwd": "${workspaceFolder}",
         }));
-        debugged.push(name.clone());
-    }
-    if debugged.is_empty() {
-        anyhow::bail!(
-            "no Rust function in {}: nothing to configure",
-            project.root.display()
-        );
-    }
-    if args.editor == "jetbrains" {
-        return jetbrains(&project, &debugged);
     }
     let task = json!({
         "label": TASK,
         "type": "shell",
-        "command": format!("live dev --debug {}", debugged.join(",")),
+        "command": format!("live dev --debug {}", functions.join(",")),
         "isBackground": true,
         "problemMatcher": [],
     });
@@ -105,8 +115,7 @@ fn jetbrains(project: &crate::config::Project, functions: &[String]) -> anyhow::
     std::fs::create_dir_all(&dir)?;
     for name in functions {
         let f = &project.functions[name];
-        let bin = f.bin.clone().unwrap_or_else(|| name.clone());
-        let mut command = format!("run --bin {bin}");
+        let mut command = format!("run --bin {}", f.bin_name(name));
         if let Some(package) = &f.package {
             command.push_str(&format!(" --package {package}"));
         }

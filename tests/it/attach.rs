@@ -15,12 +15,10 @@ const BUCKET: &str = "live-hello-ci-123456789012-us-east-1";
 /// examples/hello's live.toml, with IoT Core's endpoint pinned: moto's DescribeEndpoint
 /// answers a new random host on every call, IoT Core the account's own.
 fn project() -> PathBuf {
-    let dir = tests::live::project("attach", "");
-    let example = tests::workspace_root().join("examples/hello/live.toml");
-    let text = std::fs::read_to_string(example).expect("examples/hello/live.toml");
-    let pinned = "\n[cloud]\nendpoint = \"a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com\"\n";
-    std::fs::write(dir.join("live.toml"), text + pinned).expect("write live.toml");
-    dir
+    tests::live::hello_project(
+        "attach",
+        "\n[cloud]\nendpoint = \"a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com\"\n",
+    )
 }
 
 fn other_tool(moto: &Moto, args: &[&str]) -> String {
@@ -333,13 +331,8 @@ fn the_layers_exec_wrapper_starts_the_stub_with_the_runtimes_command() {
 fn live_dev_attach_takes_a_function_over_while_it_runs_and_gives_it_back_on_exit() {
     let moto = Moto::start();
     // IoT Core's stand-in, trusting the test credentials.
-    let ca = tests::aws::ca_path("dev-attach");
-    let mut cmd = Command::new(bin("live"));
-    cmd.args(["broker", "--iot", "--ca-file"]).arg(&ca);
-    test_credentials(&mut cmd);
-    let broker = Child::spawn(cmd);
-    let line = broker.wait_for_line(|l| l.starts_with("live broker ready: "));
-    let port = tests::live::port_of(line.trim_start_matches("live broker ready: "));
+    let (_broker, url, ca) = tests::aws::iot_broker();
+    let port = tests::live::port_of(&url);
     let dir = tests::live::project("dev-attach", &tests::live::raw_function("hello"));
     let (original, _code, _) = create(&moto, "python", "taken-py", &dir);
 

@@ -137,20 +137,22 @@ fn hello_under_gdb(dir: &std::path::Path, pause_s: u32) -> Child {
         .args(["-ex", "break hello::handler", "-ex", "run"])
         .args(["-ex", &format!("shell sleep {pause_s}"), "-ex", "continue"])
         .arg(&binary);
-    let env_file = dir.join(".live/debug/hello.env");
-    for line in std::fs::read_to_string(env_file).unwrap().lines() {
-        let (key, value) = line.split_once('=').unwrap();
-        gdb.env(key, value);
-    }
+    tests::live::with_env_file(&mut gdb, &dir.join(".live/debug/hello.env"));
     Child::spawn(gdb)
+}
+
+/// A copy of examples/hello with `timeout` for hello, served by `live dev --debug hello`.
+fn debugged_hello(timeout: u32) -> (std::path::PathBuf, tests::live::LiveDev) {
+    let dir = hello_copy(&format!("timeout = {timeout}\n"));
+    let dev = live_dev_with(&dir, &["--debug", "hello"], |_| {});
+    dev.child
+        .wait_for_line(|l| l.contains("debug mode for hello"));
+    (dir, dev)
 }
 
 #[tokio::test]
 async fn a_handler_paused_past_its_timeout_gets_lambdas_timeout_error_at_the_deadline() {
-    let dir = hello_copy("timeout = 5\n");
-    let dev = live_dev_with(&dir, &["--debug", "hello"], |_| {});
-    dev.child
-        .wait_for_line(|l| l.contains("debug mode for hello"));
+    let (dir, dev) = debugged_hello(5);
     let http = Http::default();
     let started = std::time::Instant::now();
     let call = http.spawn_invoke(&dev.front_door, "hello", r#"{"name":"Ada"}"#);
@@ -175,10 +177,7 @@ async fn a_handler_paused_past_its_timeout_gets_lambdas_timeout_error_at_the_dea
 
 #[tokio::test]
 async fn the_handler_paused_20_s_at_a_gdb_breakpoint_answers_normally_while_the_cloud_waits() {
-    let dir = hello_copy("timeout = 60\n");
-    let dev = live_dev_with(&dir, &["--debug", "hello"], |_| {});
-    dev.child
-        .wait_for_line(|l| l.contains("debug mode for hello"));
+    let (dir, dev) = debugged_hello(60);
     let http = Http::default();
     let started = std::time::Instant::now();
     // Made before the pause, and given longer than the test harness's usual 30 s.

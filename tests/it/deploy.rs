@@ -11,11 +11,7 @@ use tests::{bin, python};
 
 /// A copy of examples/hello's live.toml in a fresh folder, with `extra` appended.
 fn hello_project(extra: &str) -> PathBuf {
-    let dir = tests::live::project("deploy", "");
-    let example = tests::workspace_root().join("examples/hello/live.toml");
-    let text = std::fs::read_to_string(example).expect("examples/hello/live.toml");
-    std::fs::write(dir.join("live.toml"), format!("{text}{extra}")).expect("write live.toml");
-    dir
+    tests::live::hello_project("deploy", extra)
 }
 
 fn live(moto: &Moto, args: &[&str]) -> Output {

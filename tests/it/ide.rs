@@ -11,14 +11,6 @@ fn parse(text: &str) -> Value {
         .expect("valid JSONC")
 }
 
-/// A fresh folder with examples/hello's live.toml.
-fn hello_project(name: &str) -> std::path::PathBuf {
-    let dir = tests::live::project(name, "");
-    let example = tests::workspace_root().join("examples/hello/live.toml");
-    std::fs::copy(example, dir.join("live.toml")).unwrap();
-    dir
-}
-
 /// `live ide EDITOR -c DIR`, which must succeed.
 fn ide(editor: &str, dir: &std::path::Path) {
     let out = Command::new(bin("live"))
@@ -35,7 +27,7 @@ fn ide(editor: &str, dir: &std::path::Path) {
 
 #[test]
 fn live_ide_vscode_merges_launch_configurations_and_keeps_the_users() {
-    let dir = hello_project("ide");
+    let dir = tests::live::hello_project("ide", "");
     std::fs::create_dir_all(dir.join(".vscode")).unwrap();
     let users = "{\n  // my own setup\n  \"version\": \"0.2.0\",\n  \"configurations\": [\n    {\"name\": \"my server\", \"type\": \"lldb\", \"request\": \"launch\", \"program\": \"target/debug/server\"},\n  ]\n}\n";
     std::fs::write(dir.join(".vscode/launch.json"), users).unwrap();
@@ -77,7 +69,7 @@ fn live_ide_vscode_merges_launch_configurations_and_keeps_the_users() {
 
 #[test]
 fn live_ide_jetbrains_writes_a_cargo_run_configuration_per_function_as_valid_xml() {
-    let dir = hello_project("ide-jb");
+    let dir = tests::live::hello_project("ide-jb", "");
     ide("jetbrains", &dir);
     for function in ["hello", "http"] {
         let file = dir.join(format!(".run/live_{function}.run.xml"));

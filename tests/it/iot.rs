@@ -12,21 +12,6 @@ use std::time::Duration;
 use tests::aws::{test_credentials, ACCESS_KEY, REGION, SECRET_KEY, SESSION_TOKEN};
 use tests::{bin, python, Child, DEADLINE};
 
-/// `live broker --iot` on an ephemeral port with the test credentials; returns it, its
-/// `wss://` URL and its CA file.
-fn iot_broker() -> (Child, String, std::path::PathBuf) {
-    let ca = tests::aws::ca_path("broker");
-    let mut cmd = Command::new(bin("live"));
-    cmd.args(["broker", "--iot", "--ca-file"]).arg(&ca);
-    test_credentials(&mut cmd);
-    let child = Child::spawn(cmd);
-    let line = child.wait_for_line(|l| l.starts_with("live broker ready: "));
-    let url = line.trim_start_matches("live broker ready: ").to_string();
-    assert!(url.starts_with("wss://127.0.0.1:"), "{line}");
-    assert!(ca.exists(), "the CA file is written before the ready line");
-    (child, url, ca)
-}
-
 fn paho(url: &str, ca: &Path, case: &str) -> String {
     let port = url
         .trim_start_matches("wss://127.0.0.1:")
@@ -50,7 +35,7 @@ fn paho(url: &str, ca: &Path, case: &str) -> String {
 
 #[test]
 fn paho_with_a_botocore_presigned_url_round_trips_and_bad_signatures_are_refused() {
-    let (broker, url, ca) = iot_broker();
+    let (broker, url, ca) = tests::aws::iot_broker();
     assert!(paho(&url, &ca, "good").contains("ok: round trip"));
     broker.wait_for_line(|l| l.contains("SigV4 signature verified") && l.contains(ACCESS_KEY));
     for (case, reason) in [
@@ -80,7 +65,7 @@ fn paho_with_a_botocore_presigned_url_round_trips_and_bad_signatures_are_refused
 
 #[tokio::test]
 async fn lives_own_client_signs_and_trusts_the_ca_file() {
-    let (broker, url, ca) = iot_broker();
+    let (broker, url, ca) = tests::aws::iot_broker();
     let credentials = AwsCredentials {
         access_key_id: ACCESS_KEY.into(),
         secret_access_key: SECRET_KEY.into(),

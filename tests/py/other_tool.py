@@ -15,14 +15,10 @@ import json
 import sys
 import zipfile
 
-import boto3
+from moto_client import client
 
 endpoint, command = sys.argv[1:3]
-kw = dict(endpoint_url=endpoint, region_name="us-east-1",
-          aws_access_key_id="test", aws_secret_access_key="test")
-lam = boto3.client("lambda", **kw)
-iam = boto3.client("iam", **kw)
-s3 = boto3.client("s3", **kw)
+lam, iam, s3 = (client(s, endpoint) for s in ("lambda", "iam", "s3"))
 
 
 def config(name):

@@ -7,13 +7,10 @@ holds.
 """
 import sys
 
-import boto3
+from moto_client import client
 
 endpoint, command, bucket = sys.argv[1:4]
-s3 = boto3.client(
-    "s3", endpoint_url=endpoint, region_name="us-east-1",
-    aws_access_key_id="test", aws_secret_access_key="test",
-)
+s3 = client("s3", endpoint)
 if command == "create":
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_lifecycle_configuration(

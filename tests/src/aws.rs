@@ -43,6 +43,21 @@ pub fn ca_path(name: &str) -> PathBuf {
     ))
 }
 
+/// `live broker --iot` on an ephemeral port with the test credentials; returns it, its
+/// `wss://` URL and its CA file.
+pub fn iot_broker() -> (crate::Child, String, PathBuf) {
+    let ca = ca_path("broker");
+    let mut cmd = Command::new(crate::bin("live"));
+    cmd.args(["broker", "--iot", "--ca-file"]).arg(&ca);
+    test_credentials(&mut cmd);
+    let child = crate::Child::spawn(cmd);
+    let line = child.wait_for_line(|l| l.starts_with("live broker ready: "));
+    let url = line.trim_start_matches("live broker ready: ").to_string();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{line}");
+    assert!(ca.exists(), "the CA file is written before the ready line");
+    (child, url, ca)
+}
+
 /// moto's server on an ephemeral port: the AWS control plane's stand-in (`AWS_ENDPOINT_URL`).
 pub struct Moto {
     _child: crate::Child,

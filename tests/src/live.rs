@@ -35,6 +35,25 @@ pub fn raw_function(name: &str) -> String {
     format!("[functions.{name}]\ncommand = [\"python3\", \"{{fixtures}}/raw_runtime.py\"]\n")
 }
 
+/// A fresh folder holding examples/hello's live.toml with `extra` appended.
+pub fn hello_project(name: &str, extra: &str) -> PathBuf {
+    let dir = project(name, "");
+    let example = crate::workspace_root().join("examples/hello/live.toml");
+    let text = std::fs::read_to_string(example).expect("examples/hello/live.toml");
+    std::fs::write(dir.join("live.toml"), format!("{text}{extra}")).expect("write live.toml");
+    dir
+}
+
+/// `cmd` with the variables of a `KEY=VALUE` file set (debug mode's `.live/debug/FN.env`,
+/// as an IDE reads it).
+pub fn with_env_file<'a>(cmd: &'a mut Command, file: &Path) -> &'a mut Command {
+    for line in std::fs::read_to_string(file).expect("the env file").lines() {
+        let (key, value) = line.split_once('=').expect("KEY=VALUE");
+        cmd.env(key, value);
+    }
+    cmd
+}
+
 /// Set function `f`'s `VERSION` constant in a copy of the reload fixture, as an editor saving
 /// the file would.
 pub fn set_version(dir: &Path, f: &str, version: u64) -> std::io::Result<()> {

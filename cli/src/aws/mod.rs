@@ -26,6 +26,16 @@ pub struct AwsArgs {
     pub region: Option<String>,
 }
 
+impl AwsArgs {
+    /// These, else live.toml's `[cloud]` profile and region.
+    pub fn or_project(&self, cloud: &crate::config::Cloud) -> AwsArgs {
+        AwsArgs {
+            profile: self.profile.clone().or(cloud.profile.clone()),
+            region: self.region.clone().or(cloud.region.clone()),
+        }
+    }
+}
+
 /// The SDK configuration: the default credential chain and region, `AWS_ENDPOINT_URL` and
 /// `AWS_ENDPOINT_URL_<SERVICE>` honoured, HTTPS on rustls with ring.
 pub async fn load(args: &AwsArgs) -> anyhow::Result<SdkConfig> {
@@ -103,13 +113,9 @@ pub async fn iot_endpoint(config: &SdkConfig) -> anyhow::Result<String> {
                 SdkError::ServiceError(service) => service.err().to_string(),
                 _ => chain(&e),
             };
-            let code = match Failure::of("iot:DescribeEndpoint", "IoT Core's endpoint", e) {
-                Failure::Refused { .. } => 1,
-                named => named.exit_code(),
-            };
             Failure::Worded {
                 text: format!("{advice} ({cause})"),
-                exit: code,
+                exit: Failure::of("iot:DescribeEndpoint", "IoT Core's endpoint", e).exit_code(),
             }
         })?;
     let host = out

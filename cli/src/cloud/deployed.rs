@@ -20,7 +20,8 @@ pub async fn functions(
     let local = crate::stage::package::Package::of_stub(stub)?.code_sha256();
     let lambda = aws_sdk_lambda::Client::new(sdk);
     let mut functions = BTreeMap::new();
-    for name in crate::stage::functions_of_stage(&lambda, &project.app, &project.stage).await? {
+    let stage_tags = crate::stage::stage_tags(&project.app, &project.stage);
+    for name in crate::stage::functions_of_stage(&lambda, &stage_tags).await? {
         let what = format!("function {name}");
         let config = lambda
             .get_function_configuration()

@@ -5,21 +5,16 @@
 
 use super::output::Output;
 use super::DevArgs;
-use crate::stage::{Stage, StageArgs};
+use crate::stage::Stage;
 use std::sync::Arc;
 
-/// Which stage `live dev` serves, as the stage commands name one.
-pub fn stage_args(args: &DevArgs) -> StageArgs {
-    StageArgs {
-        config: args.config.clone(),
-        stage: args.stage.clone(),
-        aws: args.aws_account.clone(),
-    }
-}
-
-/// The stage `live dev` serves, opened for its attach records.
-pub async fn open(args: &StageArgs) -> anyhow::Result<Arc<Stage>> {
-    Ok(Arc::new(Stage::open(args).await?))
+/// The stage `live dev` serves (its project, already loaded, in the account it joined IoT
+/// Core with), for its attach records.
+pub async fn open(
+    project: &crate::config::Project,
+    sdk: &aws_config::SdkConfig,
+) -> anyhow::Result<Arc<Stage>> {
+    Ok(Arc::new(Stage::new(project.clone(), sdk.clone()).await?))
 }
 
 /// Attach `functions` in the background, saying how it went.
@@ -55,9 +50,7 @@ pub fn note_left_attached(stage: Arc<Stage>, asked: Vec<String>, output: Arc<Out
                 return;
             }
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = bridge::container_credentials::now_secs();
         let left: Vec<String> = found
             .into_iter()
             .filter(|(name, _)| !asked.contains(name))

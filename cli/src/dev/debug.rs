@@ -19,6 +19,7 @@ const TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_millis(700
 
 /// One function in debug mode.
 pub struct DebugWorker {
+    name: String,
     api: RuntimeApi,
     /// One invocation at a time: the debugged process is one execution environment.
     turn: tokio::sync::Mutex<()>,
@@ -35,17 +36,17 @@ impl DebugWorker {
         config: &Function,
         launch: &Launch,
     ) -> anyhow::Result<DebugWorker> {
-        let port = crate::function::debug_env::port(name, config);
+        let addr = crate::function::debug_env::addr(name, config);
         let info = FunctionInfo {
             name: name.to_owned(),
             version: "$LATEST".into(),
             handler: crate::function::handler_name(name, config),
         };
-        let api = RuntimeApi::bind_restartable(([127, 0, 0, 1], port).into(), info)
+        let api = RuntimeApi::bind_restartable(addr, info)
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "could not serve {name}'s Runtime API on 127.0.0.1:{port} for debugging ({e}): \
+                    "could not serve {name}'s Runtime API on {addr} for debugging ({e}): \
                      another live dev may be debugging it; stop it, or set `debug_port` in \
                      {name}'s table"
                 )
@@ -54,11 +55,13 @@ impl DebugWorker {
         for (key, value) in crate::function::debug_env::environment(name, config, &launch.dir) {
             text.push_str(&format!("{key}={value}\n"));
         }
-        let dir = root.join(".live").join("debug");
-        std::fs::create_dir_all(&dir)?;
-        let env_file = dir.join(format!("{name}.env"));
+        let env_file = root.join(crate::function::debug_env::env_file(name));
+        if let Some(dir) = env_file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::write(&env_file, text)?;
         Ok(DebugWorker {
+            name: name.to_owned(),
             api,
             turn: tokio::sync::Mutex::new(()),
             env_file,
@@ -78,7 +81,7 @@ impl DebugWorker {
         deadline: tokio::time::Instant,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Outcome, (String, Bytes)> {
-        let function = self.api_name();
+        let function = &self.name;
         let _turn = tokio::select! {
             turn = self.turn.lock() => turn,
             _ = tokio::time::sleep_until(deadline) => return Err(failure(
@@ -109,13 +112,6 @@ impl DebugWorker {
                 ),
             )),
         }
-    }
-
-    fn api_name(&self) -> String {
-        self.env_file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
     }
 }
 

@@ -108,6 +108,8 @@ const CONNECT_TO_ENV: &str = "LIVE_IOT_CONNECT_TO";
 
 /// How `live dev` reaches IoT Core.
 struct IotCore {
+    /// The account's configuration, for the stage's attach records too.
+    sdk: aws_config::SdkConfig,
     url: String,
     region: String,
     credentials: bridge::transport::CredentialSource,
@@ -174,19 +176,7 @@ async fn iot_core(
     project: &crate::config::Project,
     output: &Output,
 ) -> anyhow::Result<IotCore> {
-    let account = crate::aws::AwsArgs {
-        profile: args
-            .aws_account
-            .profile
-            .clone()
-            .or(project.cloud.profile.clone()),
-        region: args
-            .aws_account
-            .region
-            .clone()
-            .or(project.cloud.region.clone()),
-    };
-    let config = crate::aws::load(&account).await?;
+    let config = crate::aws::load(&args.aws_account.or_project(&project.cloud)).await?;
     let region = crate::aws::region(&config);
     let credentials = crate::aws::credential_source(&config)?;
     credentials().await.map_err(anyhow::Error::msg).context(
@@ -199,6 +189,7 @@ async fn iot_core(
     let url = crate::aws::bridge_url(&config, project.cloud.endpoint_host()).await?;
     let connect_to = std::env::var(CONNECT_TO_ENV).ok().filter(|v| !v.is_empty());
     Ok(IotCore {
+        sdk: config,
         url,
         region,
         credentials,
@@ -264,8 +255,9 @@ async fn serve(
     }
     // The stage's attach records (a real account's bucket): opened before the first build, so
     // that a credentials problem is said first.
-    let attach_stage = match (&aws, args.attach.is_empty()) {
-        (Some(_), false) => Some(attached::open(&attached::stage_args(args)).await?),
+    let sdk = aws.as_ref().map(|iot| iot.sdk.clone());
+    let attach_stage = match (&sdk, args.attach.is_empty()) {
+        (Some(sdk), false) => Some(attached::open(&project, sdk).await?),
         _ => None,
     };
     // The watcher starts before the first build, so no save is missed in between.
@@ -380,8 +372,8 @@ async fn serve(
         cloud.as_ref(),
     ));
     let mut attaching = None;
-    match &attach_stage {
-        Some(stage) => {
+    match (&attach_stage, sdk) {
+        (Some(stage), _) => {
             attaching = Some(attached::start(
                 stage.clone(),
                 args.attach.clone(),
@@ -390,18 +382,17 @@ async fn serve(
             ));
             attached::note_left_attached(stage.clone(), args.attach.clone(), output.clone());
         }
-        None if iot_core => {
+        (None, Some(sdk)) => {
             // Without --attach, the records are looked at in the background, and only said
             // when there are some.
-            let output = output.clone();
-            let stage_args = attached::stage_args(args);
+            let (output, project) = (output.clone(), project.clone());
             tokio::spawn(async move {
-                if let Ok(stage) = attached::open(&stage_args).await {
+                if let Ok(stage) = attached::open(&project, &sdk).await {
                     attached::note_left_attached(stage, Vec::new(), output);
                 }
             });
         }
-        None => {}
+        (None, None) => {}
     }
     let lanes = Arc::new(lanes::Lanes::new(connection.sender(), lane_count));
     let session = Session::new(Parts {

@@ -44,7 +44,7 @@ impl WatchSet {
             set.shared.insert(ws.join("Cargo.toml"));
             set.shared.insert(ws.join("Cargo.lock"));
             for (name, f) in rust {
-                let bin = f.bin.clone().unwrap_or_else(|| name.clone());
+                let bin = f.bin_name(name);
                 let dirs = metadata
                     .source_dirs(&bin, f.package.as_deref())
                     .with_context(|| format!("function {name}: add `bin` (and `package`) to [functions.{name}] in live.toml"))?;

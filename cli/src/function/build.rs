@@ -96,7 +96,7 @@ async fn cargo_build(
         .stderr(Stdio::piped());
     let mut wanted = BTreeMap::new();
     for (name, f) in functions {
-        let bin = f.bin.clone().unwrap_or_else(|| (*name).clone());
+        let bin = f.bin_name(name);
         cmd.args(["--bin", &bin]);
         if let Some(package) = &f.package {
             cmd.args(["--package", package]);

@@ -25,6 +25,12 @@ pub fn port(name: &str, config: &Function) -> u16 {
     })
 }
 
+/// Where `live dev --debug` writes function `name`'s environment, relative to the project's
+/// folder.
+pub fn env_file(name: &str) -> std::path::PathBuf {
+    Path::new(".live").join("debug").join(format!("{name}.env"))
+}
+
 /// The address of that Runtime API.
 pub fn addr(name: &str, config: &Function) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port(name, config)))

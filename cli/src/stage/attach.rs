@@ -75,10 +75,7 @@ pub async fn attach_functions(
     stub: Option<PathBuf>,
     debug: bool,
 ) -> anyhow::Result<()> {
-    let stub = super::deploy::stub_package(stub)?;
-    let stub_binary = stub
-        .entry("bootstrap")
-        .context("the stub package has no bootstrap")?;
+    let stub = super::deploy::Stub::find(stub)?;
     let endpoint = stage.endpoint().await?;
     stage.ensure_bucket().await?;
     let mut layer_arn = None;
@@ -96,7 +93,7 @@ pub async fn attach_functions(
             lambda_name,
             local,
             &endpoint,
-            &stub_binary,
+            &stub,
             &mut layer_arn,
             debug,
             &step,
@@ -159,7 +156,7 @@ async fn attach_one(
     name: &str,
     local: &str,
     endpoint: &str,
-    stub_binary: &[u8],
+    stub: &super::deploy::Stub,
     layer_arn: &mut Option<String>,
     debug: bool,
     step: &Step,
@@ -222,7 +219,7 @@ async fn attach_one(
                      deploy` is the stage's own"
                 );
             }
-            let wanted = super::package::architecture_name(stub_binary)?;
+            let wanted = stub.architecture;
             let has: Vec<&str> = config.architectures().iter().map(|a| a.as_str()).collect();
             if !has.is_empty() && !has.contains(&wanted) {
                 bail!(
@@ -260,10 +257,10 @@ async fn attach_one(
                     );
                 }
             }
-            let mut env = original.env.clone();
-            env.extend(stage.stub_env(local, endpoint));
-            env.insert(EXEC_WRAPPER.to_owned(), layer::WRAPPER_PATH.to_owned());
-            function::check_environment(&what, &env)?;
+            function::check_environment(
+                &what,
+                &attached_env(&original.env, how, stage.stub_env(local, endpoint)),
+            )?;
             let zip = match how {
                 How::Code => {
                     step.say("saving its code");
@@ -280,9 +277,7 @@ async fn attach_one(
             let record = Record {
                 function: name.clone(),
                 arn: config.function_arn().unwrap_or_default().to_owned(),
-                attached_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
+                attached_at: bridge::container_credentials::now_secs(),
                 how,
                 code_key: zip.as_ref().map(|_| record::code_key(&name)),
                 original,
@@ -324,20 +319,26 @@ async fn attach_one(
     // A function another tool just deployed may still be updating: Lambda refuses a change
     // then (409).
     function::wait_until_ready(&stage.lambda, &name, step).await?;
-    let mut env = record.original.env.clone();
-    env.extend(stage.stub_env(local, endpoint));
+    let env = attached_env(
+        &record.original.env,
+        record.how,
+        stage.stub_env(local, endpoint),
+    );
     let mut layers = record.original.layers.clone();
     match record.how {
         How::Layer => {
-            env.insert(EXEC_WRAPPER.to_owned(), layer::WRAPPER_PATH.to_owned());
             let arn = match layer_arn {
                 Some(arn) => arn.clone(),
                 None => {
                     let name = names::layer(&stage.project.app, &stage.project.stage);
                     let layer_step = Step::new(format!("layer {name}"));
-                    let arn =
-                        layer::ensure(&stage.lambda, &name, &layer::zip(stub_binary)?, &layer_step)
-                            .await?;
+                    let arn = layer::ensure(
+                        &stage.lambda,
+                        &name,
+                        &layer::zip(&stub.binary)?,
+                        &layer_step,
+                    )
+                    .await?;
                     *layer_arn = Some(arn.clone());
                     arn
                 }
@@ -347,7 +348,7 @@ async fn attach_one(
         How::Code => {
             let original = original_zip.context("no saved code")?;
             let code = Package::of_entries(
-                &[("bootstrap", stub_binary, 0o755)],
+                &[("bootstrap", &stub.binary, 0o755)],
                 Some((&original, ORIGINAL_FOLDER)),
             )?;
             if config.code_sha256() != Some(code.code_sha256().as_str()) {
@@ -363,16 +364,7 @@ async fn attach_one(
                     "application/zip",
                 )
                 .await?;
-                stage
-                    .lambda
-                    .update_function_code()
-                    .function_name(&name)
-                    .s3_bucket(&stage.bucket)
-                    .s3_key(&key)
-                    .send()
-                    .await
-                    .map_err(|e| Failure::of("lambda:UpdateFunctionCode", &what, e))?;
-                function::wait_until_ready(&stage.lambda, &name, step).await?;
+                function::code_from_bucket(&stage.lambda, &name, &stage.bucket, &key, step).await?;
                 record::delete(&stage.s3, &stage.bucket, &key).await?;
             }
         }
@@ -387,6 +379,21 @@ async fn attach_one(
         How::Code => "attached (the stub in front of its own code)",
     });
     Ok(())
+}
+
+/// An attached function's environment: its own, the stub's `LIVE_*`, and for a managed
+/// runtime the exec wrapper.
+fn attached_env(
+    own: &BTreeMap<String, String>,
+    how: How,
+    stub_env: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = own.clone();
+    env.extend(stub_env);
+    if how == How::Layer {
+        env.insert(EXEC_WRAPPER.to_owned(), layer::WRAPPER_PATH.to_owned());
+    }
+    env
 }
 
 /// Lambda runtimes whose execution environment is Amazon Linux 2 (or older): their glibc is
@@ -524,16 +531,7 @@ pub(super) async fn detach_one(stage: &Stage, name: &str) -> anyhow::Result<()> 
                 // Lambda reads the saved code from the bucket itself (no size limit of a
                 // direct upload, no download here).
                 step.say("restoring its code");
-                stage
-                    .lambda
-                    .update_function_code()
-                    .function_name(name)
-                    .s3_bucket(&stage.bucket)
-                    .s3_key(key)
-                    .send()
-                    .await
-                    .map_err(|e| Failure::of("lambda:UpdateFunctionCode", &what, e))?;
-                function::wait_until_ready(&stage.lambda, name, &step).await?;
+                function::code_from_bucket(&stage.lambda, name, &stage.bucket, key, &step).await?;
             }
         }
         step.say("restoring its configuration");

@@ -27,13 +27,7 @@ pub async fn ensure(
     step: &Step,
 ) -> anyhow::Result<(bool, Vec<String>)> {
     let what = format!("bucket {name}");
-    let exists = match s3.head_bucket().bucket(name).send().await {
-        Ok(_) => true,
-        Err(e) if is_not_found(&e) || e.as_service_error().is_some_and(|s| s.is_not_found()) => {
-            false
-        }
-        Err(e) => return Err(Failure::of("s3:ListBucket", &what, e).into()),
-    };
+    let exists = exists(s3, name).await?;
     let mut changes = Vec::new();
     if !exists {
         step.say("creating");
@@ -105,16 +99,8 @@ pub async fn ensure(
             changes.push(format!("expiry rule ({EXPIRY_DAYS} day)"));
         }
     }
-    let have: BTreeMap<String, String> = if exists {
-        match s3.get_bucket_tagging().bucket(name).send().await {
-            Ok(out) => out
-                .tag_set()
-                .iter()
-                .map(|t| (t.key().to_owned(), t.value().to_owned()))
-                .collect(),
-            Err(e) if is_not_found(&e) => BTreeMap::new(),
-            Err(e) => return Err(Failure::of("s3:GetBucketTagging", &what, e).into()),
-        }
+    let have = if exists {
+        self::tags(s3, name).await?
     } else {
         BTreeMap::new()
     };
@@ -136,6 +122,31 @@ pub async fn ensure(
         }
     }
     Ok((!exists, changes))
+}
+
+/// Whether bucket `name` exists (and this account may see it: another error is an error,
+/// never "no bucket").
+pub async fn exists(s3: &Client, name: &str) -> anyhow::Result<bool> {
+    match s3.head_bucket().bucket(name).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) || e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+            Ok(false)
+        }
+        Err(e) => Err(Failure::of("s3:ListBucket", &format!("bucket {name}"), e).into()),
+    }
+}
+
+/// Bucket `name`'s tags (none set: empty).
+pub async fn tags(s3: &Client, name: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    match s3.get_bucket_tagging().bucket(name).send().await {
+        Ok(out) => Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect()),
+        Err(e) if is_not_found(&e) => Ok(BTreeMap::new()),
+        Err(e) => Err(Failure::of("s3:GetBucketTagging", &format!("bucket {name}"), e).into()),
+    }
 }
 
 fn is_expiry_rule(rule: &LifecycleRule) -> bool {

@@ -8,6 +8,7 @@ use super::package::Package;
 use super::progress::Step;
 use super::{function, names, policy, role, Stage, StageArgs, StubArgs, TAG_FUNCTION};
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Options of `live deploy`.
@@ -40,10 +41,13 @@ pub struct PackageArgs {
 /// `live package`: write the deployment package and print its `CodeSha256`.
 pub fn package(args: PackageArgs) -> anyhow::Result<()> {
     let (stub, _) = crate::stub_binary::find_for_deploy(args.stub)?;
-    let mut package = Package::of_stub(&stub)?;
-    if args.layer {
-        package = super::layer::zip(&std::fs::read(&stub)?)?;
-    }
+    let binary = std::fs::read(&stub)
+        .with_context(|| format!("could not read the stub binary {}", stub.display()))?;
+    let package = if args.layer {
+        super::layer::zip(&binary)?
+    } else {
+        Package::of_bootstrap(&binary)?
+    };
     std::fs::write(&args.out, &package.bytes)
         .with_context(|| format!("could not write {}", args.out.display()))?;
     println!(
@@ -63,37 +67,51 @@ struct Row {
     url: Option<String>,
 }
 
-/// The stub zip to deploy, saying when it is not the small build.
-pub(super) fn stub_package(given: Option<PathBuf>) -> anyhow::Result<Package> {
-    let (stub, small) = crate::stub_binary::find_for_deploy(given)?;
-    if !small {
-        eprintln!(
-            "  note: deploying {} (not the `stub` profile build: larger, slower to start); \
-             `cargo build --profile stub -p stub` makes the small one",
-            stub.display()
-        );
+/// The stub binary to put in front of functions, read once, and its architecture.
+pub(super) struct Stub {
+    pub binary: Vec<u8>,
+    /// As Lambda names it (`x86_64`, `arm64`).
+    pub architecture: &'static str,
+}
+
+impl Stub {
+    /// The stub `given` names, else the one `live deploy` looks for; says when it is not
+    /// the small build.
+    pub(super) fn find(given: Option<PathBuf>) -> anyhow::Result<Stub> {
+        let (stub, small) = crate::stub_binary::find_for_deploy(given)?;
+        if !small {
+            eprintln!(
+                "  note: deploying {} (not the `stub` profile build: larger, slower to start); \
+                 `cargo build --profile stub -p stub` makes the small one",
+                stub.display()
+            );
+        }
+        let binary = std::fs::read(&stub)
+            .with_context(|| format!("could not read the stub binary {}", stub.display()))?;
+        let architecture = super::package::architecture_name(&binary)?;
+        Ok(Stub {
+            binary,
+            architecture,
+        })
     }
-    Package::of_stub(&stub)
 }
 
 /// `live deploy`.
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let stage = Stage::open(&args.stage).await?;
     stage.banner("deploy");
-    let package = stub_package(args.stub.stub.clone())?;
-    let architecture = super::package::architecture_name(
-        &package
-            .entry("bootstrap")
-            .ok_or_else(|| anyhow::anyhow!("the stub package has no bootstrap"))?,
-    )?;
+    let stub = Stub::find(args.stub.stub.clone())?;
+    let package = Package::of_bootstrap(&stub.binary)?;
     let sha256 = package.code_sha256();
     let endpoint = stage.endpoint().await?;
     let project = &stage.project;
-    // Every function's environment as Lambda will judge it, before anything is made.
+    // Every function's environment, judged as Lambda will before anything is made.
+    let mut envs = BTreeMap::new();
     for (name, f) in &project.functions {
         let mut env = f.env.clone();
         env.extend(stage.stub_env(name, &endpoint));
         function::check_environment(&format!("function {name}"), &env)?;
+        envs.insert(name, env);
     }
     stage.ensure_bucket().await?;
 
@@ -123,8 +141,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         .await?;
         step.done(deployed_role.created, &deployed_role.changes);
 
-        let mut env = f.env.clone();
-        env.extend(stage.stub_env(name, &endpoint));
+        let env = envs.remove(name).unwrap_or_default();
         let timeout = if args.stub.debug { 900 } else { f.timeout };
         let desired = function::Desired {
             name: names.function.clone(),
@@ -139,7 +156,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             memory: i32::try_from(f.memory).context("memory too large")?,
             tags,
             url: f.url,
-            architecture,
+            architecture: stub.architecture,
         };
         let step = Step::new(format!("function {}", names.function));
         let deployed = function::ensure(&stage.lambda, &desired, &package.bytes, &sha256, &step)

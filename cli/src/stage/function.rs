@@ -42,6 +42,35 @@ pub struct Deployed {
     pub created: bool,
 }
 
+/// How long a change waits for IAM or another update before it fails.
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Doubling delays up to a cap, for a bounded time: how this module waits on AWS.
+struct Backoff {
+    delay: Duration,
+    max: Duration,
+    deadline: tokio::time::Instant,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration, within: Duration) -> Backoff {
+        Backoff {
+            delay: first,
+            max,
+            deadline: tokio::time::Instant::now() + within,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        tokio::time::Instant::now() >= self.deadline
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(self.max);
+    }
+}
+
 /// The stub is a custom runtime on Amazon Linux 2023; `bootstrap` is its handler.
 const RUNTIME: Runtime = Runtime::Providedal2023;
 const HANDLER: &str = "bootstrap";
@@ -75,8 +104,8 @@ pub async fn ensure(
         }
         Some(out) => {
             let tags = out.tags();
-            let stage_tag = |key: &str| tags.and_then(|t| t.get(key)) == desired.tags.get(key);
-            if !(stage_tag(super::TAG_APP) && stage_tag(super::TAG_STAGE)) {
+            let tag = |key: &str| tags.and_then(|t| t.get(key)).map(String::as_str);
+            if !super::names::carries_stage(tag, &desired.tags) {
                 anyhow::bail!(
                     "{what} exists and is not this stage's (it lacks the stage's live:app and \
                      live:stage tags): live deploy never takes over what it did not create; \
@@ -121,14 +150,10 @@ pub async fn ensure(
                 wait_until_ready(lambda, name, step).await?;
                 changes.extend(config_changes);
             }
-            let have: BTreeMap<String, String> = out
-                .tags()
-                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default();
             let tag_changes: HashMap<String, String> = desired
                 .tags
                 .iter()
-                .filter(|(k, v)| have.get(*k) != Some(*v))
+                .filter(|(k, v)| tag(k) != Some(v.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             if !tag_changes.is_empty() {
@@ -169,8 +194,7 @@ async fn create(
 ) -> anyhow::Result<String> {
     let what = format!("function {}", desired.name);
     // A new role takes a few seconds to reach Lambda ("cannot be assumed"): retried, bounded.
-    let mut delay = Duration::from_millis(500);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8), MINUTE);
     loop {
         let result = lambda
             .create_function()
@@ -199,17 +223,12 @@ async fn create(
             .await;
         match result {
             Ok(out) => return Ok(out.function_arn().unwrap_or_default().to_owned()),
-            Err(e)
-                if desired.role_is_new
-                    && role_not_ready(&e)
-                    && tokio::time::Instant::now() < deadline =>
-            {
+            Err(e) if desired.role_is_new && role_not_ready(&e) && !backoff.expired() => {
                 step.say(&format!(
                     "waiting for IAM: the new role is not yet visible to Lambda (retrying in {:.1} s)",
-                    delay.as_secs_f64()
+                    backoff.delay.as_secs_f64()
                 ));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(8));
+                backoff.wait().await;
             }
             Err(e) => return Err(Failure::of("lambda:CreateFunction", &what, e).into()),
         }
@@ -238,8 +257,7 @@ async fn update_configuration(
     step: &Step,
 ) -> anyhow::Result<()> {
     let what = format!("function {}", desired.name);
-    let mut delay = Duration::from_millis(500);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(4), MINUTE);
     loop {
         let result = lambda
             .update_function_configuration()
@@ -259,11 +277,10 @@ async fn update_configuration(
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_conflict_exception())
-                    && tokio::time::Instant::now() < deadline =>
+                    && !backoff.expired() =>
             {
                 step.say("waiting for an update in progress");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(4));
+                backoff.wait().await;
             }
             Err(e) => {
                 return Err(Failure::of("lambda:UpdateFunctionConfiguration", &what, e).into())
@@ -284,9 +301,12 @@ fn environment(desired: &Desired) -> Environment {
         .build()
 }
 
-/// The names of the functions carrying `app`'s and `stage`'s tags (all pages; one
-/// `ListTags` per function).
-pub async fn of_stage(lambda: &Client, app: &str, stage: &str) -> anyhow::Result<Vec<String>> {
+/// The names of the functions carrying `stage_tags` (all pages; one `ListTags` per
+/// function).
+pub async fn of_stage(
+    lambda: &Client,
+    stage_tags: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<String>> {
     let mut functions = Vec::new();
     let mut pages = lambda.list_functions().into_paginator().send();
     while let Some(page) = pages.next().await {
@@ -306,7 +326,7 @@ pub async fn of_stage(lambda: &Client, app: &str, stage: &str) -> anyhow::Result
             .await
             .map_err(|e| Failure::of("lambda:ListTags", &format!("function {name}"), e))?;
         let tag = |key: &str| tags.tags().and_then(|t| t.get(key)).map(String::as_str);
-        if tag(super::TAG_APP) == Some(app) && tag(super::TAG_STAGE) == Some(stage) {
+        if super::names::carries_stage(tag, stage_tags) {
             ours.push(name);
         }
     }
@@ -419,6 +439,26 @@ pub fn configuration_changes(
     changes
 }
 
+/// Replace function `name`'s code with the zip at `bucket`/`key` (Lambda reads it there: no
+/// 50 MB cap of a direct upload), and wait until Lambda is done.
+pub(super) async fn code_from_bucket(
+    lambda: &Client,
+    name: &str,
+    bucket: &str,
+    key: &str,
+    step: &Step,
+) -> anyhow::Result<()> {
+    lambda
+        .update_function_code()
+        .function_name(name)
+        .s3_bucket(bucket)
+        .s3_key(key)
+        .send()
+        .await
+        .map_err(|e| Failure::of("lambda:UpdateFunctionCode", &format!("function {name}"), e))?;
+    wait_until_ready(lambda, name, step).await
+}
+
 /// Wait until Lambda has finished with the function (state Active, last update done), or
 /// say why it failed.
 pub(super) async fn wait_until_ready(
@@ -427,8 +467,11 @@ pub(super) async fn wait_until_ready(
     step: &Step,
 ) -> anyhow::Result<()> {
     let what = format!("function {name}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+        Duration::from_secs(300),
+    );
     let mut said = false;
     loop {
         let config = lambda
@@ -452,15 +495,14 @@ pub(super) async fn wait_until_ready(
         if !busy {
             return Ok(());
         }
-        if tokio::time::Instant::now() >= deadline {
+        if backoff.expired() {
             anyhow::bail!("{what} was still updating after 5 minutes: look at it in the Lambda console, then run `live deploy` again");
         }
         if !said {
             step.say("waiting for Lambda to finish the update");
             said = true;
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }
 

@@ -24,7 +24,7 @@ pub use attach::{
 };
 pub use deploy::{deploy, package, DeployArgs, PackageArgs};
 pub use function::of_stage as functions_of_stage;
-pub use names::{TAG_APP, TAG_FUNCTION, TAG_STAGE};
+pub use names::{stage_tags, TAG_APP, TAG_FUNCTION, TAG_STAGE};
 pub use remove::{remove, RemoveArgs};
 
 use crate::aws::AwsArgs;
@@ -85,12 +85,14 @@ impl Stage {
         if let Some(stage) = &args.stage {
             project.stage = stage.clone();
         }
+        let sdk = crate::aws::load(&args.aws.or_project(&project.cloud)).await?;
+        Stage::new(project, sdk).await
+    }
+
+    /// The stage of `project` in the account `sdk` is configured for (checking that there
+    /// are credentials AWS accepts).
+    pub async fn new(project: Project, sdk: aws_config::SdkConfig) -> anyhow::Result<Stage> {
         bridge::topics::Topics::new(&project.app, &project.stage)?;
-        let account_args = AwsArgs {
-            profile: args.aws.profile.clone().or(project.cloud.profile.clone()),
-            region: args.aws.region.clone().or(project.cloud.region.clone()),
-        };
-        let sdk = crate::aws::load(&account_args).await?;
         let region = crate::aws::region(&sdk);
         let account = crate::aws::account(&sdk).await?;
         let bucket = names::bucket(&project.app, &project.stage, &account, &region);
@@ -116,16 +118,12 @@ impl Stage {
 
     /// The tags every resource of the stage carries.
     pub fn tags(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (TAG_APP.to_owned(), self.project.app.clone()),
-            (TAG_STAGE.to_owned(), self.project.stage.clone()),
-        ])
+        names::stage_tags(&self.project.app, &self.project.stage)
     }
 
-    /// Whether `tags` are the stage's.
-    pub fn owns(&self, tags: &std::collections::HashMap<String, String>) -> bool {
-        tags.get(TAG_APP) == Some(&self.project.app)
-            && tags.get(TAG_STAGE) == Some(&self.project.stage)
+    /// Whether a resource whose tags `tag` looks up is the stage's.
+    pub fn owns<'a>(&self, tag: impl Fn(&str) -> Option<&'a str>) -> bool {
+        names::carries_stage(tag, &self.tags())
     }
 
     /// The stub's environment for function `name` of the stage, over IoT Core at `endpoint`.

@@ -25,6 +25,25 @@ pub const TAG_APP: &str = "live:app";
 pub const TAG_STAGE: &str = "live:stage";
 pub const TAG_FUNCTION: &str = "live:function";
 
+/// The tags that mark a resource as `app`'s `stage`'s.
+pub fn stage_tags(app: &str, stage: &str) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        (TAG_APP.to_owned(), app.to_owned()),
+        (TAG_STAGE.to_owned(), stage.to_owned()),
+    ])
+}
+
+/// Whether a resource whose tags `tag` looks up carries the stage's (`stage_tags`'s) app and
+/// stage: the one judgement of what belongs to a stage.
+pub fn carries_stage<'a>(
+    tag: impl Fn(&str) -> Option<&'a str>,
+    stage_tags: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    [TAG_APP, TAG_STAGE]
+        .iter()
+        .all(|key| tag(key).is_some_and(|v| stage_tags.get(*key).is_some_and(|w| w == v)))
+}
+
 /// The inline policy `live deploy` puts on each role it creates.
 pub const ROLE_POLICY: &str = "live-stage";
 

@@ -58,6 +58,7 @@ impl Package {
     }
 
     /// The bytes of entry `name`, if the zip holds it.
+    #[cfg(test)]
     pub fn entry(&self, name: &str) -> Option<Vec<u8>> {
         use std::io::Read;
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&self.bytes)).ok()?;

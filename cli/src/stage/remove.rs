@@ -23,16 +23,9 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     let mut removed = 0;
 
     // Attached functions first: they are given back, never deleted.
-    let bucket_exists = match stage.s3.head_bucket().bucket(&stage.bucket).send().await {
-        Ok(_) => true,
-        Err(e) if is_not_found(&e) || e.as_service_error().is_some_and(|s| s.is_not_found()) => {
-            false
-        }
-        // Not "no bucket": without its attach records, attached functions would be left.
-        Err(e) => {
-            return Err(Failure::of("s3:ListBucket", &format!("bucket {}", stage.bucket), e).into())
-        }
-    };
+    // A bucket that cannot be seen is an error, not "no bucket": without its attach records,
+    // attached functions would be left.
+    let bucket_exists = super::bucket::exists(&stage.s3, &stage.bucket).await?;
     if bucket_exists {
         for name in record::list(&stage.s3, &stage.bucket).await? {
             super::attach::detach_one(&stage, &name).await?;
@@ -41,8 +34,7 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     }
 
     // Functions with the stage's tags.
-    let functions =
-        super::function::of_stage(&stage.lambda, &stage.project.app, &stage.project.stage).await?;
+    let functions = super::function::of_stage(&stage.lambda, &stage.tags()).await?;
     for name in functions {
         let step = Step::new(format!("function {name}"));
         match stage
@@ -92,12 +84,13 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
             .send()
             .await
             .map_err(|e| Failure::of("iam:ListRoleTags", &what, e))?;
-        let tags: std::collections::HashMap<String, String> = tags
-            .tags()
-            .iter()
-            .map(|t| (t.key().to_owned(), t.value().to_owned()))
-            .collect();
-        if !stage.owns(&tags) {
+        let tag = |key: &str| {
+            tags.tags()
+                .iter()
+                .find(|t| t.key() == key)
+                .map(|t| t.value())
+        };
+        if !stage.owns(tag) {
             continue;
         }
         let policies = stage
@@ -131,21 +124,8 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     // The bucket, emptied first; only if it carries the stage's tags.
     if bucket_exists {
         let what = format!("bucket {}", stage.bucket);
-        let tags: std::collections::HashMap<String, String> = match stage
-            .s3
-            .get_bucket_tagging()
-            .bucket(&stage.bucket)
-            .send()
-            .await
-        {
-            Ok(out) => out
-                .tag_set()
-                .iter()
-                .map(|t| (t.key().to_owned(), t.value().to_owned()))
-                .collect(),
-            Err(_) => Default::default(),
-        };
-        if stage.owns(&tags) {
+        let tags = super::bucket::tags(&stage.s3, &stage.bucket).await?;
+        if stage.owns(|key| tags.get(key).map(String::as_str)) {
             let mut keys = Vec::new();
             let mut pages = stage
                 .s3

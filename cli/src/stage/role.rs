@@ -64,12 +64,13 @@ pub async fn ensure(
                 .send()
                 .await
                 .map_err(|e| Failure::of("iam:ListRoleTags", &what, e))?;
-            let has = |key: &str| {
+            let tag = |key: &str| {
                 have.tags()
                     .iter()
-                    .any(|t| t.key() == key && Some(&t.value().to_owned()) == tags.get(key))
+                    .find(|t| t.key() == key)
+                    .map(|t| t.value())
             };
-            if !(has(super::TAG_APP) && has(super::TAG_STAGE)) {
+            if !super::names::carries_stage(tag, tags) {
                 anyhow::bail!(
                     "{what} exists and is not this stage's (it lacks the stage's live:app and \
                      live:stage tags): live deploy never takes over what it did not create; \
